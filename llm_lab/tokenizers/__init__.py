@@ -1,0 +1,5 @@
+"""Tokenizers of the learning path: regex words (ch. 2.2–2.4), then byte-level BPE (ch. 2.5)."""
+
+from llm_lab.tokenizers.simple import SimpleTokenizer, Vocabulary, split_words
+
+__all__ = ["SimpleTokenizer", "Vocabulary", "split_words"]

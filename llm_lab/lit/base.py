@@ -1,0 +1,55 @@
+"""What every LightningModule of the lab shares: optimizer and scheduler from the config.
+
+Models are plain ``nn.Module``s that know nothing of Lightning; a LightningModule wraps one per
+*objective* (CBoW, classification, next-token prediction). The optimizer and scheduler arrive as
+Hydra partials (``_partial_: true``) from the top-level ``optimizer/`` and ``scheduler/`` groups,
+so ``optimizer.lr=3e-3`` works the same for every stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+# Called as factory(optimizer, total_steps=...): see llm_lab/lit/schedules.py.
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class LabModule(L.LightningModule):
+    """Base LightningModule: builds the configured optimizer and a per-step scheduler."""
+
+    def __init__(
+        self,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    def param_groups(self) -> Iterable[Any]:
+        """Parameters (or parameter groups) handed to the optimizer; override for weight decay."""
+        return self.parameters()
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            return None
+        optimizer = self.optimizer_factory(self.param_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory, where a stage writes its artifacts (tokenizer.json, vectors.txt…)."""
+        return Path(self.trainer.default_root_dir)

@@ -1,0 +1,134 @@
+"""Continuous Bag-of-Words (Mikolov et al. 2013a, "Efficient Estimation of Word Representations").
+
+The mean of the context words' *input* vectors predicts the centre word through *output* vectors.
+Two objectives:
+
+- ``softmax``: full softmax over the vocabulary — exact, O(V) per example.
+- ``negative_sampling`` (Mikolov et al. 2013b, §2.2): tell the true centre from k noise words drawn
+  from the unigram distribution raised to 3/4; O(k) per example. For one example with hidden h,
+  true output vector u_o and noise vectors u_1..u_k:
+
+      loss = -log σ(u_o · h) - Σ_i log σ(-u_i · h)
+
+After training, the input vectors are the word vectors (what word2vec writes out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_lab.errors import ConfigError, DataError
+
+LOSSES = ("negative_sampling", "softmax")
+
+
+class CBoW(nn.Module):
+    """CBoW word2vec. Context rows are padded with id ``vocab_size`` (a zero vector, never trained)."""
+
+    noise_probs: torch.Tensor
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 100,
+        loss: str = "negative_sampling",
+        negatives: int = 5,
+        noise_counts: Sequence[int] | None = None,
+        noise_power: float = 0.75,
+        sparse: bool = True,
+    ) -> None:
+        super().__init__()
+        if embed_dim < 1:
+            raise ConfigError("model.embed_dim", f"{embed_dim} < 1", "use a positive dimension")
+        if loss not in LOSSES:
+            raise ConfigError("model.loss", f"unknown loss {loss!r}", f"use one of {LOSSES}")
+        if loss == "negative_sampling" and negatives < 1:
+            raise ConfigError("model.negatives", f"{negatives} < 1", "use e.g. 5")
+        self.vocab_size, self.loss, self.negatives = vocab_size, loss, negatives
+        # sparse=True: each step touches only the rows of the words in the batch, which is what
+        # makes word2vec cheap; it needs an optimizer that takes sparse gradients (SGD, SparseAdam).
+        self.in_embed = nn.Embedding(vocab_size + 1, embed_dim, padding_idx=vocab_size, sparse=sparse)
+        self.out_embed = nn.Embedding(vocab_size, embed_dim, sparse=sparse)
+        # word2vec.c's initialisation: small uniform input vectors, zero output vectors.
+        nn.init.uniform_(self.in_embed.weight, -0.5 / embed_dim, 0.5 / embed_dim)
+        with torch.no_grad():
+            self.in_embed.weight[vocab_size].zero_()
+        nn.init.zeros_(self.out_embed.weight)
+        counts = torch.ones(vocab_size) if noise_counts is None else torch.as_tensor(noise_counts)
+        self.register_buffer("noise_probs", noise_distribution(counts, noise_power), persistent=False)
+
+    def hidden(self, context: torch.Tensor) -> torch.Tensor:
+        """Mean of the non-padding context vectors: (B, C) ids → (B, D)."""
+        summed = self.in_embed(context).sum(dim=1)
+        n = (context != self.vocab_size).sum(dim=1, keepdim=True).clamp_min(1)
+        return summed / n
+
+    def forward(self, context: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the batch."""
+        h = self.hidden(context)
+        if self.loss == "softmax":
+            return F.cross_entropy(h @ self.out_embed.weight.T, centre)
+        noise = torch.multinomial(self.noise_probs, centre.numel() * self.negatives, replacement=True)
+        return negative_sampling_loss(
+            h, self.out_embed(centre), self.out_embed(noise.view(-1, self.negatives))
+        )
+
+    @property
+    def word_vectors(self) -> torch.Tensor:
+        """The learned vectors, one row per vocabulary id (padding row dropped)."""
+        return self.in_embed.weight[: self.vocab_size].detach()
+
+
+def noise_distribution(counts: torch.Tensor, power: float = 0.75) -> torch.Tensor:
+    """Unigram counts raised to ``power`` and normalised (Mikolov et al. 2013b, §2.2)."""
+    weights = counts.double().clamp_min(0) ** power
+    return (weights / weights.sum()).float()
+
+
+def negative_sampling_loss(h: torch.Tensor, u_true: torch.Tensor, u_noise: torch.Tensor) -> torch.Tensor:
+    """h (B, D), u_true (B, D), u_noise (B, K, D) → mean over B of −log σ(u_o·h) − Σ log σ(−u_i·h)."""
+    pos = F.logsigmoid((u_true * h).sum(-1))
+    neg = F.logsigmoid(-torch.bmm(u_noise, h.unsqueeze(-1)).squeeze(-1)).sum(-1)
+    return -(pos + neg).mean()
+
+
+def save_word2vec_text(path: str | Path, words: Sequence[str], vectors: np.ndarray) -> None:
+    """Write the word2vec text format: a ``count dim`` header, then ``word v1 v2 …`` per line.
+
+    Written to a temporary file and renamed, so a crash never leaves half a file behind.
+    """
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(f"{len(words)} {vectors.shape[1]}\n")
+        for word, row in zip(words, vectors, strict=True):
+            f.write(word + " " + " ".join(f"{x:.6f}" for x in row) + "\n")
+    tmp.replace(path)
+
+
+def load_word2vec_text(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Read a word2vec text file (ours or gensim's) → (words, vectors of shape (N, D))."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"vectors file {path} does not exist")
+    with path.open(encoding="utf-8") as f:
+        header = f.readline().split()
+        if len(header) != 2 or not all(h.isdigit() for h in header):
+            raise DataError(f"{path}: the first line must be '<count> <dim>', got {header!r}")
+        count, dim = int(header[0]), int(header[1])
+        words, rows = [], []
+        for n, line in enumerate(f, start=2):
+            parts = line.rstrip("\n").split(" ")
+            if len(parts) != dim + 1:
+                raise DataError(f"{path}:{n}: expected a word and {dim} numbers")
+            words.append(parts[0])
+            rows.append(np.asarray(parts[1:], dtype=np.float32))
+    if len(words) != count:
+        raise DataError(f"{path}: header says {count} words, file has {len(words)} (truncated?)")
+    return words, np.stack(rows) if rows else np.zeros((0, dim), np.float32)
