@@ -16,18 +16,17 @@ from typing import Any
 
 import hydra
 import lightning as L
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from llm_lab.config import flatten, register_resolvers
+from llm_lab.config import build, flatten, register_resolvers
 from llm_lab.errors import ConfigError, LabError
 
 register_resolvers()
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not sys.stdout.isatty():
         from llm_lab.callbacks.progress import LineProgress
 
@@ -36,7 +35,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return [build(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -44,17 +43,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data)
     datamodule.setup("fit")
     optim_kwargs = {}
     if cfg.get("optimizer") is not None:
-        optim_kwargs["optimizer"] = instantiate(cfg.optimizer)
+        optim_kwargs["optimizer"] = build(cfg.optimizer)
     if cfg.get("scheduler") is not None:
-        optim_kwargs["scheduler"] = instantiate(cfg.scheduler)
-    module = instantiate(cfg.model, **optim_kwargs, **datamodule.model_kwargs())
+        optim_kwargs["scheduler"] = build(cfg.scheduler)
+    module = build(cfg.model, **optim_kwargs, **datamodule.model_kwargs())
 
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(
+    trainer: L.Trainer = build(
         cfg.trainer,
         callbacks=build_callbacks(cfg),
         logger=loggers or False,

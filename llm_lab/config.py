@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
+
+from llm_lab.errors import LabError
 
 
 def gensim_test_file(name: str) -> str | None:
@@ -39,3 +43,17 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     else:
         flat[prefix.rstrip("/")] = tree if isinstance(tree, int | float | str | bool) else str(tree)
     return flat
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a :class:`LabError` raised inside a constructor comes out as
+    itself (Hydra wraps it in an InstantiationException), so train.py can print its one line."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, LabError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None

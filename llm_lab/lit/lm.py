@@ -1,0 +1,111 @@
+"""The next-token objective (Bengio et al. 2003; Radford et al. 2018) as one LightningModule.
+
+Every language model of the lab — the MLP LM, the attention LMs, the GPT — is a plain ``nn.Module``
+mapping ids (B, T) to logits; this module adds the loss, the metrics and the optimizer groups.
+A net returning (B, T, V) is trained on every position; one returning (B, V) predicts only the
+token after its window (the MLP LM of Bengio et al.).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class NextTokenLM(LabModule):
+    """Cross-entropy of the next token. Logs ``train/loss``, ``train/tokens_per_sec``,
+    ``train/grad_norm``, ``val/loss`` and ``val/perplexity`` (= exp of the mean validation loss)."""
+
+    def __init__(
+        self,
+        net: Callable[..., nn.Module],
+        vocab_size: int,
+        tokenizer: Any = None,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__(optimizer, scheduler)
+        self.save_hyperparameters(ignore=["net", "tokenizer", "optimizer", "scheduler"])
+        self.net = net(vocab_size=vocab_size)
+        self.tokenizer = tokenizer
+        self._tick = time.perf_counter()
+        self._val_sum = self._val_count = 0.0
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.net(idx)
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over the predicted positions, and how many positions that was."""
+        x, y = batch
+        logits = self.net(x)
+        if logits.dim() == 2:  # the net predicts only the token after the window
+            y = y[:, -1]
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1)), y.numel()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.loss(batch)
+        now = time.perf_counter()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/tokens_per_sec", batch[0].numel() / max(now - self._tick, 1e-9))
+        self._tick = now
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._tick = time.perf_counter()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.trainer.global_step % getattr(self.trainer, "log_every_n_steps", 50) == 0:
+            grads = [p.grad.detach().norm() for p in self.parameters() if p.grad is not None]
+            if grads:
+                self.log("train/grad_norm", torch.stack(grads).norm())
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum = self._val_count = 0.0
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, n = self.loss(batch)
+        self._val_sum += float(loss) * n
+        self._val_count += n
+        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_count:
+            # Perplexity is exp of the mean loss over tokens, not the mean of per-batch perplexities.
+            mean = self._val_sum / self._val_count
+            self.log("val/perplexity", math.exp(min(mean, 50.0)), sync_dist=True)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, n = self.loss(batch)
+        self.log("test/loss", loss, batch_size=n)
+
+    def param_groups(self) -> Iterable[Any]:
+        """Weight decay on the weights of linear layers only; none on biases, norms and embeddings
+        (the GPT-2/3 recipe). A weight tied to an embedding counts as an embedding."""
+        no_decay: dict[int, nn.Parameter] = {}
+        decay: dict[int, nn.Parameter] = {}
+        for module in self.net.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if isinstance(module, nn.Linear) and name == "weight":
+                    decay[id(p)] = p
+                else:
+                    no_decay[id(p)] = p
+        decay = {k: p for k, p in decay.items() if k not in no_decay}
+        return [
+            {"params": list(decay.values())},
+            {"params": list(no_decay.values()), "weight_decay": 0.0},
+        ]
+
+    def on_fit_start(self) -> None:
+        # The run directory keeps the tokenizer next to the checkpoints, for generate.py.
+        if self.trainer.is_global_zero and hasattr(self.tokenizer, "save"):
+            self.tokenizer.save(self.run_dir / "tokenizer.json")

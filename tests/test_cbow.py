@@ -1,0 +1,169 @@
+"""CBoW: the loss against a hand computation, the data against word2vec's rules, and gensim parity."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm_lab.data.cbow import CBoWBatches, keep_probabilities
+from llm_lab.eval.word_vectors import spearman, word_analogies, word_similarity
+from llm_lab.models.cbow import CBoW, load_word2vec_text, negative_sampling_loss, save_word2vec_text
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def test_negative_sampling_loss_and_gradient_equal_a_hand_computation():
+    rng = np.random.default_rng(0)
+    h, u_o, u_n = rng.normal(size=3), rng.normal(size=3), rng.normal(size=(2, 3))
+    # loss = -log σ(u_o·h) - Σ_k log σ(-u_k·h)
+    expected = -np.log(_sigmoid(u_o @ h)) - np.log(_sigmoid(-(u_n @ h))).sum()
+    # ∂loss/∂h = (σ(u_o·h) - 1) u_o + Σ_k σ(u_k·h) u_k ; ∂/∂u_o = (σ(u_o·h) - 1) h ; ∂/∂u_k = σ(u_k·h) h
+    grad_h = (_sigmoid(u_o @ h) - 1) * u_o + (_sigmoid(u_n @ h)[:, None] * u_n).sum(0)
+    grad_uo = (_sigmoid(u_o @ h) - 1) * h
+    grad_un = _sigmoid(u_n @ h)[:, None] * h[None, :]
+
+    th, to, tn = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (h, u_o, u_n))
+    loss = negative_sampling_loss(th[None], to[None], tn[None])
+    loss.backward()
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(th.grad.numpy(), grad_h, rtol=1e-12)
+    np.testing.assert_allclose(to.grad.numpy(), grad_uo, rtol=1e-12)
+    np.testing.assert_allclose(tn.grad.numpy(), grad_un, rtol=1e-12)
+
+
+def test_cbow_hidden_is_the_mean_of_real_context_words_and_softmax_loss_is_cross_entropy():
+    torch.manual_seed(0)
+    model = CBoW(vocab_size=5, embed_dim=3, loss="softmax", sparse=False)
+    torch.nn.init.normal_(model.out_embed.weight)
+    context = torch.tensor([[0, 2, 5, 5]])  # 5 = padding
+    w = model.in_embed.weight.detach()
+    h = (w[0] + w[2]) / 2
+    assert torch.allclose(model.hidden(context)[0], h)
+    logits = model.out_embed.weight.detach() @ h
+    expected = -(logits[4] - torch.logsumexp(logits, 0))
+    assert model(context, torch.tensor([4])).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_noise_words_follow_unigram_to_the_three_quarters():
+    counts = [1000, 100, 10, 1]
+    model = CBoW(4, 2, negatives=5, noise_counts=counts)
+    p = np.asarray(counts, float) ** 0.75
+    np.testing.assert_allclose(model.noise_probs.numpy(), p / p.sum(), rtol=1e-6)
+
+
+def test_keep_probability_is_word2vec_formula():
+    counts = np.array([900, 90, 9, 1])
+    t = 1e-2
+    f = counts / counts.sum()
+    expected = np.minimum(1.0, (np.sqrt(f / t) + 1) * t / f)
+    np.testing.assert_allclose(keep_probabilities(counts, t), expected)
+    assert keep_probabilities(counts, 0).tolist() == [1, 1, 1, 1]
+
+
+def test_batches_respect_documents_windows_and_padding():
+    rng = np.random.default_rng(1)
+    doc_ids = np.repeat(np.arange(5), 40)
+    ids = rng.integers(0, 50, size=len(doc_ids))
+    window, pad = 3, 50
+    ds = CBoWBatches(ids, doc_ids, np.ones(50), window, batch_size=16, pad_id=pad, seed=0, shuffle=False)
+    batches = list(ds)
+    assert len(batches) == len(ds) == len(ids) // 16
+    for b, (context, centre) in enumerate(batches):
+        assert context.shape == (16, 2 * window)
+        for r in range(16):
+            pos = b * 16 + r  # shuffle=False and nothing subsampled: centre r is token pos
+            assert centre[r] == ids[pos]
+            left = [
+                ids[pos + o] if 0 <= pos + o and doc_ids[pos + o] == doc_ids[pos] else pad
+                for o in (-3, -2, -1)
+            ]
+            right = [
+                ids[pos + o] if pos + o < len(ids) and doc_ids[pos + o] == doc_ids[pos] else pad
+                for o in (1, 2, 3)
+            ]
+            row = context[r].tolist()
+            # the dynamic window keeps the nearest b words on each side and pads the rest
+            b_left = sum(v != pad for v in row[:3])
+            assert row[:3] == [pad] * (3 - b_left) + left[3 - b_left :] or row[:3] == left
+            assert all(v == pad or v == e for v, e in zip(row, left + right, strict=True))
+
+
+def test_subsampling_drops_frequent_words_more():
+    ids = np.concatenate([np.zeros(9000, int), np.ones(1000, int)])
+    keep = keep_probabilities([9000, 1000], 1e-2)
+    ds = CBoWBatches(ids, np.zeros(len(ids), int), keep, 2, batch_size=100, pad_id=2, seed=0)
+    centres = torch.cat([c for _, c in ds]).numpy()
+    frac_frequent = (centres == 0).mean()
+    assert frac_frequent < 0.9 * 0.85  # 90 % before subsampling
+
+
+def test_word2vec_text_roundtrip_and_truncation(tmp_path: Path):
+    vecs = np.arange(6, dtype=np.float32).reshape(3, 2) / 7
+    save_word2vec_text(tmp_path / "v.txt", ["a", "b", "c"], vecs)
+    words, loaded = load_word2vec_text(tmp_path / "v.txt")
+    assert words == ["a", "b", "c"] and np.allclose(loaded, vecs, atol=1e-6)
+    lines = (tmp_path / "v.txt").read_text().splitlines()
+    (tmp_path / "cut.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(Exception, match="truncated"):
+        load_word2vec_text(tmp_path / "cut.txt")
+
+
+def test_spearman_equals_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, 50).astype(float)  # many ties
+    y = x + rng.normal(size=50)
+    assert spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic, abs=1e-12)
+
+
+def _gensim_data(name: str) -> Path:
+    gensim = pytest.importorskip("gensim", reason="gensim not installed (pip install -e '.[dev]')")
+    return Path(gensim.__file__).parent / "test" / "test_data" / name
+
+
+def test_our_vectors_load_in_gensim_and_evaluation_matches_gensim(tmp_path: Path):
+    from gensim.models import KeyedVectors
+
+    sim_file, ana_file = _gensim_data("wordsim353.tsv"), _gensim_data("questions-words.txt")
+    words = sorted({w for line in sim_file.read_text().splitlines()[2:] for w in line.split("\t")[:2]})
+    words += sorted(
+        {
+            w
+            for line in ana_file.read_text().splitlines()[:3000]
+            if not line.startswith(":")
+            for w in line.split()
+        }
+    )
+    words = list(dict.fromkeys(words))[::2]  # drop half the words so some pairs are out of vocabulary
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(words), 8)).astype(np.float32)
+    # Give the analogies structure: country = capital + one shared offset (+ noise), so 3CosAdd
+    # gets many, but not all, answers right and the comparison with gensim is not trivially 0 = 0.
+    index = {w: i for i, w in enumerate(words)}
+    offset = rng.normal(size=8)
+    for line in ana_file.read_text().splitlines()[1:400]:
+        a, b, c, d = line.split()
+        for capital, country in ((a, b), (c, d)):
+            if capital in index and country in index:
+                vectors[index[country]] = vectors[index[capital]] + offset + rng.normal(scale=0.4, size=8)
+    save_word2vec_text(tmp_path / "vectors.txt", words, vectors)
+
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "vectors.txt"))
+    assert kv.index_to_key == words and np.allclose(kv.vectors, vectors, atol=1e-6)
+
+    ours = word_similarity(words, vectors, sim_file)
+    pearson, (rho, _), oov_ratio = kv.evaluate_word_pairs(str(sim_file))
+    assert ours.score == pytest.approx(rho, abs=1e-6)
+    assert ours.n_skipped / (ours.n_skipped + ours.n_used) * 100 == pytest.approx(oov_ratio, abs=1e-6)
+
+    lines = ana_file.read_text().splitlines()[:3000]
+    (tmp_path / "q.txt").write_text("\n".join(lines) + "\n")
+    ana = word_analogies(words, vectors, tmp_path / "q.txt")
+    score, sections = kv.evaluate_word_analogies(str(tmp_path / "q.txt"))
+    total = sections[-1]
+    assert ana.n_used == len(total["correct"]) + len(total["incorrect"])
+    assert ana.score == pytest.approx(score, abs=1e-9)
+    assert 0.05 < ana.score < 0.95

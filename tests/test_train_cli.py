@@ -1,0 +1,118 @@
+"""train.py as a user runs it: every experiment composes and builds, CBoW runs end to end, and bad
+input fails early with one line that names the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+
+from conftest import ROOT, run_train
+from llm_lab.config import register_resolvers
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(name: str, tmp_path: Path):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"experiment={name}", f"hydra.run.dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+        HydraConfig.instance().set_config(cfg)
+        if "max_documents" in cfg.data:
+            cfg.data.max_documents = 30
+        if "vocab_size" in cfg.data and cfg.data.get("tokenizer") == "bpe":
+            cfg.data.vocab_size = 300
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+        kwargs = {k: instantiate(cfg[k]) for k in ("optimizer", "scheduler") if cfg.get(k) is not None}
+        module = instantiate(cfg.model, **kwargs, **datamodule.model_kwargs())
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(tmp_path))
+        assert module is not None and trainer is not None
+
+
+def _scalar_tags(event_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_dir))
+    acc.Reload()
+    return set(acc.Tags()["scalars"]) | {f"text:{t}" for t in acc.Tags().get("tensors", [])}
+
+
+@pytest.mark.slow
+def test_cbow_runs_end_to_end_and_tensorboard_has_everything(tmp_path: Path):
+    run = tmp_path / "run"
+    proc = run_train(
+        "experiment=cbow",
+        "data.max_documents=60",
+        "data.batch_size=128",
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=5",
+        "model.embed_dim=16",
+        f"hydra.run.dir={run}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    vectors = (run / "vectors.txt").read_text().splitlines()
+    n, dim = map(int, vectors[0].split())
+    assert dim == 16 and n == len(vectors) - 1 > 100
+    tags = _scalar_tags(run / "tensorboard")
+    for tag in ("train/loss", "val/loss", "train/words_per_sec", "lr-SparseAdam", "test/loss"):
+        assert tag in tags, (tag, tags)
+    assert "text:embeddings/nearest_neighbours/text_summary" in tags
+    projector = run / "tensorboard" / "projector_config.pbtxt"
+    assert projector.is_file() and "word_vectors" in projector.read_text()
+    assert list((run / "tensorboard").glob("*/*/tensors.tsv")) and list(
+        (run / "tensorboard").glob("*/*/metadata.tsv")
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/loss"] > 0 and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()
+
+
+def _fails(proc, key: str, run: Path) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and key in last, last
+    assert not (run / "metrics.json").exists() and (run / "FAILED").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.window=0", "data.window"),
+        ("data.min_count=100000", "data.min_count"),
+        ("model.embed_dim=-3", "model.embed_dim"),
+        ("data.path=/no/such/file.txt", "data.path"),
+    ],
+)
+def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
+    proc = run_train("experiment=cbow", "data.max_documents=20", override, f"hydra.run.dir={tmp_path}")
+    _fails(proc, key, tmp_path)
+
+
+def test_bad_corpus_files(tmp_path: Path):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 ".encode("latin-1") * 50)
+    proc = run_train("experiment=cbow", f"data.path={latin}", f"hydra.run.dir={tmp_path / 'a'}")
+    _fails(proc, "UTF-8", tmp_path / "a")
+    short = tmp_path / "short.txt"
+    short.write_text("just a few words here\n" * 2)
+    proc = run_train(
+        "experiment=cbow", f"data.path={short}", "data.min_count=1", f"hydra.run.dir={tmp_path / 'b'}"
+    )
+    _fails(proc, "data.window", tmp_path / "b")
+
+
+def test_unknown_experiment_lists_the_available_ones(tmp_path: Path):
+    proc = run_train("experiment=nope", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "cbow" in proc.stderr and "experiment" in proc.stderr
