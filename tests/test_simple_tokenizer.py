@@ -36,7 +36,7 @@ def test_split_keeps_punctuation_as_tokens():
 
 
 def test_vocabulary_orders_by_frequency_and_applies_min_count_and_max_size():
-    tokens = "b a b c b a".split()
+    tokens = ["b", "a", "b", "c", "b", "a"]
     v = Vocabulary.from_tokens(tokens)
     assert v.itos == ["b", "a", "c"] and v.counts == [3, 2, 1]
     assert Vocabulary.from_tokens(tokens, min_count=2).itos == ["b", "a"]

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_train
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from conftest import ROOT, run_train
 from llm_lab.config import register_resolvers
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
