@@ -26,7 +26,8 @@ def test_negative_sampling_loss_and_gradient_equal_a_hand_computation():
     grad_un = _sigmoid(u_n @ h)[:, None] * h[None, :]
 
     th, to, tn = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (h, u_o, u_n))
-    loss = negative_sampling_loss(th[None], to[None], tn[None])
+    scores = torch.cat([(to @ th)[None], tn @ th])[None]  # (1, 1+k)
+    loss = negative_sampling_loss(scores)
     loss.backward()
     assert loss.item() == pytest.approx(expected, rel=1e-12)
     np.testing.assert_allclose(th.grad.numpy(), grad_h, rtol=1e-12)

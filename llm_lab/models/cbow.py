@@ -75,9 +75,10 @@ class CBoW(nn.Module):
         if self.loss == "softmax":
             return F.cross_entropy(h @ self.out_embed.weight.T, centre)
         noise = torch.multinomial(self.noise_probs, centre.numel() * self.negatives, replacement=True)
-        return negative_sampling_loss(
-            h, self.out_embed(centre), self.out_embed(noise.view(-1, self.negatives))
-        )
+        # One gather for the true word and its k noise words: row i is [centre_i, noise_i1..noise_ik].
+        targets = torch.cat([centre.unsqueeze(1), noise.view(-1, self.negatives)], dim=1)
+        scores = (self.out_embed(targets) * h.unsqueeze(1)).sum(-1)  # (B, 1+k) dot products u·h
+        return negative_sampling_loss(scores)
 
     @property
     def word_vectors(self) -> torch.Tensor:
@@ -91,11 +92,12 @@ def noise_distribution(counts: torch.Tensor, power: float = 0.75) -> torch.Tenso
     return (weights / weights.sum()).float()
 
 
-def negative_sampling_loss(h: torch.Tensor, u_true: torch.Tensor, u_noise: torch.Tensor) -> torch.Tensor:
-    """h (B, D), u_true (B, D), u_noise (B, K, D) → mean over B of −log σ(u_o·h) − Σ log σ(−u_i·h)."""
-    pos = F.logsigmoid((u_true * h).sum(-1))
-    neg = F.logsigmoid(-torch.bmm(u_noise, h.unsqueeze(-1)).squeeze(-1)).sum(-1)
-    return -(pos + neg).mean()
+def negative_sampling_loss(scores: torch.Tensor) -> torch.Tensor:
+    """Scores (B, 1+k): column 0 is u_o·h for the true word, the rest u_i·h for the noise words.
+
+    Returns the mean over B of −log σ(u_o·h) − Σ_i log σ(−u_i·h).
+    """
+    return -(F.logsigmoid(scores[:, 0]) + F.logsigmoid(-scores[:, 1:]).sum(-1)).mean()
 
 
 def save_word2vec_text(path: str | Path, words: Sequence[str], vectors: np.ndarray) -> None:
