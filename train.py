@@ -38,6 +38,19 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return [build(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
+def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+    """``ckpt_path`` may be a checkpoint file, ``last`` (Lightning's: the newest in this run's
+    checkpoints/, so pair it with ``hydra.run.dir=<old run>``), or a run directory (its last.ckpt)."""
+    if ckpt_path is None or ckpt_path == "last":
+        return ckpt_path
+    path = Path(ckpt_path)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError("ckpt_path", f"no checkpoint at {path}", "give a .ckpt file or a run directory")
+    return str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) the configured stage; return its final metrics."""
     L.seed_everything(cfg.seed, workers=True)
@@ -61,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         default_root_dir=str(output_dir),
     )
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     if cfg.get("test", False):
         trainer.test(module, datamodule=datamodule)

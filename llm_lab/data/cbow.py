@@ -35,6 +35,13 @@ def keep_probabilities(counts: Sequence[int], sample: float) -> np.ndarray:
     return np.nan_to_num(np.minimum(keep, 1.0), nan=1.0)
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the running DDP job, (0, 1) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class CBoWBatches(IterableDataset):
     """An epoch of CBoW batches: ``context`` (B, 2·window), padded with ``pad_id``, and ``centre`` (B,).
 
@@ -64,7 +71,7 @@ class CBoWBatches(IterableDataset):
         self.raw_words_per_example = len(ids) / max(expected_kept, 1.0)
 
     def __len__(self) -> int:
-        return self.n_batches
+        return self.n_batches // _world()[1]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -80,7 +87,11 @@ class CBoWBatches(IterableDataset):
         # tokens than expected and truncates when it kept more.
         order = np.resize(order, self.n_batches * self.batch_size)
         offsets = np.concatenate([np.arange(-self.window, 0), np.arange(1, self.window + 1)])
-        for start in range(0, len(order), self.batch_size):
+        # Under DDP each rank takes every world-th batch of the same epoch: each example is seen by
+        # exactly one rank, and every rank runs the same number of steps.
+        rank, world = _world()
+        starts = range(rank * self.batch_size, len(self) * world * self.batch_size, world * self.batch_size)
+        for start in starts:
             centre = order[start : start + self.batch_size]
             reach = rng.integers(1, self.window + 1, size=len(centre))
             pos = centre[:, None] + offsets[None, :]
