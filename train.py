@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,9 +52,15 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
     return str(path)
 
 
+def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) the configured stage; return its final metrics."""
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule = build(cfg.data)
@@ -75,10 +82,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics = scalar_metrics(trainer)
+    target = cfg.get("optimized_metric") or ""
+    if cfg.get("train", True) and target.startswith("val/") and target not in metrics:
+        # A run that stopped (max_steps) before its first validation still reports its final score.
+        trainer.validate(module, datamodule=datamodule)
+        metrics.update(scalar_metrics(trainer))
     if cfg.get("test", False):
         trainer.test(module, datamodule=datamodule)
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        metrics.update(scalar_metrics(trainer))
 
     if trainer.is_global_zero:
         hparams = flatten(OmegaConf.to_container(cfg, resolve=True))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -25,7 +30,7 @@ def run_train(
     *overrides: str, script: str = "train.py", timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python train.py OVERRIDES`` from the repo root, as a user would."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
     return subprocess.run(
         [sys.executable, script, *overrides],
         cwd=ROOT,
@@ -34,3 +39,38 @@ def run_train(
         timeout=timeout,
         env=env,
     )
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """The tests' models are tiny: on a shared 2-core CPU a second torch thread only adds waiting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_train_script() -> ModuleType:
+    """``train.py`` as a module (it sits at the repo root, outside the package)."""
+    spec = importlib.util.spec_from_file_location("lab_train_script", ROOT / "train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(out: Path, experiment: str, *overrides: str) -> dict[str, float]:
+    """Compose ``experiment`` as train.py does and fit it in this process, ``out`` as the run directory."""
+    train = load_train_script().train
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"experiment={experiment}",
+                f"paths.root_dir={out}",
+                f"paths.output_dir={out}",
+                *overrides,
+            ],
+        )
+    out.mkdir()
+    return train(cfg)

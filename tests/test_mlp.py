@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,15 +12,6 @@ from llm_lab.data.toy2d import make_toy2d
 from llm_lab.errors import ConfigError
 from llm_lab.models.mlp import MLP, MLPLanguageModel
 from llm_lab.nn.mlp_scratch import ACTIVATIONS, MLPScratch
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """These matrices are small: on a shared CPU, extra threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)

@@ -4,51 +4,16 @@ process (fast); the ones about what a user sees on the command line run ``train.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_train
-from hydra import compose, initialize_config_dir
+from conftest import run_in_process, run_train
 
 from llm_lab.callbacks.decision_boundary import OUTLINE, PALETTE, REGION_TINT, render_decision_boundary
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tiny models: on a shared 2-core CPU, a second thread makes each step ~10x slower."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for train.py subprocesses
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load_train_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lab_train_script", ROOT / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_in_process(out: Path, experiment: str, *overrides: str) -> dict[str, float]:
-    """Compose ``experiment`` as train.py does and fit it here, with ``out`` as the run directory."""
-    train = load_train_script().train
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"experiment={experiment}", f"paths.root_dir={out}", f"paths.output_dir={out}",
-                       *overrides],
-        )
-    out.mkdir()
-    return train(cfg)
 
 
 def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:
@@ -95,12 +60,16 @@ def test_perceptron_separates_blobs_and_says_so(tmp_path: Path, caplog: pytest.L
     assert any(t.startswith("perceptron/result") for t in tags["tensors"])  # the verdict as text
 
 
-@pytest.mark.parametrize(("experiment", "name", "epochs", "min_acc"), [
-    ("mlp_scratch", "moons", 15, 0.95),
-    ("mlp", "moons", 15, 0.95),
-])
-def test_mlp_experiments_learn_and_draw(tmp_path: Path, experiment: str, name: str, epochs: int,
-                                        min_acc: float) -> None:
+@pytest.mark.parametrize(
+    ("experiment", "name", "epochs", "min_acc"),
+    [
+        ("mlp_scratch", "moons", 15, 0.95),
+        ("mlp", "moons", 15, 0.95),
+    ],
+)
+def test_mlp_experiments_learn_and_draw(
+    tmp_path: Path, experiment: str, name: str, epochs: int, min_acc: float
+) -> None:
     run = tmp_path / "run"
     metrics = run_in_process(run, experiment, f"data.name={name}", f"trainer.max_epochs={epochs}")
     assert metrics["val/acc"] >= min_acc, metrics
@@ -112,8 +81,15 @@ def test_mlp_experiments_learn_and_draw(tmp_path: Path, experiment: str, name: s
 
 def test_max_steps_and_scheduler_drive_hand_written_updates(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    metrics = run_in_process(run, "mlp_scratch", "trainer.max_steps=7", "trainer.max_epochs=100",
-                             "scheduler=linear", "trainer.log_every_n_steps=1", "logger=csv")
+    metrics = run_in_process(
+        run,
+        "mlp_scratch",
+        "trainer.max_steps=7",
+        "trainer.max_epochs=100",
+        "scheduler=linear",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+    )
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 7
     # Linear decay over the 7 steps: the rate the last step used is 1/7 of optimizer.lr = 0.5.
@@ -124,8 +100,13 @@ def test_max_steps_and_scheduler_drive_hand_written_updates(tmp_path: Path) -> N
 
 def test_mlp_lm_reports_loss_and_perplexity(tmp_path: Path) -> None:
     metrics = run_in_process(
-        tmp_path / "run", "mlp_lm", "data.max_documents=40", "trainer.max_steps=20",
-        "trainer.val_check_interval=20", "trainer.limit_val_batches=5", "callbacks.model_checkpoint=null",
+        tmp_path / "run",
+        "mlp_lm",
+        "data.max_documents=40",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=20",
+        "trainer.limit_val_batches=5",
+        "callbacks.model_checkpoint=null",
     )
     assert math.isfinite(metrics["val/loss"]) and metrics["val/perplexity"] > 1
 
@@ -133,22 +114,31 @@ def test_mlp_lm_reports_loss_and_perplexity(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- what the command line shows
 @pytest.mark.slow  # a fresh interpreter per run: ~10-20 s each on a busy 2-core CPU
 def test_perceptron_on_xor_says_it_cannot_separate(tmp_path: Path) -> None:
-    proc = run_train("experiment=perceptron", "data.name=xor", "trainer.max_epochs=2", "logger=csv",
-                     f"hydra.run.dir={tmp_path}")
+    proc = run_train(
+        "experiment=perceptron",
+        "data.name=xor",
+        "trainer.max_epochs=2",
+        "logger=csv",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cannot separate" in proc.stdout + proc.stderr
     assert "cannot separate" in (tmp_path / "train.log").read_text()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("experiment", "override", "key", "listed"), [
-    # (data.noise and model.net.hidden_sizes are checked the same way; see the unit tests)
-    ("mlp", "data.n_samples=0", "data.n_samples", None),
-    ("mlp_scratch", "model.net.activation=swish", "model.net.activation", "sigmoid"),
-    ("perceptron", "optimizer=adamw", "optimizer", None),
-])
-def test_bad_config_is_one_clear_line(tmp_path: Path, experiment: str, override: str, key: str,
-                                      listed: str | None) -> None:
+@pytest.mark.parametrize(
+    ("experiment", "override", "key", "listed"),
+    [
+        # (data.noise and model.net.hidden_sizes are checked the same way; see the unit tests)
+        ("mlp", "data.n_samples=0", "data.n_samples", None),
+        ("mlp_scratch", "model.net.activation=swish", "model.net.activation", "sigmoid"),
+        ("perceptron", "optimizer=adamw", "optimizer", None),
+    ],
+)
+def test_bad_config_is_one_clear_line(
+    tmp_path: Path, experiment: str, override: str, key: str, listed: str | None
+) -> None:
     proc = run_train(f"experiment={experiment}", override, "logger=csv", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     last = proc.stderr.strip().splitlines()[-1]

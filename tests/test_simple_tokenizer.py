@@ -72,3 +72,23 @@ def test_one_hot_times_weight_equals_embedding_lookup():
     ids = torch.tensor([[3, 0, 6], [1, 1, 2]])
     assert torch.allclose(one_hot(ids, 7) @ emb.weight, emb(ids))
     assert one_hot(ids, 7).sum(-1).eq(1).all()
+
+
+def test_simple_tokenizer_experiment_builds_the_vocabulary_and_measures_unknowns(tmp_path):
+    import json
+    from collections import Counter
+
+    from conftest import run_in_process
+
+    from llm_lab.data.corpus import load_corpus, split_documents
+
+    out = tmp_path / "run"
+    metrics = run_in_process(out, "simple_tokenizer", "data.max_documents=60", "model.min_count=2")
+    vocab = set(json.loads((out / "vocab.json").read_text()).values())
+    # recompute both numbers from the same split (seed 42, 10 %), counting words directly
+    train, val = split_documents(load_corpus(max_documents=60), 0.1, seed=42)
+    counts = Counter(w for d in train for w in split_words(d))
+    assert vocab == {w for w, c in counts.items() if c >= 2} | {UNK, ENDOFTEXT}
+    val_words = [w for d in val for w in split_words(d)]
+    expected = sum(w not in vocab for w in val_words) / len(val_words)
+    assert metrics["val/unk_rate"] == pytest.approx(expected) and 0 < expected < 0.5

@@ -25,7 +25,8 @@ class FiniteLoss(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # Manual-optimisation stages may return nothing ({} or None): then there is no loss to check.
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor) and not math.isfinite(float(loss.detach())):
             last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
             raise DivergedError(

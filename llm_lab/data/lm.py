@@ -52,11 +52,12 @@ def build_tokenizer(
         word = SimpleTokenizer.from_corpus(train_docs, min_count=min_count)
         return word, word.vocab.stoi[ENDOFTEXT]
     if kind == "bpe":
-        from llm_lab.tokenizers.bpe import BPETokenizer
+        from llm_lab.tokenizers.bpe import BPETokenizer, check_bpe_config
 
         if path:
             bpe = BPETokenizer.load(path)
         else:
+            check_bpe_config(vocab_size, [ENDOFTEXT], prefix="data")
             bpe = BPETokenizer.train(train_docs, vocab_size, special_tokens=[ENDOFTEXT])
         if ENDOFTEXT not in bpe.special_tokens:
             raise ConfigError("data.tokenizer_path", f"{path} has no {ENDOFTEXT} special token", "add one")

@@ -7,10 +7,13 @@ the same for every stage because they are handled here once.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from torch.utils.data import DataLoader, IterableDataset
 
 from llm_lab.data.corpus import load_corpus, split_documents
 from llm_lab.errors import ConfigError
@@ -67,3 +70,35 @@ class TextDataModule(L.LightningDataModule):
     def model_kwargs(self) -> dict[str, Any]:
         """What the LightningModule needs to know about the data (vocabulary size, ...)."""
         return {}
+
+
+class _StepNumbers(IterableDataset):
+    """0, 1, 2, ...: the "batches" of a stage that reads its documents itself and only needs to be
+    told "do the next step" (BPE merges, building a vocabulary)."""
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count()
+
+
+class DocumentsDataModule(TextDataModule):
+    """The corpus as text, for stages that are not trained on batches (BPE, the simple tokenizer).
+
+    The stage reads ``train_docs`` itself; the training loader yields step numbers without end (the
+    stage stops the run when it is done); a validation "batch" is the list of validation documents.
+    """
+
+    def build(self, train_docs: list[str], val_docs: list[str]) -> None:
+        if not val_docs:
+            raise ConfigError(
+                "data.val_fraction",
+                "no validation documents to measure the tokenizer on",
+                "use a val_fraction > 0 and a corpus of several documents",
+            )
+        self.train_docs, self.val_docs = train_docs, val_docs
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_StepNumbers(), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        # A list is a map-style dataset; its one item is the whole list of documents.
+        return DataLoader([self.val_docs], batch_size=None)  # type: ignore[arg-type]

@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from typing import TYPE_CHECKING
+
 import regex as re
-import torch
 
 from llm_lab.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch
 
 UNK = "<|unk|>"
 ENDOFTEXT = "<|endoftext|>"
@@ -164,6 +168,8 @@ class SimpleTokenizer:
 
 def one_hot(ids: Sequence[int] | torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Ids → one-hot rows (float). ``one_hot(ids, V) @ W`` equals the embedding lookup ``W[ids]``."""
+    import torch  # here, not at the top: tokenizing text should not pay for loading torch
+
     ids = torch.as_tensor(ids, dtype=torch.long)
     out = torch.zeros(*ids.shape, vocab_size)
     out.scatter_(-1, ids.unsqueeze(-1), 1.0)

@@ -1,0 +1,73 @@
+"""`python train.py experiment=bpe` end to end: tokenizer.json, TensorBoard scalars, max_steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_train
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tokenizers import Tokenizer
+
+from llm_lab.data.corpus import load_corpus, split_documents
+from llm_lab.tokenizers.bpe import BPETokenizer
+
+TINY = ["experiment=bpe", "data.max_documents=40", "model.merges_per_step=8",
+        "trainer.val_check_interval=2"]
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Each scalar's values in the order logged, without the copy of the final metrics that
+    train.py writes at step 0 beside the hyperparameters."""
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    out = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        if len(events) > 1 and events[-1].step < events[-2].step:
+            events = events[:-1]
+        out[tag] = [e.value for e in events]
+    return out
+
+
+def test_bpe_experiment_writes_tokenizer_json_and_logs_growth_and_compression(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = run_train(*TINY, "model.vocab_size=320", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    # tokenizer.json: complete vocabulary, and HF gives the ids we give.
+    ours = BPETokenizer.load(run_dir / "tokenizer.json")
+    hf = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+    assert len(ours.vocab) == hf.get_vocab_size() == 320
+    _, val_docs = split_documents(load_corpus(max_documents=40), 0.1, seed=42)
+    text = "".join(val_docs)
+    assert ours.encode(text) == hf.encode(text).ids
+
+    logged = scalars(run_dir)
+    # Vocabulary growth: merges_per_step new tokens per step, up to the vocabulary size.
+    sizes = logged["train/vocab_size"]
+    assert sizes[0] == 1 + 256 + 8 and max(sizes) == 320
+    assert all(0 < b - a <= 8 for a, b in zip(sizes, sizes[1:], strict=False))
+    # Each merge is the most frequent pair left, so merge frequencies never rise.
+    freqs = logged["train/merge_frequency"]
+    assert all(b <= a for a, b in zip(freqs, freqs[1:], strict=False))
+    assert logged["train/elapsed_sec"][-1] > 0
+    # Compression of the validation text, as HF counts it with the final tokenizer.
+    hf_bytes_per_token = len(text.encode()) / sum(len(hf.encode(d).ids) for d in val_docs)
+    compression = logged["val/bytes_per_token"]
+    assert len(compression) >= 3 and abs(compression[-1] - hf_bytes_per_token) < 1e-5
+    assert all(b >= a for a, b in zip(compression, compression[1:], strict=False))
+
+
+def test_max_steps_counts_blocks_of_merges(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = run_train(*TINY, "model.vocab_size=1000", "trainer.max_steps=3",
+                       f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(BPETokenizer.load(run_dir / "tokenizer.json").vocab) == 1 + 256 + 3 * 8
+    assert "val/bytes_per_token" in scalars(run_dir)  # validated at the end too
+
+
+def test_too_small_vocabulary_is_a_one_line_config_error(tmp_path: Path):
+    result = run_train("experiment=bpe", "model.vocab_size=100", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "model.vocab_size" in result.stderr and "Traceback" not in result.stderr
