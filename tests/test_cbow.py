@@ -169,3 +169,23 @@ def test_our_vectors_load_in_gensim_and_evaluation_matches_gensim(tmp_path: Path
     assert ana.n_used == len(total["correct"]) + len(total["incorrect"])
     assert ana.score == pytest.approx(score, abs=1e-9)
     assert 0.05 < ana.score < 0.95
+
+
+def test_bpe_cbow_pipeline_learns_vectors_for_bpe_tokens(tmp_path: Path):
+    from conftest import run_in_process
+
+    from llm_lab.tokenizers.formats import token_to_str
+
+    out = tmp_path / "run"
+    run_in_process(
+        out, "bpe_cbow", "data.max_documents=40", "data.bpe_vocab_size=400", "trainer.max_epochs=1"
+    )
+    words, vectors = load_word2vec_text(out / "vectors.txt")
+    # the CBoW vocabulary is made of the BPE tokenizer's tokens: retrain it the same way and compare
+    from llm_lab.data.corpus import load_corpus, split_documents
+    from llm_lab.tokenizers.bpe import BPETokenizer
+
+    train, _ = split_documents(load_corpus(max_documents=40), 0.1, seed=42)
+    bpe = BPETokenizer.train(train, 400)
+    printable = {token_to_str(t) for t in bpe.vocab.values()}
+    assert set(words) <= printable and "Ġthe" in words and vectors.shape == (len(words), 100)

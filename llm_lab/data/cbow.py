@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from llm_lab.data.text import TextDataModule
 from llm_lab.errors import ConfigError, DataError
+from llm_lab.tokenizers.formats import token_to_str
 from llm_lab.tokenizers.simple import Vocabulary, split_words
 
 
@@ -116,9 +117,17 @@ class CBoWDataModule(TextDataModule):
         max_vocab_size: int | None = None,
         subsample: float = 1e-3,
         lowercase: bool = True,
+        tokenizer: str = "word",
+        bpe_vocab_size: int = 2000,
         **corpus: Any,
     ) -> None:
         super().__init__(**corpus)
+        if tokenizer not in ("word", "bpe"):
+            raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}", "use word or bpe")
+        if tokenizer == "bpe" and bpe_vocab_size < 257:
+            raise ConfigError(
+                "data.bpe_vocab_size", f"{bpe_vocab_size} < 256 bytes + 1 merge", "use e.g. 2000"
+            )
         if window < 1:
             raise ConfigError("data.window", f"window={window} < 1", "use 1 or more words per side")
         if subsample < 0:
@@ -128,12 +137,25 @@ class CBoWDataModule(TextDataModule):
         self.max_vocab_size = max_vocab_size
         self.subsample = subsample
         self.lowercase = lowercase
+        self.tokenizer = tokenizer
+        self.bpe_vocab_size = bpe_vocab_size
+        self.bpe: Any = None
 
     def tokenize(self, doc: str) -> list[str]:
-        """Words of one document; subclasses may tokenize differently (see ``bpe_cbow``)."""
-        return split_words(doc, lowercase=self.lowercase, keep_punctuation=False)
+        """Tokens of one document: words, or BPE tokens printed as GPT-2 does ("Ġthe")."""
+        if self.lowercase:
+            doc = doc.lower()
+        if self.bpe is None:
+            return split_words(doc, keep_punctuation=False)
+        return [token_to_str(self.bpe.vocab[i]) for i in self.bpe.encode(doc)]
 
     def build(self, train_docs: list[str], val_docs: list[str]) -> None:
+        if self.tokenizer == "bpe":
+            # The "Pipeline BPE + CBoW": sub-word tokens instead of words, the rest unchanged.
+            from llm_lab.tokenizers.bpe import BPETokenizer
+
+            texts = [d.lower() for d in train_docs] if self.lowercase else train_docs
+            self.bpe = BPETokenizer.train(texts, self.bpe_vocab_size)
         train_tokens = [self.tokenize(d) for d in train_docs]
         self.vocab = Vocabulary.from_tokens(
             (t for doc in train_tokens for t in doc), self.min_count, self.max_vocab_size
