@@ -1,0 +1,143 @@
+"""Attention heatmaps in TensorBoard: what each head of the model looks at in a probe sentence.
+
+Every ``every_n_steps`` training steps the probe is run through the model with the attention
+layers keeping their weights (``store_weights``, see ``llm_lab.nn.attention``), and each head's
+(T, T) weights are drawn as an image: rows are queries, columns keys, darker = more attention
+(Raschka, ch. 3.3-3.5 prints these matrices as numbers; Vaswani et al. 2017, Fig. 3-5 draw them).
+
+The image is drawn with numpy; the token labels with Pillow, which TensorBoard itself depends on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from llm_lab.errors import ConfigError
+from llm_lab.nn.attention import AttentionBase
+
+# Sequential colour map from white (no attention) to dark blue (all of it): one hue, so brightness
+# alone reads as weight, and it prints well in grey.
+_LOW = np.array([255.0, 255.0, 255.0])
+_HIGH = np.array([8.0, 48.0, 107.0])
+_TEXT = (40, 40, 40)
+
+
+def colourise(weights: np.ndarray) -> np.ndarray:
+    """(T_q, T_k) weights in [0, 1] → (T_q, T_k, 3) uint8 colours, linear from white to blue."""
+    w = np.clip(weights, 0.0, 1.0)[..., None]
+    return ((1.0 - w) * _LOW + w * _HIGH).round().astype(np.uint8)
+
+
+def _text_width(font: Any, text: str) -> int:
+    left, _, right, _ = font.getbbox(text)
+    return int(right - left)
+
+
+def heatmap_image(weights: np.ndarray, labels: Sequence[str], cell: int = 18) -> np.ndarray:
+    """Draw (T, T) attention weights with token labels as an (H, W, 3) uint8 image.
+
+    Each row (one query's distribution over keys) is scaled by its own maximum, so the darkest
+    cell of a row is where that query looks most, even in long rows where every weight is small
+    (under a causal mask the first row is always a single 1.0 that would otherwise wash out the
+    rest). Query labels run down the left, key labels (rotated) along the top.
+    """
+    t_query, t_key = weights.shape
+    if len(labels) != t_key or t_query != t_key:
+        raise ValueError(f"need a square matrix and one label per token, got {weights.shape} "
+                         f"and {len(labels)} labels")
+    font = ImageFont.load_default()
+    margin = max((_text_width(font, s) for s in labels), default=0) + 6
+    peak = weights.max(axis=1, keepdims=True)
+    scaled = np.divide(weights, peak, out=np.zeros_like(weights, dtype=float), where=peak > 0)
+    cells = colourise(scaled).repeat(cell, axis=0).repeat(cell, axis=1)
+    canvas = Image.new("RGB", (margin + t_key * cell, margin + t_query * cell), "white")
+    canvas.paste(Image.fromarray(cells), (margin, margin))
+    draw = ImageDraw.Draw(canvas)
+    for i, label in enumerate(labels):
+        draw.text((2, margin + i * cell + cell // 4), label, fill=_TEXT, font=font)
+        # Key labels: write horizontally on a strip, then turn it a quarter to read bottom-up.
+        strip = Image.new("RGB", (margin, cell), "white")
+        ImageDraw.Draw(strip).text((margin - 3 - _text_width(font, label), cell // 4), label,
+                                   fill=_TEXT, font=font)
+        canvas.paste(strip.rotate(90, expand=True), (margin + i * cell, 0))
+    return np.asarray(canvas)
+
+
+def attention_layers(model: nn.Module) -> list[tuple[str, AttentionBase]]:
+    """The attention modules inside ``model``, by name (each can keep its weights)."""
+    return [(name or "attn", m) for name, m in model.named_modules()
+            if isinstance(m, AttentionBase)]
+
+
+class AttentionMaps(L.Callback):
+    """Log one heatmap per attention layer and head of a fixed probe sentence to TensorBoard.
+
+    The datamodule must have a ``tokenizer`` with ``encode(str) -> list[int]`` and
+    ``decode(list[int]) -> str``; the LightningModule a ``net`` taking ids (B, T).
+    """
+
+    def __init__(self, probe: str = "The function returns a list of the values in the class.",
+                 every_n_steps: int = 200, max_tokens: int = 24, cell: int = 18) -> None:
+        if every_n_steps < 1:
+            raise ConfigError("callbacks.attention_maps.every_n_steps",
+                              f"{every_n_steps} < 1", "use a positive number of steps")
+        self.probe = probe
+        self.every_n_steps = every_n_steps
+        self.max_tokens = max_tokens
+        self.cell = cell
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        # global_step has already counted this batch's optimizer step.
+        if trainer.global_step % self.every_n_steps == 0:
+            self.log_maps(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.log_maps(trainer, pl_module)
+
+    def probe_ids(self, trainer: L.Trainer, context_length: int | None) -> list[int]:
+        tokenizer = trainer.datamodule.tokenizer  # type: ignore[attr-defined]
+        ids = tokenizer.encode(self.probe)[: min(self.max_tokens, context_length or 10**9)]
+        if not ids:
+            raise ConfigError("callbacks.attention_maps.probe", "the probe encodes to no tokens",
+                              "use a sentence with words from the corpus")
+        return ids
+
+    @torch.no_grad()
+    def log_maps(self, trainer: L.Trainer, pl_module: Any) -> None:
+        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if tb is None or not trainer.is_global_zero:
+            return
+        net: nn.Module = pl_module.net
+        layers = attention_layers(net)
+        ids = self.probe_ids(trainer, getattr(net, "context_length", None))
+        tokenizer = trainer.datamodule.tokenizer  # type: ignore[attr-defined]
+        labels = [tokenizer.decode([i]).strip()[:10] for i in ids]
+        was_training = net.training
+        net.eval()
+        for _, layer in layers:
+            layer.store_weights = True
+        try:
+            net(torch.tensor([ids], device=pl_module.device))
+            for name, layer in layers:
+                weights = layer.last_weights
+                if weights is None:
+                    continue
+                heads = weights[0] if weights.dim() == 4 else weights  # (H, T, T)
+                for h, head in enumerate(heads.float().cpu().numpy()):
+                    image = heatmap_image(head, labels, self.cell)
+                    tb.experiment.add_image(f"attention/{name}/head_{h}", image,
+                                            trainer.global_step, dataformats="HWC")
+        finally:
+            for _, layer in layers:
+                layer.store_weights = False
+                layer.last_weights = None
+            net.train(was_training)
