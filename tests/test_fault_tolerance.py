@@ -97,3 +97,66 @@ def test_two_runs_with_the_same_seed_have_identical_loss_curves(tmp_path: Path):
     c = run_train(*args, "seed=7", f"hydra.run.dir={tmp_path / 'c'}")
     assert c.returncode == 0, c.stderr[-2000:]
     assert _losses(tmp_path / "c") != losses  # and the seed does matter
+
+
+GPT_TINY = [
+    "experiment=gpt",
+    "model.net.size=lab-tiny",
+    "data.max_documents=8",
+    "data.vocab_size=300",
+    "data.context_length=32",
+    "data.batch_size=8",
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=1000",
+    "trainer.limit_train_batches=7",
+    "trainer.limit_val_batches=1",
+    "trainer.deterministic=true",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+    "callbacks.text_samples.every_n_steps=5",
+    "callbacks.text_samples.max_new_tokens=4",
+    "logger=csv",
+]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 40
+    return state["state_dict"]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *GPT_TINY, f"hydra.run.dir={killed}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not (killed / "checkpoints" / "last.ckpt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    step = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < step < 40
+
+    # resume into the same run directory, as a user would after a crash
+    again = run_train(*GPT_TINY, f"hydra.run.dir={killed}", f"ckpt_path={killed}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    ref = run_train(*GPT_TINY, f"hydra.run.dir={straight}")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    expected, actual = _weights(straight), _weights(killed)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)

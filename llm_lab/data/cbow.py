@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from llm_lab.data.resumable import rank_and_world
 from llm_lab.data.text import TextDataModule
 from llm_lab.errors import ConfigError, DataError
 from llm_lab.tokenizers.formats import token_to_str
@@ -34,13 +35,6 @@ def keep_probabilities(counts: Sequence[int], sample: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         keep = (np.sqrt(freq / sample) + 1.0) * sample / freq
     return np.nan_to_num(np.minimum(keep, 1.0), nan=1.0)
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world size) of the running DDP job, (0, 1) outside one."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class CBoWBatches(IterableDataset):
@@ -72,7 +66,7 @@ class CBoWBatches(IterableDataset):
         self.raw_words_per_example = len(ids) / max(expected_kept, 1.0)
 
     def __len__(self) -> int:
-        return self.n_batches // _world()[1]
+        return self.n_batches // rank_and_world()[1]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -90,7 +84,7 @@ class CBoWBatches(IterableDataset):
         offsets = np.concatenate([np.arange(-self.window, 0), np.arange(1, self.window + 1)])
         # Under DDP each rank takes every world-th batch of the same epoch: each example is seen by
         # exactly one rank, and every rank runs the same number of steps.
-        rank, world = _world()
+        rank, world = rank_and_world()
         starts = range(rank * self.batch_size, len(self) * world * self.batch_size, world * self.batch_size)
         for start in starts:
             centre = order[start : start + self.batch_size]

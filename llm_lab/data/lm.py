@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch.utils.data import DataLoader
 
+from llm_lab.data.resumable import ResumableLoader, rank_and_world
 from llm_lab.data.text import TextDataModule
 from llm_lab.data.windows import TokenWindows, id_dtype, write_ids
 from llm_lab.errors import ConfigError
@@ -94,6 +95,7 @@ class LMDataModule(TextDataModule):
         context_length: int = 64,
         stride: int | None = None,
         ids_dir: str | None = None,
+        shuffle: bool = True,
         **corpus: Any,
     ) -> None:
         super().__init__(**corpus)
@@ -106,6 +108,7 @@ class LMDataModule(TextDataModule):
         self.context_length = context_length
         self.stride = stride
         self.ids_dir = ids_dir
+        self.shuffle = shuffle
 
     def build(self, train_docs: list[str], val_docs: list[str]) -> None:
         self.tokenizer, self.eot_id = build_tokenizer(
@@ -136,9 +139,9 @@ class LMDataModule(TextDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # drop_last keeps batch shapes fixed, unless that would leave no batch at all.
-        drop_last = len(self.train_set) >= self.batch_size
-        return DataLoader(
-            self.train_set, self.batch_size, shuffle=True, drop_last=drop_last, num_workers=self.num_workers
+        drop_last = len(self.train_set) >= self.batch_size * rank_and_world()[1]
+        return ResumableLoader(
+            self.train_set, self.batch_size, self.shuffle, self.seed, drop_last, self.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:
