@@ -1,6 +1,6 @@
 """Forward + backward time of causal multi-head attention: naive vs sdpa vs nn.MultiheadAttention.
 
-    python -m bench.bench_attention [--batch 8] [--d-model 256] [--heads 8] [--lengths 128 512 1024]
+    python bench/bench_attention.py [--batch 8] [--d-model 256] [--heads 8] [--lengths 128 512 1024]
 
 Prints a markdown table of median milliseconds per forward+backward step and the ratios
 naive/sdpa (what the fused kernel saves over the written-out softmax(QKᵀ)V of Vaswani et al. 2017,

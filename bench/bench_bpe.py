@@ -1,6 +1,6 @@
 """Byte-level BPE: training time and memory against HF `tokenizers`, encoding speed against tiktoken.
 
-    python -m bench.bench_bpe [--vocab-size 8192] [--repeats 3] [--text FILE]
+    python bench/bench_bpe.py [--vocab-size 8192] [--repeats 3] [--text FILE]
 
 1. Training on ~3 MB of English Wikipedia (the sample gensim ships, XML and wiki markup stripped
    crudely) at ``--vocab-size``: ours (``BPETokenizer.train``) against HF's ``BpeTrainer`` with a
@@ -22,16 +22,15 @@ table shows medians and ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
-import bz2
-import html
 import json
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import wikipedia_text
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "reference" / "cs336-fixtures"
@@ -71,23 +70,6 @@ children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 tok.save(f"{out}/{kind}.json")
 print(json.dumps({"seconds": seconds, "peak_kib": vm_hwm_kib() + children, "base_kib": base}))
 """
-
-
-def wikipedia_text() -> str:
-    """Plain text of gensim's Wikipedia sample: page texts with markup removed by regex."""
-    import gensim
-
-    name = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-    with bz2.open(Path(gensim.__file__).parent / "test" / "test_data" / name, "rt",
-                  encoding="utf-8") as f:
-        raw = f.read()
-    text = html.unescape("\n\n".join(re.findall(r"<text[^>]*>(.*?)</text>", raw, flags=re.S)))
-    text = re.sub(r"<ref[^>]*/>|<ref.*?</ref>|<[^>]+>", "", text, flags=re.S)
-    for _ in range(3):  # nested templates {{...{{...}}...}}
-        text = re.sub(r"\{\{[^{}]*\}\}", "", text)
-    text = re.sub(r"\[\[(?:[^\[\]|]*\|)?([^\[\]]*)\]\]", r"\1", text)  # [[target|label]] → label
-    text = re.sub(r"'{2,}", "", text)  # bold / italic quotes
-    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def train_in_subprocess(kind: str, text_path: Path, vocab_size: int, out: Path) -> dict:
