@@ -1,0 +1,47 @@
+"""Data-parallel training on CPU (gloo): two processes with batch b equal one process with batch 2b."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_train
+
+LM = [
+    "experiment=gpt",
+    "model.net.size=lab-tiny",
+    "model.net.dropout=0.0",
+    "data.max_documents=8",
+    "data.vocab_size=300",
+    "data.context_length=32",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=1000",
+    "trainer.limit_val_batches=1",
+    "callbacks.text_samples=null",
+    "logger=csv",
+]
+
+
+def _state(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 4
+    return ckpt["state_dict"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path: Path):
+    # Rank r takes windows perm[r::2] of the epoch's permutation (DistributedSampler's rule), so the
+    # union of the two rank batches at step k is exactly the single process's batch k of size 2b,
+    # and DDP's mean of the two mean gradients is the mean gradient of that batch.
+    ddp = run_train(
+        *LM, "trainer=ddp_cpu", "data.batch_size=4", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=600
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = run_train(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = _state(tmp_path / "ddp"), _state(tmp_path / "single")
+    assert a.keys() == b.keys()
+    for name in a:
+        # float32 sums in a different order (all-reduce): equal up to rounding
+        torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4, msg=name)
