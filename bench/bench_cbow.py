@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import time
 import warnings
 
@@ -71,6 +72,7 @@ def main() -> None:
         scheduler=linear_decay,
     )
     trainer = L.Trainer(
+        default_root_dir=tempfile.mkdtemp(),  # where vectors.txt goes; not the working directory
         max_epochs=args.epochs,
         logger=False,
         enable_checkpointing=False,

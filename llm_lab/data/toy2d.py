@@ -41,9 +41,7 @@ def _blobs(sizes: list[int], rng: np.random.Generator) -> np.ndarray:
     parts = []
     for k, n in enumerate(sizes):
         angle = 2 * math.pi * k / len(sizes)
-        parts.append(
-            np.tile([BLOB_RADIUS * math.cos(angle), BLOB_RADIUS * math.sin(angle)], (n, 1))
-        )
+        parts.append(np.tile([BLOB_RADIUS * math.cos(angle), BLOB_RADIUS * math.sin(angle)], (n, 1)))
     return np.concatenate(parts)
 
 
@@ -106,9 +104,7 @@ def make_toy2d(
     classes as balanced as N allows. The same arguments always give the same arrays.
     """
     if name not in GENERATORS:
-        raise ConfigError(
-            "data.name", f"unknown 2-D set {name!r}", f"choose one of {sorted(GENERATORS)}"
-        )
+        raise ConfigError("data.name", f"unknown 2-D set {name!r}", f"choose one of {sorted(GENERATORS)}")
     generator, fixed_classes = GENERATORS[name]
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ConfigError("data.n_samples", f"must be a positive integer, got {n_samples!r}")
