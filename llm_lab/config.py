@@ -32,6 +32,13 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("gensim_data", gensim_test_file)
 
 
+def class_set(*paths: str) -> set[type]:
+    """Classes by dotted path, as a set: what FSDP's ``auto_wrap_policy`` takes (YAML has no sets)."""
+    from hydra.utils import get_class
+
+    return {get_class(p) for p in paths}
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Nested config → ``{"model/embed_dim": 100, ...}`` with scalar leaves (what loggers accept)."""
     flat: dict[str, Any] = {}

@@ -11,6 +11,7 @@ from conftest import ROOT, run_train
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from llm_lab.config import register_resolvers
 
@@ -116,3 +117,19 @@ def test_unknown_experiment_lists_the_available_ones(tmp_path: Path):
     proc = run_train("experiment=nope", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert "cbow" in proc.stderr and "experiment" in proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "trainer").glob("*.yaml")))
+def test_every_trainer_config_composes_and_its_strategy_builds(name: str, tmp_path: Path):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[f"trainer={name}", f"hydra.run.dir={tmp_path}"], return_hydra_config=True
+        )
+    strategy = cfg.trainer.get("strategy")
+    if isinstance(strategy, DictConfig):  # e.g. FSDP: the strategy object itself must build
+        built = instantiate(strategy)
+        assert type(built).__name__ == "FSDPStrategy"
+        assert [c.__name__ for c in built.kwargs["auto_wrap_policy"]._module_classes] == ["Block"]
+    elif cfg.trainer.accelerator == "cpu":  # CPU trainers build here
+        instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
