@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--min-count", type=int, default=5)
     ap.add_argument("--sample", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=1024)
-    ap.add_argument("--optimizer", choices=["sgd", "sparse_adam"], default="sgd")
-    ap.add_argument("--lr", type=float, default=None, help="default: 0.025 x batch (sgd), 3e-3 (adam)")
+    ap.add_argument("--optimizer", choices=["sgd", "sparse_adam"], default="sparse_adam")
+    ap.add_argument("--lr", type=float, default=None, help="default: 0.025 x batch (sgd), 1e-2 (adam)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,7 +56,7 @@ def main() -> None:
         window=args.window, min_count=args.min_count, subsample=args.sample, batch_size=args.batch_size
     )
     dm.build(docs, docs[:50])  # train on every paragraph, like gensim; validation is not timed
-    lr = args.lr or (0.025 * args.batch_size if args.optimizer == "sgd" else 3e-3)
+    lr = args.lr or (0.025 * args.batch_size if args.optimizer == "sgd" else 1e-2)
 
     def optimizer(params):  # type: ignore[no-untyped-def]
         if args.optimizer == "sgd":
