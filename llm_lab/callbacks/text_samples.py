@@ -1,0 +1,86 @@
+"""Generated text from fixed prompts, logged to TensorBoard every N steps while a GPT trains.
+
+Reading samples is the quickest sanity check of a language model (Raschka ch. 5.1.3): the loss
+says *that* it learns, samples say *what* -- first random tokens, then frequent words, then
+syntax. The prompts and the random seed stay fixed, so the samples of successive steps differ only
+because the weights did.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from llm_lab.errors import ConfigError
+
+
+class TextSamples(L.Callback):
+    """Every ``every_n_steps`` optimizer steps (and at the end), continue each prompt.
+
+    Needs a LightningModule with a ``tokenizer`` (``encode``/``decode``) and a ``net`` with
+    ``generate`` (e.g. ``NextTokenLM`` wrapping :class:`llm_lab.models.gpt.GPT`). The text goes to
+    TensorBoard's *Text* tab under ``samples/<i>``.
+    """
+
+    def __init__(self, prompts: list[str], every_n_steps: int = 200, max_new_tokens: int = 40,
+                 temperature: float = 0.8, top_k: int | None = 40, seed: int = 0) -> None:
+        super().__init__()
+        if not prompts or any(not p for p in prompts):
+            raise ConfigError("callbacks.text_samples.prompts", "needs non-empty prompts",
+                              'e.g. ["The function", "A list is"]')
+        if every_n_steps < 1:
+            raise ConfigError("callbacks.text_samples.every_n_steps",
+                              f"must be ≥ 1, got {every_n_steps}")
+        self.prompts = list(prompts)
+        self.every_n_steps = every_n_steps
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.seed = seed
+        self._last_step = -1  # the step last logged, so no step is logged twice
+
+    def samples(self, pl_module: L.LightningModule) -> list[str]:
+        """Prompt + continuation for every prompt (one seeded generator per call)."""
+        # Any: the tokenizer and net are duck-typed (see the class docstring).
+        tokenizer: Any = getattr(pl_module, "tokenizer", None)
+        net: Any = getattr(pl_module, "net", None)
+        if tokenizer is None or not hasattr(net, "generate"):
+            raise ConfigError("callbacks.text_samples",
+                              "the model has no tokenizer or its net cannot generate",
+                              "use it with model=gpt (NextTokenLM around a GPT)")
+        generator = torch.Generator(pl_module.device).manual_seed(self.seed)
+        texts = []
+        for prompt in self.prompts:
+            ids = torch.tensor([tokenizer.encode(prompt)], device=pl_module.device)
+            out = net.generate(ids, self.max_new_tokens, temperature=self.temperature,
+                               top_k=self.top_k, generator=generator)
+            texts.append(tokenizer.decode(out[0].tolist()))
+        return texts
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_step = trainer.global_step
+        if not trainer.is_global_zero:
+            return
+        boards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not boards:
+            return
+        for i, text in enumerate(self.samples(pl_module)):
+            # Four leading spaces: TensorBoard renders Markdown, this keeps the text verbatim.
+            block = "\n".join("    " + line for line in text.splitlines())
+            for board in boards:
+                board.experiment.add_text(f"samples/{i}", block, global_step=trainer.global_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        # global_step counts optimizer steps: with gradient accumulation it repeats across
+        # micro-batches, so log only on the micro-batch that completed the step.
+        if step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
+            self._log(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_step:
+            self._log(trainer, pl_module)

@@ -1,0 +1,332 @@
+"""A GPT: the GPT-2 architecture, with optional modern switches, and generation with a KV cache.
+
+Radford et al. 2019 ("Language Models are Unsupervised Multitask Learners", §2.3) and Raschka,
+"Build a Large Language Model", ch. 4-5. The model is a plain ``nn.Module`` mapping token ids
+(B, T) to next-token logits (B, T, V); Lightning wraps it in ``llm_lab.lit.lm.NextTokenLM``.
+
+GPT-2 is decoder-only: token + learned position embeddings, ``n_layer`` pre-LayerNorm blocks
+(attention then MLP, each inside a residual connection), a final LayerNorm and an output head that
+shares its matrix with the token embedding. By config, RMSNorm, SwiGLU and RoPE turn it into the
+LLaMA-style block (Touvron et al. 2023, §2.2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from llm_lab.errors import ConfigError, DataError
+from llm_lab.nn.attention import BACKENDS, KVCache, MultiHeadAttention
+from llm_lab.nn.feedforward import MLPS, make_mlp
+from llm_lab.nn.normalization import NORMS, make_norm
+from llm_lab.nn.positions import LearnedPositionalEmbedding, RotaryEmbedding
+
+POSITIONS = ("learned", "rope")
+
+# GPT-2's four published sizes (Radford et al. 2019, Table 2; "124M" is the corrected count of the
+# smallest) and lab sizes small enough to train on a laptop CPU in minutes.
+NAMED_SIZES: dict[str, dict[str, int]] = {
+    "lab-tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64},
+    "lab-small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "context_length": 128},
+    "lab-medium": {"n_layer": 6, "n_head": 6, "n_embd": 384, "context_length": 256},
+    "gpt2": {"n_layer": 12, "n_head": 12, "n_embd": 768, "context_length": 1024},
+    "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "context_length": 1024},
+    "gpt2-large": {"n_layer": 36, "n_head": 20, "n_embd": 1280, "context_length": 1024},
+    "gpt2-xl": {"n_layer": 48, "n_head": 25, "n_embd": 1600, "context_length": 1024},
+}
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Hyper-parameters of a GPT; the defaults are GPT-2 124M (Radford et al. 2019)."""
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0  # GPT-2 trained with 0.1 on embeddings, attention weights and residuals
+    qkv_bias: bool = True  # GPT-2 has biases on q, k, v; LLaMA does not
+    norm: str = "layernorm"  # or "rmsnorm" (Zhang & Sennrich 2019)
+    mlp: str = "gelu"  # or "swiglu" (Shazeer 2020)
+    positions: str = "learned"  # or "rope" (Su et al. 2021): rotates q, k instead of adding vectors
+    backend: str = "sdpa"  # attention kernel: "sdpa" (fused) or "naive" (written out)
+
+    @classmethod
+    def from_name(cls, size: str, **overrides: Any) -> GPTConfig:
+        """The config of a named size (see ``NAMED_SIZES``), with some fields overridden."""
+        if size not in NAMED_SIZES:
+            raise ConfigError("model.size", f"unknown size {size!r}",
+                              f"use one of {', '.join(NAMED_SIZES)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"model.{unknown[0]}", "is not a GPT setting",
+                              f"valid settings: {', '.join(sorted(known))}")
+        return cls(**{**NAMED_SIZES[size], **overrides})
+
+    def __post_init__(self) -> None:
+        # Fail here, with the key a user sets, before any layer is built.
+        for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key}", f"must be positive, got {getattr(self, key)}")
+        if self.n_embd % self.n_head != 0:
+            raise ConfigError("model.n_head",
+                              f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",
+                              "pick n_head dividing n_embd")
+        for key, valid in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS),
+                           ("backend", BACKENDS)):
+            if getattr(self, key) not in valid:
+                raise ConfigError(f"model.{key}", f"unknown value {getattr(self, key)!r}",
+                                  f"use one of {', '.join(valid)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("model.dropout", f"dropout={self.dropout} is outside [0, 1)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Set all but the ``k`` largest logits of each row to -inf (Fan et al. 2018, §5.4)."""
+    k = min(k, logits.shape[-1])
+    kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filtering (Holtzman et al. 2020, §3.1): keep the smallest set of most likely tokens
+    whose total probability reaches ``p``; the rest become -inf."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    # A token is dropped when the tokens ranked above it already hold p; the top one never is.
+    mass_above = torch.cumsum(probs, dim=-1) - probs
+    drop_sorted = mass_above >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Draw one token id per row of (B, V) logits; ``temperature=0`` means argmax (Raschka 5.3).
+
+    Dividing logits by the temperature sharpens (<1) or flattens (>1) the softmax.
+    """
+    if temperature < 0:
+        raise ConfigError("temperature", f"must be ≥ 0, got {temperature}", "0 means greedy")
+    if top_k is not None and top_k < 1:
+        raise ConfigError("top_k", f"must be ≥ 1 or null, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ConfigError("top_p", f"must be in (0, 1] or null, got {top_p}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+class Block(nn.Module):
+    """One pre-LN Transformer block (Radford et al. 2019, §2.3; Raschka ch. 4.5).
+
+    GPT-2 moved LayerNorm to the *input* of each sub-block (Xiong et al. 2020 show why this keeps
+    gradients well-scaled without warm-up tricks); the residual stream itself is never normalised.
+    Dropout on each sub-block's output is the residual dropout of Vaswani et al. 2017, §5.4; the
+    attention applies its own dropout to the attention weights.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = make_norm(config.norm, config.n_embd)
+        self.attn = MultiHeadAttention(config.n_embd, config.n_embd, config.context_length,
+                                       config.n_head, dropout=config.dropout,
+                                       qkv_bias=config.qkv_bias, backend=config.backend)
+        self.ln_2 = make_norm(config.norm, config.n_embd)
+        self.mlp = make_mlp(config.mlp, config.n_embd, bias=config.mlp == "gelu")
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, rope: RotaryEmbedding | None = None,
+                kv_cache: KVCache | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), rope=rope, kv_cache=kv_cache))
+        return x + self.drop(self.mlp(self.ln_2(x)))
+
+
+class GPT(nn.Module):
+    """GPT-2 (Radford et al. 2019): ids (B, T) → logits (B, T, vocab_size).
+
+    Parameter names follow Hugging Face's GPT-2 closely (``ln_1``, ``attn.qkv`` ≈ ``attn.c_attn``,
+    ``mlp.fc`` ≈ ``mlp.c_fc``, ``ln_f``) so that :mod:`llm_lab.models.hf` is a short table.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        # With RoPE the positions enter inside attention, so there is no additive table.
+        self.pos_emb = (LearnedPositionalEmbedding(config.context_length, config.n_embd)
+                        if config.positions == "learned" else None)
+        self.rope = (RotaryEmbedding(config.head_dim, config.context_length)
+                     if config.positions == "rope" else None)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = make_norm(config.norm, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf 2017): the head scores a hidden state against every token's
+        # input embedding; GPT-2 does this, and it saves vocab_size·n_embd parameters.
+        self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # GPT-2 §2.3: scale the weights of residual-path projections by 1/sqrt(N), N = 2·n_layer
+        # residual additions, so the residual stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith(("attn.out_proj.weight", "mlp.proj.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """GPT-2's initialisation: N(0, 0.02) for matrices and embeddings, zero biases."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.Embedding, LearnedPositionalEmbedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @classmethod
+    def from_size(cls, size: str = "lab-tiny", compile: bool = False, **overrides: Any) -> GPT:
+        """Build a named size; ``None`` overrides keep the size's value (Hydra's ``null``).
+
+        This is the Hydra target of ``conf/model/gpt*.yaml``: ``NextTokenLM`` calls it with the
+        tokenizer's ``vocab_size``. ``compile=True`` compiles ``forward`` in place with
+        ``torch.compile`` (parameter names, hence checkpoints, stay those of the plain model).
+        """
+        given = {key: value for key, value in overrides.items() if value is not None}
+        model = cls(GPTConfig.from_name(size, **given))
+        if compile:
+            model.compile()
+        return model
+
+    @classmethod
+    def from_hf(cls, path_or_name: str | Path) -> GPT:
+        """Load Hugging Face GPT-2 weights from a folder or (online) a hub name; see ``models.hf``."""
+        from llm_lab.models.hf import load_hf
+
+        return load_hf(path_or_name)
+
+    def save_hf(self, path: str | Path) -> None:
+        """Write ``config.json`` + ``model.safetensors`` that ``GPT2LMHeadModel`` loads."""
+        from llm_lab.models.hf import save_hf
+
+        save_hf(self, path)
+
+    def forward(self, idx: Tensor, kv_cache: list[KVCache] | None = None) -> Tensor:
+        """Logits (B, T, V) for ids (B, T); with ``kv_cache`` the ids follow the cached ones."""
+        offset = kv_cache[0].length if kv_cache is not None else 0
+        t = idx.shape[1]
+        if offset + t > self.config.context_length:
+            raise ConfigError("model.context_length",
+                              f"{offset + t} tokens exceed context_length="
+                              f"{self.config.context_length}",
+                              "use windows no longer than the model's context_length")
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(t, offset)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope=self.rope, kv_cache=kv_cache[i] if kv_cache is not None else None)
+        return self.lm_head(self.ln_f(x))
+
+    def check_vocab(self, tokenizer_vocab_size: int) -> None:
+        """Raise a ConfigError if a tokenizer can produce ids the embedding has no row for."""
+        if tokenizer_vocab_size > self.config.vocab_size:
+            raise ConfigError("model.vocab_size",
+                              f"the tokenizer has {tokenizer_vocab_size} tokens but the model only "
+                              f"{self.config.vocab_size}",
+                              "use the tokenizer the model was trained with")
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decay matrices, not biases, norm gains or embeddings.
+
+        Decay pulls weights towards zero; for a gain or bias that is a pull towards a specific,
+        meaningless value, and for embeddings it shrinks rare tokens' rows (Loshchilov & Hutter
+        2019 decouple the decay; which tensors to exempt is the GPT-2/nanoGPT convention).
+        """
+        embeddings = {id(p) for m in self.modules()
+                      if isinstance(m, (nn.Embedding, LearnedPositionalEmbedding))
+                      for p in m.parameters()}
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for param in self.parameters():  # each tensor once: the tied head is the embedding
+            if param.requires_grad:
+                is_matrix = param.dim() >= 2 and id(param) not in embeddings
+                (decay if is_matrix else no_decay).append(param)
+        return [{"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; without the position table, as is usual (the tied head counts once)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and self.pos_emb is not None:
+            n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6N + 12·L·H·Q·T (Chowdhery et al. 2022, PaLM, appendix B).
+
+        6N counts the matrix multiplies of forward (2N) and backward (4N); the second term is the
+        attention scores and weighted sums, which have no parameters.
+        """
+        cfg = self.config
+        t = seq_len or cfg.context_length
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * t
+
+    @torch.no_grad()
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
+                 use_cache: bool = True, generator: torch.Generator | None = None) -> Tensor:
+        """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); return (B, T + n).
+
+        ``temperature=0`` is greedy decoding. Each step samples from the last position's
+        distribution (Raschka ch. 5.3), optionally cut to the ``top_k`` most likely tokens and/or the
+        smallest set holding ``top_p`` of the probability (nucleus sampling, Holtzman et al. 2020).
+        Pass a seeded ``generator`` for reproducible samples.
+
+        With ``eos_id``, a row that has produced it keeps receiving ``eos_id`` (so rows stay
+        aligned) and generation stops early once every row has finished.
+
+        With ``use_cache`` the prompt is encoded once and each step feeds only the newest token,
+        reusing every layer's cached keys and values; the tokens are the same as without the cache.
+        Once the sequence would exceed ``context_length`` the cache is dropped and, like the
+        uncached path always does, each step re-encodes the last ``context_length`` tokens (with
+        learned positions a sliding cache would shift every position, so it cannot be reused).
+        """
+        if idx.dim() != 2 or idx.shape[1] == 0:
+            raise DataError(f"generate needs ids of shape (B, T) with T ≥ 1, got {tuple(idx.shape)}")
+        ctx = self.config.context_length
+        was_training = self.training
+        self.eval()
+        caches = [KVCache() for _ in self.blocks] if use_cache else None
+        finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            if caches is not None and idx.shape[1] > ctx:
+                caches = None
+            if caches is None:
+                logits = self(idx[:, -ctx:])
+            else:  # first step: the whole prompt; later: only the token the cache has not seen
+                logits = self(idx[:, caches[0].length:], kv_cache=caches)
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            if eos_id is not None:
+                next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)
+                finished |= next_id == eos_id
+            idx = torch.cat([idx, next_id[:, None]], dim=1)
+            if eos_id is not None and bool(finished.all()):
+                break
+        self.train(was_training)
+        return idx
