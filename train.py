@@ -17,7 +17,6 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,14 +52,6 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
     return str(path)
 
 
-def save_final_checkpoint(trainer: L.Trainer) -> None:
-    """Make last.ckpt hold the final weights even when max_steps ended training between two periodic
-    checkpoints, so that the end of every run can be resumed from or exported."""
-    ckpt = trainer.checkpoint_callback
-    if isinstance(ckpt, ModelCheckpoint) and ckpt.save_last and ckpt.dirpath and not trainer.interrupted:
-        trainer.save_checkpoint(Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}")
-
-
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
@@ -91,7 +82,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
-        save_final_checkpoint(trainer)
     metrics = scalar_metrics(trainer)
     target = cfg.get("optimized_metric") or ""
     if cfg.get("train", True) and target.startswith("val/") and target not in metrics:

@@ -105,20 +105,21 @@ def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
     """Interrupt after 6 steps (one batch into the second 5-batch epoch), resume to 12.
 
-    The interrupted run stops at max_steps=6 and is resumed from its periodic step-6 checkpoint,
-    what a killed run leaves behind. The warm-up covers all 12 steps so that the learning rate
-    depends only on the step count (a run stopped by max_steps=6 would otherwise have decayed on a
-    6-step cosine)."""
-    common = [*TINY_RUN, "callbacks.model_checkpoint.every_n_train_steps=6",
+    The interrupted run stops at max_steps=6, between two periodic checkpoints (every 4 steps), and
+    is resumed from its run directory, i.e. the last.ckpt written after its final step (a killed run
+    is covered in test_fault_tolerance.py). The warm-up covers all 12 steps so that the learning
+    rate depends only on the step count (a run stopped by max_steps=6 would otherwise have decayed
+    on a 6-step cosine)."""
+    common = [*TINY_RUN, "callbacks.model_checkpoint.every_n_train_steps=4",
               "trainer.limit_train_batches=5", "scheduler.warmup_steps=100",
               "trainer.deterministic=true"]
     straight, part, resumed = tmp_path / "straight", tmp_path / "part", tmp_path / "resumed"
     result = run_train(*common, "trainer.max_steps=6", f"hydra.run.dir={part}")
     assert result.returncode == 0, result.stderr[-3000:]
-    interrupted = part / "checkpoints" / "step6.ckpt"
+    assert torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     for args in (["trainer.max_steps=12", f"hydra.run.dir={straight}"],
                  ["trainer.max_steps=12", f"hydra.run.dir={resumed}",
-                  f"ckpt_path={interrupted}"]):
+                  f"ckpt_path={part}"]):
         result = run_train(*common, *args)
         assert result.returncode == 0, result.stderr[-3000:]
     expected, actual = _final_weights(straight), _final_weights(resumed)

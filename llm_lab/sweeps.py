@@ -1,0 +1,232 @@
+"""Sweeps (``python train.py -m ...``): one process per job, and a summary table at the end.
+
+Two Hydra callbacks (``hydra.experimental.callback.Callback``), registered in
+``conf/hydra/callbacks/sweeps.yaml``:
+
+- :class:`SingleProcessSweeps` refuses a sweep whose jobs would start several processes
+  (DDP and friends). Lightning starts the extra DDP ranks by re-running the command line, and that
+  command line holds ``-m``: every rank would run the whole sweep again.
+- :class:`SweepSummary` reads every job's ``metrics.json`` (written by ``train.py``) when the sweep
+  ends and writes ``summary.md``, a markdown table of the swept overrides and the optimized metric,
+  best first. It works for grid sweeps (Hydra's basic sweeper) and Optuna studies alike.
+
+The Bayesian search itself lives in ``hydra_plugins/llm_lab_optuna`` (a Hydra sweeper plugin) and
+its pruning callback in :mod:`llm_lab.callbacks.optuna_pruning`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY, PRUNED_MARKER
+from llm_lab.errors import ConfigError, LabError
+
+# Strategies that start one process per device (Lightning's names, and prefixes of their variants
+# such as ``ddp_spawn`` or ``deepspeed_stage_2``).
+MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp", "deepspeed")
+FAILED_MARKER = "FAILED"  # train.py writes it to a run directory when the run stops on a LabError
+SWEEP_FIX = (
+    "a sweep runs one process per job: drop -m to train one configuration with DDP, "
+    "or sweep on one device"
+)
+
+
+def process_count(devices: Any, accelerator: Any = "auto") -> int | None:
+    """How many processes ``lightning.Trainer(devices=..., accelerator=...)`` starts on one node;
+    None when it means "every visible device", which may be several."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return 1 if accelerator == "cpu" else None
+        if "," in text:  # "0,1": a list of device ids
+            return len([part for part in text.split(",") if part.strip()])
+        devices = int(text)
+    if isinstance(devices, Sequence):
+        return len(devices)
+    return None if devices == -1 else int(devices)
+
+
+def check_single_process(trainer: Mapping[str, Any], key: str = "trainer") -> None:
+    """Raise :class:`ConfigError` when a Trainer config would start more than one process."""
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, Mapping):  # a strategy object: ``{_target_: ...DDPStrategy, ...}``
+        strategy = str(strategy.get("_target_", "")).rsplit(".", 1)[-1]
+    name = str(strategy or "").lower()
+    if any(kind in name for kind in MULTI_PROCESS_STRATEGIES):
+        raise ConfigError(
+            f"{key}.strategy",
+            f"{strategy!r} starts one process per device and each would run the whole sweep again",
+            f"{SWEEP_FIX}, e.g. trainer=cpu",
+        )
+    count = process_count(trainer.get("devices", "auto"), trainer.get("accelerator", "auto"))
+    if count is None or count > 1:
+        shown = "every visible device" if count is None else f"{count} devices"
+        raise ConfigError(
+            f"{key}.devices",
+            f"{trainer.get('devices')!r} ({shown}) starts one process per device in a sweep",
+            f"{SWEEP_FIX}: {key}.devices=1",
+        )
+    if int(trainer.get("num_nodes", 1)) > 1:
+        raise ConfigError(f"{key}.num_nodes", "several nodes start several processes", SWEEP_FIX)
+
+
+def check_sweep_overrides(trainer: Mapping[str, Any], overrides: Sequence[str]) -> None:
+    """Check every value a command-line sweep gives a Trainer key (``trainer.devices=1,2``), before
+    any job runs. Sweeps over the ``trainer=`` group are caught when their job starts."""
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_discrete_sweep() and override.key_or_group.startswith("trainer."):
+            field = override.key_or_group.removeprefix("trainer.")
+            for value in override.sweep_iterator():
+                check_single_process({**trainer, field: value})
+
+
+def _exit_with(err: LabError) -> None:
+    # The same one-line report and exit code as train.py; SystemExit passes through Hydra's
+    # job runner, so the sweep stops here instead of starting the next job.
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+
+
+class SingleProcessSweeps(Callback):
+    """Refuse ``-m`` with a multi-process Trainer: first on the composed config and the sweep's
+    command line, then again on each job's own config (Optuna or group sweeps can change it)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check_single_process(config.trainer)
+            check_sweep_overrides(config.trainer, list(config.hydra.overrides.task))
+        except LabError as err:
+            _exit_with(err)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return  # a single run may use DDP: Lightning re-runs a command line without -m
+        try:
+            check_single_process(config.trainer)
+        except LabError as err:
+            _exit_with(err)
+
+
+@dataclass
+class JobResult:
+    """One job of a sweep as found on disk: its overrides, its metric and how it ended."""
+
+    name: str  # the job directory, relative to the sweep directory
+    overrides: dict[str, str]
+    value: float | None  # the optimized metric (None: no metrics.json or no such metric)
+    status: str  # "" (finished), "pruned", "failed" or "unfinished" (no metrics.json)
+
+
+def _parse_overrides(lines: Sequence[str]) -> dict[str, str]:
+    """``["+model.x=3", "seed=1"]`` → ``{"model.x": "3", "seed": "1"}``, minus the trial bookkeeping
+    the Optuna sweeper adds (``++optuna.trial=...``), which is not a hyperparameter."""
+    parsed = {}
+    for line in lines:
+        key, _, value = line.partition("=")
+        key = key.lstrip("+~")
+        if key != OPTUNA_KEY and not key.startswith(f"{OPTUNA_KEY}."):
+            parsed[key] = value
+    return parsed
+
+
+def read_jobs(sweep_dir: Path, metric: str, output_subdir: str = ".hydra") -> list[JobResult]:
+    """Every job below ``sweep_dir``: each directory holding ``<output_subdir>/overrides.yaml``."""
+    jobs = []
+    for overrides_file in sorted(sweep_dir.glob(f"**/{output_subdir}/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        overrides = OmegaConf.to_container(OmegaConf.load(overrides_file))
+        assert isinstance(overrides, list)
+        metrics_file = job_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        status = next(
+            (name.lower() for name in (PRUNED_MARKER, FAILED_MARKER) if (job_dir / name).is_file()),
+            "",
+        )
+        value = metrics.get(metric)
+        jobs.append(
+            JobResult(
+                name=str(job_dir.relative_to(sweep_dir)),
+                overrides=_parse_overrides([str(line) for line in overrides]),
+                value=None if value is None else float(value),
+                status=status if status or metrics_file.is_file() else "unfinished",
+            )
+        )
+    return jobs
+
+
+def rank(jobs: list[JobResult], direction: str = "minimize") -> list[JobResult]:
+    """Best first: finished jobs by the metric, then pruned ones, then failed ones; NaN is worst."""
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(
+            "hydra.sweeper.direction", f"{direction!r} is not a direction", "minimize or maximize"
+        )
+    sign = 1.0 if direction == "minimize" else -1.0
+
+    def key(job: JobResult) -> tuple[int, int, float]:
+        group = {"": 0, "pruned": 1}.get(job.status, 2)
+        if job.value is None or math.isnan(job.value):
+            return group, 1, 0.0
+        return group, 0, sign * job.value
+
+    return sorted(jobs, key=key)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def summary_table(jobs: list[JobResult], metric: str, direction: str = "minimize") -> str:
+    """A markdown table: one row per job, best first; the columns are the overrides that differ
+    between jobs (all overrides when every job has the same ones)."""
+    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    swept = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1] or keys
+    header = ["rank", "job", *swept, metric, "status"]
+    lines = [
+        f"# Sweep summary: {metric} ({direction}), best first",
+        "",
+        "| " + " | ".join(_cell(h) for h in header) + " |",
+        "|" + "|".join("---:" if h in ("rank", metric) else "---" for h in header) + "|",
+    ]
+    for i, job in enumerate(rank(jobs, direction), start=1):
+        value = "" if job.value is None else f"{job.value:.6g}"
+        row = [i, job.name, *(job.overrides.get(k, "") for k in swept), value, job.status]
+        lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class SweepSummary(Callback):
+    """Write ``summary.md`` to the sweep directory when a sweep ends, and print it.
+
+    ``direction`` (minimize|maximize) defaults to the sweeper's own ``direction`` when it has one
+    (the Optuna sweeper does), else ``minimize``.
+    """
+
+    def __init__(self, direction: str | None = None, filename: str = "summary.md") -> None:
+        self.direction = direction
+        self.filename = filename
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        metric = config.get("optimized_metric")
+        if not metric:
+            return
+        direction = (
+            self.direction or OmegaConf.select(config, "hydra.sweeper.direction") or "minimize"
+        )
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = read_jobs(sweep_dir, metric, config.hydra.output_subdir or ".hydra")
+        if not jobs:
+            return
+        table = summary_table(jobs, metric, str(direction))
+        (sweep_dir / self.filename).write_text(table)
+        print(f"\n{table}\nwritten to {sweep_dir / self.filename}")

@@ -1,0 +1,536 @@
+"""Sweeps: grid runs with a summary, the Optuna sweeper (search space, persistent study, pruning),
+the refusal of multi-process sweeps and TensorBoard's HParams data for every job."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+import pytest
+import torch
+from conftest import ROOT, run_train
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from hydra_plugins.llm_lab_optuna.optuna_sweeper import OptunaSweeper, format_value, search_space
+from llm_lab.callbacks.optuna_pruning import PRUNED_MARKER, OptunaPruning
+from llm_lab.errors import ConfigError
+from llm_lab.sweeps import (
+    SingleProcessSweeps,
+    check_single_process,
+    check_sweep_overrides,
+    rank,
+    read_jobs,
+    summary_table,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# A CBoW run small enough for a test: 20 documents, tiny vectors, no word-vector evaluation.
+TINY = [
+    "experiment=cbow",
+    "data.max_documents=20",
+    "model.embed_dim=8",
+    "logger=tensorboard",
+    "model.similarity_file=null",
+    "model.analogy_file=null",
+    "callbacks.embedding_report=null",
+    "callbacks.model_checkpoint=null",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusing sweeps whose jobs would start several processes
+
+
+@pytest.mark.parametrize("strategy", ["auto", "ddp", "ddp_spawn"])
+@pytest.mark.parametrize("devices", [1, 2, "1", "3", "auto"])
+def test_refusal_agrees_with_lightning_on_cpu(strategy: str, devices: Any):
+    """Refused exactly when Lightning would run several processes or a DDP strategy."""
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False)
+    multi = trainer.world_size > 1 or isinstance(trainer.strategy, L.pytorch.strategies.DDPStrategy)
+    cfg = {"accelerator": "cpu", "devices": devices, "strategy": strategy}
+    if multi:
+        with pytest.raises(ConfigError) as err:
+            check_single_process(cfg)
+        assert err.value.key in ("trainer.strategy", "trainer.devices")
+    else:
+        check_single_process(cfg)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key"),
+    [
+        ({"accelerator": "gpu", "devices": -1}, "trainer.devices"),
+        ({"accelerator": "gpu", "devices": "auto"}, "trainer.devices"),
+        ({"accelerator": "gpu", "devices": [0, 1]}, "trainer.devices"),
+        ({"accelerator": "gpu", "devices": "0,1"}, "trainer.devices"),
+        ({"accelerator": "gpu", "devices": 1, "strategy": "fsdp"}, "trainer.strategy"),
+        (
+            {"devices": 1, "strategy": {"_target_": "lightning.pytorch.strategies.DDPStrategy"}},
+            "trainer.strategy",
+        ),
+        ({"accelerator": "cpu", "devices": 1, "num_nodes": 2}, "trainer.num_nodes"),
+    ],
+)
+def test_refusal_of_gpu_and_node_configs(cfg: dict[str, Any], key: str):
+    with pytest.raises(ConfigError) as err:
+        check_single_process(cfg)
+    assert err.value.key == key and "-m" in str(err.value)
+
+
+def test_swept_trainer_values_are_checked_before_any_job():
+    trainer = {"accelerator": "cpu", "devices": 1}
+    check_sweep_overrides(trainer, ["trainer.max_epochs=1,2", "trainer.devices=1"])
+    with pytest.raises(ConfigError, match="trainer.devices"):
+        check_sweep_overrides(trainer, ["model.embed_dim=8,16", "trainer.devices=1,2"])
+
+
+def test_job_check_exits_2_in_a_multirun_only(capsys: pytest.CaptureFixture[str]):
+    def job_config(mode: RunMode) -> Any:
+        return OmegaConf.create(
+            {"hydra": {"mode": mode}, "trainer": {"devices": 1, "strategy": "ddp"}}
+        )
+
+    SingleProcessSweeps().on_job_start(job_config(RunMode.RUN), task_function=print)  # DDP is fine
+    with pytest.raises(SystemExit) as exit_:
+        SingleProcessSweeps().on_job_start(job_config(RunMode.MULTIRUN), task_function=print)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: trainer.strategy:")
+
+
+def sweep_callback_targets() -> set[str]:
+    """The Hydra callbacks train.py's config registers (conf/hydra/default.yaml)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=cbow"], return_hydra_config=True)
+    return {str(c["_target_"]) for c in cfg.hydra.callbacks.values()}
+
+
+def test_train_config_registers_the_sweep_callbacks():
+    expected = {"llm_lab.sweeps.SingleProcessSweeps", "llm_lab.sweeps.SweepSummary"}
+    assert expected <= sweep_callback_targets(), (
+        "conf/hydra/default.yaml: override callbacks: sweeps"
+    )
+
+
+def test_cli_refuses_a_sweep_with_ddp(tmp_path: Path):
+    # Without the refusal in place this command would start a real DDP sweep: check it first.
+    test_train_config_registers_the_sweep_callbacks()
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        "-m", "experiment=cbow", "trainer=ddp_cpu", f"hydra.sweep.dir={sweep}", timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: trainer.strategy:"), proc.stderr
+    assert "drop -m" in lines[0]
+    assert not sweep.exists()  # refused before any job started
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary table
+
+
+def _fake_job(
+    sweep: Path, name: str, overrides: list[str], metrics: dict | None, marker: str = ""
+) -> None:
+    job = sweep / name
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    if marker:
+        (job / marker).write_text("stopped\n")
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_summary_ranks_jobs_best_first(tmp_path: Path, direction: str):
+    values = {"0": 2.5, "1": 1.5, "2": float("nan"), "3": 3.5}
+    for name, value in values.items():
+        _fake_job(
+            tmp_path,
+            name,
+            ["experiment=cbow", f"model.embed_dim={name}", "++optuna.trial=1"],
+            {"val/loss": value, "train/loss": 0.0},
+        )
+    _fake_job(
+        tmp_path, "4", ["experiment=cbow", "model.embed_dim=4"], {"val/loss": 0.1}, PRUNED_MARKER
+    )
+    _fake_job(tmp_path, "5", ["experiment=cbow", "model.embed_dim=5"], None, "FAILED")
+    jobs = rank(read_jobs(tmp_path, "val/loss"), direction)
+    finite = sorted(
+        (n for n, v in values.items() if not math.isnan(v)),
+        key=values.__getitem__,
+        reverse=direction == "maximize",
+    )
+    assert [j.name for j in jobs] == [*finite, "2", "4", "5"]
+    assert [j.status for j in jobs][-2:] == ["pruned", "failed"]
+    table = summary_table(read_jobs(tmp_path, "val/loss"), "val/loss", direction).splitlines()
+    assert (
+        table[2] == "| rank | job | model.embed_dim | val/loss | status |"
+    )  # optuna.* is bookkeeping
+    assert table[4].startswith(f"| 1 | {finite[0]} | {finite[0]} | ")
+
+
+def test_grid_sweep_writes_one_dir_per_job_a_summary_and_hparams(tmp_path: Path):
+    proc = run_train(
+        "-m",
+        *TINY[:2],
+        "model.embed_dim=8,16",
+        *TINY[3:],
+        "trainer.max_epochs=1",
+        "test=false",
+        f"hydra.sweep.dir={tmp_path}",
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = {}
+    for job in ("0", "1"):
+        overrides = OmegaConf.load(tmp_path / job / ".hydra" / "overrides.yaml")
+        embed_dim = next(str(o) for o in overrides if str(o).startswith("model.embed_dim="))
+        jobs[embed_dim.split("=")[1]] = json.loads((tmp_path / job / "metrics.json").read_text())[
+            "val/loss"
+        ]
+        hparams, metric_tags, scalars = _hparams(tmp_path / job / "tensorboard")
+        assert hparams["model/embed_dim"] == float(embed_dim.split("=")[1])
+        assert hparams["optimized_metric"] == "val/loss" and "val/loss" in metric_tags
+        assert math.isclose(scalars["val/loss"], jobs[embed_dim.split("=")[1]], rel_tol=1e-6)
+    assert set(jobs) == {"8", "16"}
+    best_first = sorted(jobs, key=jobs.__getitem__)
+    rows = [
+        line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("| ")
+    ]
+    assert [row.split("|")[3].strip() for row in rows[1:]] == best_first
+    assert "| rank | job | model.embed_dim | val/loss |" in rows[0]
+    assert "Sweep summary" in proc.stdout
+
+
+def _hparams(event_dir: Path) -> tuple[dict[str, Any], set[str], dict[str, float]]:
+    """The HParams plugin's data in a run's event files: hyperparameters, metric tags, and the
+    value each metric tag had at step 0 (where the logger writes the final metrics)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(event_dir))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    hparams: dict[str, Any] = {}
+    metric_tags: set[str] = set()
+    for blob in content.values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(blob)
+        for name, value in data.session_start_info.hparams.items():
+            hparams[name] = getattr(value, value.WhichOneof("kind"))
+        metric_tags |= {m.name.tag for m in data.experiment.metric_infos}
+    scalars = {t: next(e.value for e in acc.Scalars(t) if e.step == 0) for t in metric_tags}
+    return hparams, metric_tags, scalars
+
+
+# ---------------------------------------------------------------------------------------------
+# The Optuna sweeper: search space, values on the command line, a persistent resumable study
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("choice(8, 16, 32)", CategoricalDistribution([8, 16, 32])),
+        ("choice(adamw, 'sgd')", CategoricalDistribution(["adamw", "sgd"])),
+        ("range(2, 8)", IntDistribution(2, 7)),
+        ("range(8, 65, 8)", IntDistribution(8, 64, step=8)),
+        ("range(0.1, 0.5, 0.1)", FloatDistribution(0.1, 0.4, step=0.1)),
+        ("interval(0.1, 0.9)", FloatDistribution(0.1, 0.9)),
+        ("tag(log, interval(1e-4, 1e-2))", FloatDistribution(1e-4, 1e-2, log=True)),
+        ("tag(int, interval(8, 128))", IntDistribution(8, 128)),
+        ("tag(int, log, interval(8, 128))", IntDistribution(8, 128, log=True)),
+    ],
+)
+def test_search_space_grammar_maps_to_optuna_distributions(text: str, expected: Any):
+    fixed, space = search_space({"model.x": text}, [])
+    assert fixed == [] and space == {"model.x": expected}
+
+
+def test_command_line_overrides_the_configured_space():
+    params = {"model.embed_dim": "choice(8, 16)", "optimizer.lr": "interval(0.1, 0.2)", "seed": 3}
+    fixed, space = search_space(params, ["model.embed_dim=32", "+data.window=range(2,4)"])
+    assert fixed == ["seed=3", "model.embed_dim=32"]
+    assert space == {
+        "optimizer.lr": FloatDistribution(0.1, 0.2),
+        "+data.window": IntDistribution(2, 3),
+    }
+
+
+@pytest.mark.parametrize("text", ["interval(5, 1)", "tag(log, interval(0, 1))", "range(5, 1)"])
+def test_an_impossible_space_names_its_key(text: str):
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.params\.model\.x"):
+        search_space({"model.x": text}, [])
+
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=12)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(SCALARS)
+def test_format_value_round_trips_through_hydras_parser(value: Any):
+    parsed = OverridesParser.create().parse_override(f"key={format_value(value)}").value()
+    assert parsed == value and type(parsed) is type(value)
+
+
+class FakeLauncher:
+    """Runs ``objective(params)`` for each job instead of train.py, and remembers what it ran."""
+
+    def __init__(self, objective: Any) -> None:
+        self.objective = objective
+        self.launched: list[tuple[int, list[str]]] = []
+
+    def launch(self, jobs: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        results = []
+        for i, overrides in enumerate(jobs):
+            self.launched.append((initial_job_idx + i, list(overrides)))
+            params = {o.split("=")[0].lstrip("+"): o.split("=", 1)[1] for o in overrides}
+            result = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
+            try:
+                result.return_value = self.objective(params)
+            except Exception as err:  # as Hydra's run_job: the job failed, the sweep goes on
+                result.return_value, result.status = err, JobStatus.FAILED
+            results.append(result)
+        return results
+
+
+def _sweeper(tmp_path: Path, launcher: FakeLauncher, n_trials: int, **kwargs: Any) -> OptunaSweeper:
+    sweeper = OptunaSweeper(
+        direction="minimize",
+        study_name="s",
+        storage=None,
+        n_trials=n_trials,
+        n_jobs=kwargs.pop("n_jobs", 1),
+        seed=0,
+        sampler=partial(optuna.samplers.RandomSampler),
+        pruner=optuna.pruners.NopPruner(),
+        params={"x": "tag(int, interval(0, 10))", "y": "choice(a, b)"},
+    )
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    sweeper.launcher = launcher  # type: ignore[assignment]
+    sweeper.validate_batch_is_legal = lambda batch: None  # type: ignore[method-assign]
+    return sweeper
+
+
+def _load(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def objective(params: dict[str, str]) -> float:
+    return (int(params["x"]) - 3) ** 2 + (params["y"] == "b")
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_study_persists_and_resumes_where_it_stopped(tmp_path: Path, n_jobs: int):
+    first = FakeLauncher(objective)
+    _sweeper(tmp_path, first, n_trials=3, n_jobs=n_jobs).sweep(["z=1"])
+    before = {t.number: t.datetime_complete for t in _load(tmp_path).trials}
+    assert [n for n, _ in first.launched] == [0, 1, 2]  # job number = trial number
+
+    # An interruption leaves trial 3 RUNNING, its values already sampled.
+    interrupted = _load(tmp_path).ask(
+        search_space({"x": "tag(int, interval(0, 10))", "y": "choice(a, b)"}, [])[1]
+    )
+    second = FakeLauncher(objective)
+    _sweeper(tmp_path, second, n_trials=5, n_jobs=n_jobs).sweep(["z=1"])
+
+    study = _load(tmp_path)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert {t.number: t.datetime_complete for t in study.trials[:3]} == before  # not redone
+    assert [n for n, _ in second.launched] == [3, 4]
+    resumed = second.launched[0][1]
+    assert f"x={interrupted.params['x']}" in resumed and f"y={interrupted.params['y']}" in resumed
+    for trial in study.trials:  # each trial's value is the objective of the values it was run with
+        assert trial.value == objective({"x": str(trial.params["x"]), "y": trial.params["y"]})
+    for number, overrides in first.launched + second.launched:
+        assert "z=1" in overrides and f"++optuna.trial={number}" in overrides
+
+
+def test_pruned_and_failed_jobs_are_recorded(tmp_path: Path):
+    def job(params: dict[str, str]) -> float:
+        if params["optuna.trial"] == "1":  # as OptunaPruning does from inside the job
+            study = optuna.load_study(study_name="s", storage=params["optuna.storage"].strip("'"))
+            study.tell(1, state=TrialState.PRUNED)
+        if params["optuna.trial"] == "2":
+            raise RuntimeError("diverged")
+        return 1.0
+
+    with pytest.raises(RuntimeError, match="diverged"):
+        _sweeper(tmp_path, FakeLauncher(job), n_trials=4).sweep([])
+    assert [t.state for t in _load(tmp_path).trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+    ]
+
+
+@pytest.mark.parametrize(("code", "state"), [(2, TrialState.FAIL), (1, TrialState.RUNNING)])
+def test_a_config_error_fails_the_trial_but_an_interruption_leaves_it_to_resume(
+    tmp_path: Path, code: int, state: TrialState
+):
+    def job(params: dict[str, str]) -> float:
+        raise SystemExit(code)  # train.py exits 2 on a LabError; Lightning exits 1 on Ctrl-C
+
+    with pytest.raises(SystemExit):
+        _sweeper(tmp_path, FakeLauncher(job), n_trials=2).sweep([])
+    assert [t.state for t in _load(tmp_path).trials] == [state]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruning inside a job
+
+
+class Regression(L.LightningModule):
+    """y = 2x by a linear layer: a loss that validation can report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.data = torch.linspace(-1, 1, 32).unsqueeze(1)
+
+    def step(self) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(self.layer(self.data), 2 * self.data)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.step()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/loss", self.step())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> Any:
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.zeros(4)), batch_size=1
+        )
+
+    val_dataloader = train_dataloader
+
+
+def _fit(tmp_path: Path, callback: L.Callback, max_epochs: int = 3) -> L.Trainer:
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(Regression())
+    return trainer
+
+
+@pytest.mark.parametrize(
+    "pruner", [optuna.pruners.ThresholdPruner(upper=0.0), optuna.pruners.NopPruner()]
+)
+def test_pruning_stops_the_trainer_and_marks_the_trial(
+    tmp_path: Path, pruner: optuna.pruners.BasePruner
+):
+    study = optuna.create_study(pruner=pruner)  # in memory
+    trial = study.ask()
+    trainer = _fit(tmp_path, OptunaPruning(trial, monitor="val/loss"))
+    reported = study.trials[0].intermediate_values
+    if isinstance(pruner, optuna.pruners.ThresholdPruner):  # any loss > 0 is pruned at once
+        assert trainer.current_epoch == 1 and trainer.global_step == 4
+        assert study.trials[0].state == TrialState.PRUNED and list(reported) == [4]
+        assert math.isclose(reported[4], float(trainer.callback_metrics["val/loss"]), rel_tol=1e-6)
+        assert (tmp_path / PRUNED_MARKER).read_text().startswith("trial 0 pruned at step 4")
+    else:
+        assert trainer.current_epoch == 3 and list(reported) == [4, 8, 12]
+        assert study.trials[0].state == TrialState.RUNNING  # the sweeper tells the final value
+        assert not (tmp_path / PRUNED_MARKER).exists()
+
+
+def test_pruning_callback_reloads_its_trial_from_storage(tmp_path: Path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="s", storage=storage).ask()
+    pruner = optuna.pruners.ThresholdPruner(upper=0.0)
+    _fit(
+        tmp_path,
+        OptunaPruning.from_storage("val/loss", storage=storage, study="s", trial=0, pruner=pruner),
+    )
+    assert _load(tmp_path).trials[0].state == TrialState.PRUNED
+    with pytest.raises(ConfigError, match="optuna.trial"):
+        OptunaPruning.from_storage("val/loss", storage=storage, study="s", trial=0)  # finished
+    inactive = OptunaPruning.from_storage("val/loss")  # not an Optuna trial: does nothing
+    assert _fit(tmp_path, inactive, max_epochs=2).current_epoch == 2
+
+
+def test_pruning_on_a_metric_validation_does_not_log_is_a_config_error(tmp_path: Path):
+    trial = optuna.create_study().ask()
+    with pytest.raises(ConfigError, match="optimized_metric"):
+        _fit(tmp_path, OptunaPruning(trial, monitor="test/loss"))
+
+
+@pytest.mark.slow
+def test_optuna_cli_resumes_a_persistent_study_and_prunes(tmp_path: Path):
+    common = [
+        "-m",
+        *TINY,
+        "hparams_search=cbow_optuna",
+        "trainer.max_epochs=2",
+        "model.embed_dim=choice(8,16)",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    first = run_train(*common, "hydra.sweeper.n_trials=2", timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    db = tmp_path / "optuna.db"
+    storage = f"sqlite:///{db}"
+    kept = {job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in ("0", "1")}
+
+    # Same command, 4 trials in all, and a pruner that stops any trial at its first report.
+    pruner = [
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "+hydra.sweeper.pruner.upper=0.0",
+        "~hydra.sweeper.pruner.n_startup_trials",
+        "~hydra.sweeper.pruner.n_warmup_steps",
+    ]
+    second = run_train(*common, "hydra.sweeper.n_trials=4", *pruner, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    study = optuna.load_study(study_name="cbow", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
+    assert {
+        job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in kept
+    } == kept  # not redone
+    for trial in study.trials:
+        job = tmp_path / str(trial.number)
+        config = OmegaConf.load(job / ".hydra" / "config.yaml")
+        assert config.model.embed_dim == trial.params["model.embed_dim"]
+        assert config.optimizer.lr == trial.params["optimizer.lr"]
+        metrics = json.loads((job / "metrics.json").read_text())
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value is not None
+            assert math.isclose(trial.value, metrics["val/loss"], rel_tol=1e-6)
+            assert len(trial.intermediate_values) == 2  # reported after each of the 2 validations
+        else:
+            assert len(trial.intermediate_values) == 1 and (job / PRUNED_MARKER).is_file()
+    summary = (tmp_path / "summary.md").read_text()
+    assert (
+        summary.count("| pruned |") == 2
+        and len([r for r in summary.splitlines() if r.startswith("| ")]) == 5
+    )
