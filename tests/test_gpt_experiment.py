@@ -126,3 +126,15 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Pat
     assert expected.keys() == actual.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_the_run_exports_its_final_weights_as_safetensors(tiny_run: Path) -> None:
+    from safetensors.torch import load_file
+
+    exported = load_file(tiny_run / "model.safetensors")
+    ckpt = torch.load(tiny_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    final = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
+    assert ckpt["global_step"] == 8 and set(exported) <= set(final)
+    for name, tensor in exported.items():
+        torch.testing.assert_close(tensor, final[name], atol=0, rtol=0, msg=name)

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.throughput import get_available_flops
+from safetensors.torch import save_model
 from torch import nn
 
 from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory
@@ -24,7 +26,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 class NextTokenLM(LabModule):
     """Cross-entropy of the next token. Logs ``train/loss``, ``train/tokens_per_sec``,
-    ``train/grad_norm``, ``val/loss`` and ``val/perplexity`` (= exp of the mean validation loss)."""
+    ``train/grad_norm``, ``val/loss`` and ``val/perplexity`` (= exp of the mean validation loss), and
+    ``train/mfu`` on a GPU for nets that count their FLOPs. Writes ``model.safetensors`` at the end."""
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class NextTokenLM(LabModule):
         self.net = net(vocab_size=vocab_size)
         self.tokenizer = tokenizer
         self._tick = time.perf_counter()
+        self._peak_flops: int | None = None
         self._val_sum = self._val_count = 0.0
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -56,12 +60,22 @@ class NextTokenLM(LabModule):
         loss, _ = self.loss(batch)
         now = time.perf_counter()
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/tokens_per_sec", batch[0].numel() / max(now - self._tick, 1e-9))
+        tokens_per_sec = batch[0].numel() / max(now - self._tick, 1e-9)
+        self.log("train/tokens_per_sec", tokens_per_sec)
         self._tick = now
+        flops_per_token = getattr(self.net, "flops_per_token", None)
+        if self._peak_flops and flops_per_token is not None:
+            # Model FLOPs utilisation: achieved training FLOP/s over the chip's peak (PaLM, app. B).
+            self.log("train/mfu", tokens_per_sec * flops_per_token(batch[0].size(1)) / self._peak_flops)
         return loss
 
     def on_train_epoch_start(self) -> None:
         self._tick = time.perf_counter()
+
+    def on_train_start(self) -> None:
+        # Peak FLOP/s of a known accelerator at the training precision (None on a CPU: no MFU).
+        dtype = torch.bfloat16 if "bf16" in str(self.trainer.precision) else torch.float32
+        self._peak_flops = get_available_flops(self.device, dtype) if self.device.type == "cuda" else None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.trainer.global_step % getattr(self.trainer, "log_every_n_steps", 50) == 0:
@@ -109,3 +123,10 @@ class NextTokenLM(LabModule):
         # The run directory keeps the tokenizer next to the checkpoints, for generate.py.
         if self.trainer.is_global_zero and hasattr(self.tokenizer, "save"):
             self.tokenizer.save(self.run_dir / "tokenizer.json")
+
+    def on_fit_end(self) -> None:
+        """Export the trained net as ``model.safetensors`` (tensors only: loading it runs no code)."""
+        if self.trainer.is_global_zero:
+            tmp = self.run_dir / "model.safetensors.tmp"
+            save_model(self.net, str(tmp))  # save_model handles tied weights (GPT's head)
+            tmp.replace(self.run_dir / "model.safetensors")
