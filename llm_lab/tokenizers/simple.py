@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-
 from typing import TYPE_CHECKING
 
 import regex as re
