@@ -78,6 +78,8 @@ class TokenWindows(Dataset):
         return self.start + i * self.stride
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < self.n_windows:
+            raise IndexError(f"window {i} of {self.n_windows}")  # also ends plain `for x, y in windows`
         s = self.window_start(i)
         chunk = torch.from_numpy(self.ids[s : s + self.context_length + 1].astype(np.int64))
         return chunk[:-1], chunk[1:]
