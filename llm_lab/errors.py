@@ -14,8 +14,8 @@ class LabError(Exception):
 class ConfigError(LabError, ValueError):
     """An impossible or invalid configuration value.
 
-    ``ConfigError("model.n_head", "n_embd=30 is not divisible by n_head=4", "pick a divisor")``
-    reads ``model.n_head: n_embd=30 is not divisible by n_head=4 (pick a divisor)``.
+    ``ConfigError("model.net.n_head", "n_embd=30 is not divisible by n_head=4", "pick a divisor")``
+    reads ``model.net.n_head: n_embd=30 is not divisible by n_head=4 (pick a divisor)``.
     """
 
     def __init__(self, key: str, problem: str, fix: str = "") -> None:

@@ -68,7 +68,7 @@ def test_without_positions_attention_ignores_order(positions: str) -> None:
 def test_bad_choices_name_their_keys() -> None:
     for kwargs, key in (({"attention": "conv"}, "model.net.attention"),
                         ({"positions": "rope"}, "model.net.positions"),
-                        ({"attention": "multihead", "num_heads": 3}, "model.n_heads")):
+                        ({"attention": "multihead", "num_heads": 3}, "model.net.num_heads")):
         with pytest.raises(ConfigError) as err:
             build(**kwargs)
         assert err.value.key == key

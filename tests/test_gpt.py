@@ -151,19 +151,19 @@ def test_a_tiny_gpt_memorises_a_batch() -> None:
 # --- errors -----------------------------------------------------------------------------------------
 
 def test_bad_config_fails_early_with_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"model.n_head.*n_embd=30.*n_head=4"):
+    with pytest.raises(ConfigError, match=r"model.net.n_head.*n_embd=30.*n_head=4"):
         GPTConfig(**{**TINY, "n_embd": 30, "n_head": 4})
-    with pytest.raises(ConfigError, match="model.size.*" + ", ".join(NAMED_SIZES)):
+    with pytest.raises(ConfigError, match="model.net.size.*" + ", ".join(NAMED_SIZES)):
         GPT.from_size("gpt5")
-    with pytest.raises(ConfigError, match="model.norm"):
+    with pytest.raises(ConfigError, match="model.net.norm"):
         GPTConfig(norm="batchnorm")
-    with pytest.raises(ConfigError, match="model.n_layr.*is not a GPT setting"):
+    with pytest.raises(ConfigError, match="model.net.n_layr.*is not a GPT setting"):
         GPTConfig.from_name("lab-tiny", n_layr=3)
 
 
 def test_too_long_input_and_too_large_vocabulary_are_config_errors() -> None:
     model = tiny()
-    with pytest.raises(ConfigError, match="model.context_length.*17 tokens.*16"):
+    with pytest.raises(ConfigError, match="model.net.context_length.*17 tokens.*16"):
         model(torch.zeros(1, 17, dtype=torch.long))
     model.check_vocab(50)
     with pytest.raises(ConfigError, match="model.vocab_size.*51 tokens"):

@@ -94,5 +94,5 @@ def test_bad_folders_and_unexportable_models_fail_clearly(hf_folder: Path, tmp_p
         GPT.from_hf(tmp_path)
     modern = GPT(GPTConfig(vocab_size=10, context_length=8, n_layer=1, n_head=2, n_embd=8,
                            positions="rope"))
-    with pytest.raises(ConfigError, match="model.positions"):
+    with pytest.raises(ConfigError, match="model.net.positions"):
         modern.save_hf(tmp_path / "out")

@@ -73,5 +73,5 @@ def test_rmsnorm_in_bfloat16_stays_close_to_float32() -> None:
 
 
 def test_unknown_norm_names_the_key() -> None:
-    with pytest.raises(ConfigError, match="model.norm.*layernorm, rmsnorm"):
+    with pytest.raises(ConfigError, match="model.net.norm.*layernorm, rmsnorm"):
         make_norm("batchnorm", D)

@@ -49,7 +49,7 @@ def test_absolute_positions_beyond_context_are_refused(build: type) -> None:
     pe = build(context_length=8, d_model=4)
     with pytest.raises(ConfigError) as err:
         pe(5, offset=4)
-    assert err.value.key == "model.context_length"
+    assert err.value.key == "model.net.context_length"
 
 
 def test_rope_equals_the_paper_rotation() -> None:
@@ -119,7 +119,7 @@ def test_rope_offset_continues_the_sequence() -> None:
 def test_rope_errors_name_keys() -> None:
     with pytest.raises(ConfigError) as err:
         RotaryEmbedding(5, context_length=8)
-    assert err.value.key == "model.n_heads"
+    assert err.value.key == "model.net.num_heads"
     with pytest.raises(ConfigError) as err:
         RotaryEmbedding(4, context_length=8).rotate(torch.randn(3, 4), offset=6)
-    assert err.value.key == "model.context_length"
+    assert err.value.key == "model.net.context_length"

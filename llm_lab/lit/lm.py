@@ -20,6 +20,7 @@ from safetensors.torch import save_model
 from torch import nn
 
 from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory
+from llm_lab.nn.weight_decay import weight_decay_groups
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -103,21 +104,8 @@ class NextTokenLM(LabModule):
         self.log("test/loss", loss, batch_size=n)
 
     def param_groups(self) -> Iterable[Any]:
-        """Weight decay on the weights of linear layers only; none on biases, norms and embeddings
-        (the GPT-2/3 recipe). A weight tied to an embedding counts as an embedding."""
-        no_decay: dict[int, nn.Parameter] = {}
-        decay: dict[int, nn.Parameter] = {}
-        for module in self.net.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if isinstance(module, nn.Linear) and name == "weight":
-                    decay[id(p)] = p
-                else:
-                    no_decay[id(p)] = p
-        decay = {k: p for k, p in decay.items() if k not in no_decay}
-        return [
-            {"params": list(decay.values())},
-            {"params": list(no_decay.values()), "weight_decay": 0.0},
-        ]
+        """Weight decay on linear-layer weights only (see llm_lab/nn/weight_decay.py)."""
+        return weight_decay_groups(self.net)
 
     def on_fit_start(self) -> None:
         # The run directory keeps the tokenizer next to the checkpoints, for generate.py.

@@ -25,6 +25,7 @@ from llm_lab.nn.attention import BACKENDS, KVCache, MultiHeadAttention
 from llm_lab.nn.feedforward import MLPS, make_mlp
 from llm_lab.nn.normalization import NORMS, make_norm
 from llm_lab.nn.positions import LearnedPositionalEmbedding, RotaryEmbedding
+from llm_lab.nn.weight_decay import weight_decay_groups
 
 POSITIONS = ("learned", "rope")
 
@@ -61,12 +62,12 @@ class GPTConfig:
     def from_name(cls, size: str, **overrides: Any) -> GPTConfig:
         """The config of a named size (see ``NAMED_SIZES``), with some fields overridden."""
         if size not in NAMED_SIZES:
-            raise ConfigError("model.size", f"unknown size {size!r}",
+            raise ConfigError("model.net.size", f"unknown size {size!r}",
                               f"use one of {', '.join(NAMED_SIZES)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(f"model.{unknown[0]}", "is not a GPT setting",
+            raise ConfigError(f"model.net.{unknown[0]}", "is not a GPT setting",
                               f"valid settings: {', '.join(sorted(known))}")
         return cls(**{**NAMED_SIZES[size], **overrides})
 
@@ -74,18 +75,18 @@ class GPTConfig:
         # Fail here, with the key a user sets, before any layer is built.
         for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
             if getattr(self, key) <= 0:
-                raise ConfigError(f"model.{key}", f"must be positive, got {getattr(self, key)}")
+                raise ConfigError(f"model.net.{key}", f"must be positive, got {getattr(self, key)}")
         if self.n_embd % self.n_head != 0:
-            raise ConfigError("model.n_head",
+            raise ConfigError("model.net.n_head",
                               f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",
                               "pick n_head dividing n_embd")
         for key, valid in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS),
                            ("backend", BACKENDS)):
             if getattr(self, key) not in valid:
-                raise ConfigError(f"model.{key}", f"unknown value {getattr(self, key)!r}",
+                raise ConfigError(f"model.net.{key}", f"unknown value {getattr(self, key)!r}",
                                   f"use one of {', '.join(valid)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("model.dropout", f"dropout={self.dropout} is outside [0, 1)")
+            raise ConfigError("model.net.dropout", f"dropout={self.dropout} is outside [0, 1)")
 
     @property
     def head_dim(self) -> int:
@@ -231,7 +232,7 @@ class GPT(nn.Module):
         offset = kv_cache[0].length if kv_cache is not None else 0
         t = idx.shape[1]
         if offset + t > self.config.context_length:
-            raise ConfigError("model.context_length",
+            raise ConfigError("model.net.context_length",
                               f"{offset + t} tokens exceed context_length="
                               f"{self.config.context_length}",
                               "use windows no longer than the model's context_length")
@@ -252,23 +253,8 @@ class GPT(nn.Module):
                               "use the tokenizer the model was trained with")
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: decay matrices, not biases, norm gains or embeddings.
-
-        Decay pulls weights towards zero; for a gain or bias that is a pull towards a specific,
-        meaningless value, and for embeddings it shrinks rare tokens' rows (Loshchilov & Hutter
-        2019 decouple the decay; which tensors to exempt is the GPT-2/nanoGPT convention).
-        """
-        embeddings = {id(p) for m in self.modules()
-                      if isinstance(m, (nn.Embedding, LearnedPositionalEmbedding))
-                      for p in m.parameters()}
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for param in self.parameters():  # each tensor once: the tied head is the embedding
-            if param.requires_grad:
-                is_matrix = param.dim() >= 2 and id(param) not in embeddings
-                (decay if is_matrix else no_decay).append(param)
-        return [{"params": decay, "weight_decay": weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
+        """AdamW groups: decay the linear layers' matrices, not biases, norm gains or embeddings."""
+        return weight_decay_groups(self, weight_decay)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; without the position table, as is usual (the tied head counts once)."""

@@ -72,7 +72,7 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
     for key, gpt2_value in (("norm", "layernorm"), ("mlp", "gelu"), ("positions", "learned"),
                             ("qkv_bias", True)):
         if getattr(config, key) != gpt2_value:
-            raise ConfigError(f"model.{key}", f"is {getattr(config, key)!r}, which the HF GPT-2 "
+            raise ConfigError(f"model.net.{key}", f"is {getattr(config, key)!r}, which the HF GPT-2 "
                               f"format cannot hold", f"only {gpt2_value!r} can be exported")
     return {
         "model_type": "gpt2",

@@ -71,7 +71,7 @@ def scaled_dot_product(
 def check_backend(backend: str) -> None:
     """Raise a ConfigError naming ``model.backend`` unless ``backend`` is one we implement."""
     if backend not in BACKENDS:
-        raise ConfigError("model.backend", f"unknown attention backend {backend!r}",
+        raise ConfigError("model.net.backend", f"unknown attention backend {backend!r}",
                           f"use one of {', '.join(BACKENDS)}")
 
 
@@ -88,7 +88,7 @@ class AttentionBase(nn.Module):
         super().__init__()
         check_backend(backend)
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.dropout", f"dropout={dropout} is outside [0, 1)",
+            raise ConfigError("model.net.dropout", f"dropout={dropout} is outside [0, 1)",
                               "use e.g. 0.0 or 0.1")
         if context_length is not None:
             check_context_length(context_length)
@@ -101,7 +101,7 @@ class AttentionBase(nn.Module):
 
     def _check_length(self, total: int) -> None:
         if self.context_length is not None and total > self.context_length:
-            raise ConfigError("model.context_length",
+            raise ConfigError("model.net.context_length",
                               f"sequence of {total} tokens is longer than context_length="
                               f"{self.context_length}",
                               "feed shorter windows or raise model.context_length")
@@ -172,7 +172,7 @@ class CausalSelfAttention(SelfAttention):
 
 def _head_dim(d_out: int, num_heads: int) -> int:
     if num_heads <= 0 or d_out % num_heads != 0:
-        raise ConfigError("model.n_heads", f"d_out={d_out} is not divisible by n_heads={num_heads}",
+        raise ConfigError("model.net.num_heads", f"d_out={d_out} is not divisible by n_heads={num_heads}",
                           "pick n_heads dividing the model width")
     return d_out // num_heads
 

@@ -74,7 +74,7 @@ class SwiGLU(nn.Module):
 MLPS = ("gelu", "swiglu")
 
 
-def make_mlp(kind: str, d_model: int, bias: bool = True, key: str = "model.mlp") -> nn.Module:
+def make_mlp(kind: str, d_model: int, bias: bool = True, key: str = "model.net.mlp") -> nn.Module:
     """Build the feed-forward network named by a config value (``gelu`` or ``swiglu``)."""
     if kind == "gelu":
         return FeedForward(d_model, bias=bias)

@@ -65,7 +65,7 @@ class RMSNorm(nn.Module):
 NORMS = ("layernorm", "rmsnorm")
 
 
-def make_norm(kind: str, d_model: int, key: str = "model.norm") -> nn.Module:
+def make_norm(kind: str, d_model: int, key: str = "model.net.norm") -> nn.Module:
     """Build the normalization layer named by a config value (``layernorm`` or ``rmsnorm``)."""
     if kind == "layernorm":
         return LayerNorm(d_model)

@@ -21,7 +21,7 @@ from llm_lab.errors import ConfigError
 
 def _check_span(context_length: int, length: int, offset: int) -> None:
     if offset < 0 or offset + length > context_length:
-        raise ConfigError("model.context_length",
+        raise ConfigError("model.net.context_length",
                           f"positions {offset}..{offset + length - 1} do not fit context_length="
                           f"{context_length}",
                           "feed shorter windows or raise model.context_length")
@@ -30,7 +30,7 @@ def _check_span(context_length: int, length: int, offset: int) -> None:
 def check_context_length(context_length: int) -> None:
     """Raise a ConfigError naming ``model.context_length`` unless it is positive."""
     if context_length <= 0:
-        raise ConfigError("model.context_length", f"context_length={context_length} must be > 0")
+        raise ConfigError("model.net.context_length", f"context_length={context_length} must be > 0")
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -95,7 +95,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         check_context_length(context_length)
         if head_dim % 2 != 0:
-            raise ConfigError("model.n_heads", f"RoPE needs an even head_dim, got {head_dim}",
+            raise ConfigError("model.net.num_heads", f"RoPE needs an even head_dim, got {head_dim}",
                               "choose n_heads so that d_model / n_heads is even")
         self.context_length = context_length
         theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
