@@ -50,9 +50,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def load_train_script() -> ModuleType:
-    """``train.py`` as a module (it sits at the repo root, outside the package)."""
-    spec = importlib.util.spec_from_file_location("lab_train_script", ROOT / "train.py")
+def load_script(name: str) -> ModuleType:
+    """A top-level script (``train.py``, ``generate.py``) as a module: they sit outside the package."""
+    spec = importlib.util.spec_from_file_location(f"lab_{Path(name).stem}_script", ROOT / name)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -61,7 +61,7 @@ def load_train_script() -> ModuleType:
 
 def run_in_process(out: Path, experiment: str, *overrides: str) -> dict[str, float]:
     """Compose ``experiment`` as train.py does and fit it in this process, ``out`` as the run directory."""
-    train = load_train_script().train
+    train = load_script("train.py").train
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "train",

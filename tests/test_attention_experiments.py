@@ -3,19 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, run_train
-from hydra import compose, initialize_config_dir
+from conftest import run_in_process, run_train
 from torch import nn
 
 from llm_lab.callbacks.attention_maps import heatmap_image
@@ -161,14 +158,6 @@ def test_heatmap_darkens_with_weight() -> None:
 
 
 # ---------------------------------------------------------------- experiments end to end
-def load_train_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lab_train_script", ROOT / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 TINY_RUN = [
     "data.max_documents=40",
     "trainer.max_steps=3",
@@ -180,16 +169,9 @@ TINY_RUN = [
 ]
 
 
-def run_in_process(out: Path, experiment: str, *overrides: str) -> dict[str, float]:
-    """Compose ``experiment`` as train.py would and fit it for 3 steps in this process, with
-    ``out`` as the run directory."""
-    train = load_train_script().train
-    out.mkdir()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *TINY_RUN,
-                                          f"paths.root_dir={out}", f"paths.output_dir={out}",
-                                          *overrides])
-    return train(cfg)
+def run_tiny(out: Path, experiment: str, *overrides: str) -> dict[str, float]:
+    """Compose ``experiment`` as train.py would and fit it for 3 steps in this process."""
+    return run_in_process(out, experiment, *TINY_RUN, *overrides)
 
 
 def image_tags(run_dir: Path) -> list[str]:
@@ -208,7 +190,7 @@ def image_tags(run_dir: Path) -> list[str]:
     ("attention_multihead", 4), ("positions", 4),
 ])
 def test_experiment_trains_and_draws_heads(tmp_path: Path, experiment: str, heads: int) -> None:
-    metrics = run_in_process(tmp_path / "run", experiment)
+    metrics = run_tiny(tmp_path / "run", experiment)
     assert math.isfinite(metrics["val/loss"]) and metrics["val/perplexity"] > 1
     expected = {f"attention/attn/head_{h}" for h in range(heads)}
     assert set(image_tags(tmp_path / "run")) == expected
@@ -216,7 +198,7 @@ def test_experiment_trains_and_draws_heads(tmp_path: Path, experiment: str, head
 
 @pytest.mark.parametrize("positions", ["none", "sinusoidal"])
 def test_positions_switch(tmp_path: Path, positions: str) -> None:
-    metrics = run_in_process(tmp_path / "run", "positions", f"model.net.positions={positions}")
+    metrics = run_tiny(tmp_path / "run", "positions", f"model.net.positions={positions}")
     assert math.isfinite(metrics["val/loss"])
 
 
@@ -232,12 +214,12 @@ def test_cbow_embedding_experiment(tmp_path: Path) -> None:
     lines = [f"{w} " + " ".join(f"{x:.4f}" for x in rng.normal(size=100))
              for w in ("the", "function", "class")]
     vectors.write_text("3 100\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    metrics = run_in_process(tmp_path / "frozen", "cbow_embedding",
+    metrics = run_tiny(tmp_path / "frozen", "cbow_embedding",
                              f"model.net.embeddings={vectors}", "model.net.freeze_embeddings=true")
     assert math.isfinite(metrics["val/loss"])
     # A model narrower than the vectors is refused with the key to fix (Hydra wraps the error).
     with pytest.raises(Exception) as info:
-        run_in_process(tmp_path / "narrow", "cbow_embedding", f"model.net.embeddings={vectors}",
+        run_tiny(tmp_path / "narrow", "cbow_embedding", f"model.net.embeddings={vectors}",
                        "model.net.d_model=64")
     config_errors = [e for e in causes(info.value) if isinstance(e, ConfigError)]
     assert config_errors and config_errors[0].key == "model.net.embeddings"

@@ -3,16 +3,14 @@ and ``generate.py`` against transformers' own greedy decoding."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, load_script
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
@@ -152,15 +150,6 @@ def test_generate_keeps_training_mode_and_rejects_empty_prompts() -> None:
 
 # --- generate.py ----------------------------------------------------------------------------------
 
-def _generate_script() -> ModuleType:
-    """Import the top-level ``generate.py`` as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("lab_generate_script", ROOT / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def hf_folder_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny GPT2LMHeadModel saved by transformers, plus a BPE tokenizer.json beside it."""
@@ -199,7 +188,7 @@ def test_generate_py_rejects_a_tokenizer_larger_than_the_model(
     cfg = OmegaConf.load(ROOT / "conf" / "generate.yaml")
     cfg.hf_path, cfg.tokenizer_path = str(hf_folder_with_tokenizer), str(tmp_path / "tokenizer.json")
     with pytest.raises(ConfigError, match="model.vocab_size"):
-        _generate_script().generate(cfg)
+        load_script("generate.py").generate(cfg)
     cfg.ckpt_path = "somewhere.ckpt"
     with pytest.raises(ConfigError, match="exactly one of ckpt_path and hf_path"):
-        _generate_script().generate(cfg)
+        load_script("generate.py").generate(cfg)
