@@ -37,9 +37,9 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--min-count", type=int, default=5)
     ap.add_argument("--sample", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=int, default=1024)
-    ap.add_argument("--optimizer", choices=["sgd", "sparse_adam"], default="sparse_adam")
-    ap.add_argument("--lr", type=float, default=None, help="default: 0.025 x batch (sgd), 1e-2 (adam)")
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
+    ap.add_argument("--lr", type=float, default=None, help="default: 0.025 x batch (sgd), 2e-2 (adam)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,12 +56,12 @@ def main() -> None:
         window=args.window, min_count=args.min_count, subsample=args.sample, batch_size=args.batch_size
     )
     dm.build(docs, docs[:50])  # train on every paragraph, like gensim; validation is not timed
-    lr = args.lr or (0.025 * args.batch_size if args.optimizer == "sgd" else 1e-2)
+    lr = args.lr or (0.025 * args.batch_size if args.optimizer == "sgd" else 2e-2)
 
     def optimizer(params):  # type: ignore[no-untyped-def]
         if args.optimizer == "sgd":
             return torch.optim.SGD(params, lr=lr)
-        return torch.optim.SparseAdam(list(params), lr=lr)
+        return torch.optim.Adam(params, lr=lr)
 
     module = CBoWModule(
         dm.vocab,

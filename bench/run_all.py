@@ -4,7 +4,7 @@
 
 Each benchmark is a script of its own (``bench/bench_*.py``) that measures ours against its
 reference in the same run and prints markdown; this runner calls each in a fresh process, keeps
-what it printed from its first table on, and records the machine, the date and the wall time.
+what it printed (its standard output), and records the machine, the date and the wall time.
 """
 
 from __future__ import annotations
@@ -38,13 +38,6 @@ def machine() -> str:
     )
 
 
-def tables_of(output: str) -> str:
-    """What a benchmark printed from its first markdown table on (its setup chatter dropped)."""
-    lines = output.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
-    return "\n".join(lines[max(0, start - 1) :]).strip()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), default=sorted(BENCHMARKS))
@@ -68,9 +61,11 @@ def main() -> None:
             cwd=HERE.parent,
         )
         seconds = time.perf_counter() - start
-        body = tables_of(proc.stdout) if proc.returncode == 0 else f"failed:\n```\n{proc.stderr[-2000:]}\n```"
+        body = proc.stdout.strip()
+        if proc.returncode != 0:  # a benchmark exits 1 when it misses its target, or crashed
+            body += f"\n\nexit status {proc.returncode}:\n```\n{proc.stderr.strip()[-1500:]}\n```"
         parts.append(f"## {name} (`bench/{script}`, {seconds:.0f} s)\n\n{body}")
-        print(f"{name}: {'ok' if proc.returncode == 0 else 'FAILED'} in {seconds:.0f} s", flush=True)
+        print(f"{name}: exit status {proc.returncode} in {seconds:.0f} s", flush=True)
     args.out.write_text("\n\n".join(parts) + "\n")
     print(f"wrote {args.out}")
 

@@ -37,7 +37,7 @@ def test_negative_sampling_loss_and_gradient_equal_a_hand_computation():
 
 def test_cbow_hidden_is_the_mean_of_real_context_words_and_softmax_loss_is_cross_entropy():
     torch.manual_seed(0)
-    model = CBoW(vocab_size=5, embed_dim=3, loss="softmax", sparse=False)
+    model = CBoW(vocab_size=5, embed_dim=3, loss="softmax")
     torch.nn.init.normal_(model.out_embed.weight)
     context = torch.tensor([[0, 2, 5, 5]])  # 5 = padding
     w = model.in_embed.weight.detach()
@@ -53,6 +53,9 @@ def test_noise_words_follow_unigram_to_the_three_quarters():
     model = CBoW(4, 2, negatives=5, noise_counts=counts)
     p = np.asarray(counts, float) ** 0.75
     np.testing.assert_allclose(model.noise_probs.numpy(), p / p.sum(), rtol=1e-6)
+    # the sampling table gives each word its share of slots, up to one slot
+    share = np.bincount(model.noise_table.numpy(), minlength=4) / len(model.noise_table)
+    np.testing.assert_allclose(share, p / p.sum(), atol=1 / len(model.noise_table))
 
 
 def test_keep_probability_is_word2vec_formula():

@@ -31,7 +31,6 @@ class CBoWModule(LabModule):
         loss: str = "negative_sampling",
         negatives: int = 5,
         noise_power: float = 0.75,
-        sparse: bool = True,
         similarity_file: str | None = None,
         analogy_file: str | None = None,
         raw_words_per_example: float = 1.0,
@@ -41,7 +40,7 @@ class CBoWModule(LabModule):
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["vocab", "optimizer", "scheduler"])
         self.vocab = vocab
-        self.net = CBoW(len(vocab), embed_dim, loss, negatives, vocab.counts, noise_power, sparse=sparse)
+        self.net = CBoW(len(vocab), embed_dim, loss, negatives, vocab.counts, noise_power)
         self.similarity_file = similarity_file
         self.analogy_file = analogy_file
         self.raw_words_per_example = raw_words_per_example

@@ -29,9 +29,14 @@ LOSSES = ("negative_sampling", "softmax")
 
 
 class CBoW(nn.Module):
-    """CBoW word2vec. Context rows are padded with id ``vocab_size`` (a zero vector, never trained)."""
+    """CBoW word2vec. Context rows are padded with id ``vocab_size`` (left out of the mean).
+
+    Both tables get dense gradients: on a CPU, a dense Adam over a word2vec-sized table at large
+    batches trained faster and better than sparse gradients with SparseAdam (see bench/bench_cbow.py).
+    """
 
     noise_probs: torch.Tensor
+    noise_table: torch.Tensor
 
     def __init__(
         self,
@@ -41,7 +46,7 @@ class CBoW(nn.Module):
         negatives: int = 5,
         noise_counts: Sequence[int] | None = None,
         noise_power: float = 0.75,
-        sparse: bool = True,
+        noise_table_size: int = 1 << 20,
     ) -> None:
         super().__init__()
         if embed_dim < 1:
@@ -51,33 +56,37 @@ class CBoW(nn.Module):
         if loss == "negative_sampling" and negatives < 1:
             raise ConfigError("model.negatives", f"{negatives} < 1", "use e.g. 5")
         self.vocab_size, self.loss, self.negatives = vocab_size, loss, negatives
-        # sparse=True: each step touches only the rows of the words in the batch, which is what
-        # makes word2vec cheap; it needs an optimizer that takes sparse gradients (SGD, SparseAdam).
-        self.in_embed = nn.Embedding(vocab_size + 1, embed_dim, padding_idx=vocab_size, sparse=sparse)
-        self.out_embed = nn.Embedding(vocab_size, embed_dim, sparse=sparse)
+        # An EmbeddingBag gathers and averages the context rows in one fused operation, leaving
+        # the padding id out of the mean (and out of the gradient).
+        self.in_embed = nn.EmbeddingBag(vocab_size + 1, embed_dim, mode="mean", padding_idx=vocab_size)
+        self.out_embed = nn.Embedding(vocab_size, embed_dim)
         # word2vec.c's initialisation: small uniform input vectors, zero output vectors.
         nn.init.uniform_(self.in_embed.weight, -0.5 / embed_dim, 0.5 / embed_dim)
         with torch.no_grad():
             self.in_embed.weight[vocab_size].zero_()
         nn.init.zeros_(self.out_embed.weight)
         counts = torch.ones(vocab_size) if noise_counts is None else torch.as_tensor(noise_counts)
-        self.register_buffer("noise_probs", noise_distribution(counts, noise_power), persistent=False)
+        probs = noise_distribution(counts, noise_power)
+        self.register_buffer("noise_probs", probs, persistent=False)
+        self.register_buffer("noise_table", unigram_table(probs, noise_table_size), persistent=False)
 
     def hidden(self, context: torch.Tensor) -> torch.Tensor:
         """Mean of the non-padding context vectors: (B, C) ids → (B, D)."""
-        summed = self.in_embed(context).sum(dim=1)
-        n = (context != self.vocab_size).sum(dim=1, keepdim=True).clamp_min(1)
-        return summed / n
+        return self.in_embed(context)
 
     def forward(self, context: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
         """Mean loss over the batch."""
         h = self.hidden(context)
         if self.loss == "softmax":
             return F.cross_entropy(h @ self.out_embed.weight.T, centre)
-        noise = torch.multinomial(self.noise_probs, centre.numel() * self.negatives, replacement=True)
+        # Noise words: uniform positions in the unigram table (word2vec.c's trick, far cheaper than
+        # sampling a categorical distribution over the vocabulary at every step).
+        slots = torch.randint(len(self.noise_table), (centre.numel() * self.negatives,), device=h.device)
+        noise = self.noise_table[slots].view(-1, self.negatives)
         # One gather for the true word and its k noise words: row i is [centre_i, noise_i1..noise_ik].
-        targets = torch.cat([centre.unsqueeze(1), noise.view(-1, self.negatives)], dim=1)
-        scores = (self.out_embed(targets) * h.unsqueeze(1)).sum(-1)  # (B, 1+k) dot products u·h
+        targets = torch.cat([centre.unsqueeze(1), noise], dim=1)
+        u = self.out_embed.weight.index_select(0, targets.flatten()).view(*targets.shape, -1)
+        scores = (u * h.unsqueeze(1)).sum(-1)  # (B, 1+k) dot products u·h
         return negative_sampling_loss(scores)
 
     @property
@@ -90,6 +99,18 @@ def noise_distribution(counts: torch.Tensor, power: float = 0.75) -> torch.Tenso
     """Unigram counts raised to ``power`` and normalised (Mikolov et al. 2013b, §2.2)."""
     weights = counts.double().clamp_min(0) ** power
     return (weights / weights.sum()).float()
+
+
+def unigram_table(probs: torch.Tensor, size: int) -> torch.Tensor:
+    """A table of ``size`` word ids in which word w fills a share ``probs[w]`` of the slots.
+
+    Drawing a uniform slot then draws w with probability ``probs[w]`` (up to 1/size): word2vec.c's
+    negative-sampling table. Slot i holds the word whose cumulative-probability range covers
+    (i + 0.5) / size.
+    """
+    cumulative = torch.cumsum(probs.double(), 0)
+    centres = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    return torch.searchsorted(cumulative, centres).clamp_max(len(probs) - 1)
 
 
 def negative_sampling_loss(scores: torch.Tensor) -> torch.Tensor:
