@@ -16,6 +16,7 @@ import argparse
 import functools
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -50,7 +51,9 @@ class StepClock(L.Callback):
 
 def lightning_loop(module: NextTokenLM, loader: DataLoader, steps: int, warmup: int) -> float:
     clock = StepClock(warmup)
+    # default_root_dir: the module writes model.safetensors there at the end; not the working dir.
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False,
+                        default_root_dir=tempfile.mkdtemp(),
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock],
                         limit_val_batches=0)
