@@ -19,6 +19,19 @@ REFERENCE = ROOT.parent / "shared" / "reference"
 FIXTURES = REFERENCE / "cs336-fixtures"
 
 
+# A GPT small enough to train a few steps in seconds: the base of the resume and DDP tests.
+TINY_GPT = [
+    "experiment=gpt",
+    "model.net.size=lab-tiny",
+    "data.max_documents=8",
+    "data.vocab_size=300",
+    "data.context_length=32",
+    "trainer.val_check_interval=1000",
+    "trainer.limit_val_batches=1",
+    "logger=csv",
+]
+
+
 def needs_fixtures() -> pytest.MarkDecorator:
     return pytest.mark.skipif(
         not FIXTURES.is_dir(),

@@ -6,21 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_train
+from conftest import TINY_GPT, run_train
 
-LM = [
-    "experiment=gpt",
-    "model.net.size=lab-tiny",
-    "model.net.dropout=0.0",
-    "data.max_documents=8",
-    "data.vocab_size=300",
-    "data.context_length=32",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=1000",
-    "trainer.limit_val_batches=1",
-    "callbacks.text_samples=null",
-    "logger=csv",
-]
+LM = [*TINY_GPT, "model.net.dropout=0.0", "trainer.max_steps=4", "callbacks.text_samples=null"]
 
 
 def _state(run: Path) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import run_train
+from conftest import TINY_GPT, run_train
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.finite_loss import DivergedError, FiniteLoss
@@ -100,21 +100,14 @@ def test_two_runs_with_the_same_seed_have_identical_loss_curves(tmp_path: Path):
 
 
 GPT_TINY = [
-    "experiment=gpt",
-    "model.net.size=lab-tiny",
-    "data.max_documents=8",
-    "data.vocab_size=300",
-    "data.context_length=32",
+    *TINY_GPT,
     "data.batch_size=8",
     "trainer.max_steps=40",
-    "trainer.val_check_interval=1000",
     "trainer.limit_train_batches=7",
-    "trainer.limit_val_batches=1",
     "trainer.deterministic=true",
     "callbacks.model_checkpoint.every_n_train_steps=3",
     "callbacks.text_samples.every_n_steps=5",
     "callbacks.text_samples.max_new_tokens=4",
-    "logger=csv",
 ]
 
 
