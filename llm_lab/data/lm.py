@@ -53,7 +53,8 @@ def build_tokenizer(
         word = SimpleTokenizer.from_corpus(train_docs, min_count=min_count)
         return word, word.vocab.stoi[ENDOFTEXT]
     if kind == "bpe":
-        from llm_lab.tokenizers.bpe import BPETokenizer, check_bpe_config
+        from llm_lab.tokenizers.bpe import BPETokenizer
+        from llm_lab.tokenizers.bpe_train import check_bpe_config
 
         if path:
             bpe = BPETokenizer.load(path)

@@ -22,7 +22,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from llm_lab.errors import ConfigError, DataError
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory
 from llm_lab.lit.scratch import HandWrittenModule
-from llm_lab.tokenizers.bpe import BPETokenizer, BPETrainer, check_bpe_config
+from llm_lab.tokenizers.bpe import BPETokenizer
+from llm_lab.tokenizers.bpe_train import BPETrainer, check_bpe_config
 from llm_lab.tokenizers.formats import token_to_str
 from llm_lab.tokenizers.pretokenize import count_source
 
