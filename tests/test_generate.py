@@ -17,7 +17,8 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 from llm_lab.errors import ConfigError, DataError
 from llm_lab.models import GPT
-from llm_lab.models.gpt import GPTConfig, sample_next, top_k_filter, top_p_filter
+from llm_lab.models.gpt import GPTConfig
+from llm_lab.models.sampling import sample_next, top_k_filter, top_p_filter
 from llm_lab.nn.attention import KVCache
 from llm_lab.tokenizers.bpe import BPETokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
