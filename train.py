@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,8 +27,10 @@ from llm_lab.errors import ConfigError, LabError
 register_resolvers()
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if not sys.stdout.isatty():
         from llm_lab.callbacks.progress import LineProgress
 
@@ -75,21 +78,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg)
     trainer: L.Trainer = build(
         cfg.trainer,
-        callbacks=build_callbacks(cfg),
+        callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
         logger=loggers or False,
         enable_progress_bar=sys.stdout.isatty(),
         default_root_dir=str(output_dir),
     )
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path")))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        ckpt_path = None  # from here on the module holds the trained weights
     metrics = scalar_metrics(trainer)
     target = cfg.get("optimized_metric") or ""
-    if cfg.get("train", True) and target.startswith("val/") and target not in metrics:
-        # A run that stopped (max_steps) before its first validation still reports its final score.
-        trainer.validate(module, datamodule=datamodule)
+    if target.startswith("val/") and target not in metrics:
+        # A run that stopped (max_steps) before its first validation, or train=false with a
+        # checkpoint, still reports its score.
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer))
     if cfg.get("test", False):
-        trainer.test(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer))
 
     if trainer.is_global_zero:

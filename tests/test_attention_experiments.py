@@ -30,11 +30,11 @@ def build(**kwargs: Any) -> AttentionLM:
 
 # ---------------------------------------------------------------- the model
 @pytest.mark.parametrize("positions", ["none", "learned", "sinusoidal"])
-@pytest.mark.parametrize(("attention", "causal"), [("simple", False), ("self", False),
-                                                   ("causal", True), ("multihead", True),
-                                                   ("multihead", False)])
-def test_only_causal_models_ignore_later_tokens(attention: str, causal: bool,
-                                                positions: str) -> None:
+@pytest.mark.parametrize(
+    ("attention", "causal"),
+    [("simple", False), ("self", False), ("causal", True), ("multihead", True), ("multihead", False)],
+)
+def test_only_causal_models_ignore_later_tokens(attention: str, causal: bool, positions: str) -> None:
     """Changing the tokens after position 3 leaves logits 0..3 alone exactly when causal."""
     model = build(attention=attention, causal=causal, positions=positions, num_heads=2)
     ids = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(1))
@@ -63,9 +63,11 @@ def test_without_positions_attention_ignores_order(positions: str) -> None:
 
 
 def test_bad_choices_name_their_keys() -> None:
-    for kwargs, key in (({"attention": "conv"}, "model.net.attention"),
-                        ({"positions": "rope"}, "model.net.positions"),
-                        ({"attention": "multihead", "num_heads": 3}, "model.net.num_heads")):
+    for kwargs, key in (
+        ({"attention": "conv"}, "model.net.attention"),
+        ({"positions": "rope"}, "model.net.positions"),
+        ({"attention": "multihead", "num_heads": 3}, "model.net.num_heads"),
+    ):
         with pytest.raises(ConfigError) as err:
             build(**kwargs)
         assert err.value.key == key
@@ -94,8 +96,14 @@ def vectors_file(tmp_path: Path) -> Path:
 def test_embeddings_start_from_word_vectors(vectors_file: Path, freeze: bool) -> None:
     words = [f"w{i}" for i in range(V)]
     words[3], words[7] = "the", "Function"  # the file's words are lower-case, as CBoW writes them
-    model = AttentionLM(V + 1, d_model=4, context_length=T, embeddings=vectors_file,
-                        freeze_embeddings=freeze, tokenizer=WordTokenizer(words))
+    model = AttentionLM(
+        V + 1,
+        d_model=4,
+        context_length=T,
+        embeddings=vectors_file,
+        freeze_embeddings=freeze,
+        tokenizer=WordTokenizer(words),
+    )
     weight = model.tok_emb.weight
     torch.testing.assert_close(weight[3], torch.tensor([0.5, -1.0, 2.0, 0.25]))
     torch.testing.assert_close(weight[7], torch.tensor([1.0, 2.0, 3.0, 4.0]))
@@ -104,8 +112,9 @@ def test_embeddings_start_from_word_vectors(vectors_file: Path, freeze: bool) ->
 
 def test_word_vectors_of_another_width_are_refused(vectors_file: Path) -> None:
     with pytest.raises(ConfigError, match="4-dimensional") as err:
-        AttentionLM(V, d_model=8, context_length=T, embeddings=vectors_file,
-                    tokenizer=WordTokenizer(["the"] * V))
+        AttentionLM(
+            V, d_model=8, context_length=T, embeddings=vectors_file, tokenizer=WordTokenizer(["the"] * V)
+        )
     assert err.value.key == "model.net.embeddings"
 
 
@@ -146,7 +155,7 @@ def test_heatmap_darkens_with_weight() -> None:
     image = heatmap_image(weights, ["a", "bb", "ccc"], cell=cell)
     assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     margin_y, margin_x = image.shape[0] - 3 * cell, image.shape[1] - 3 * cell
-    centres = image[margin_y + cell // 2::cell, margin_x + cell // 2::cell].astype(float)
+    centres = image[margin_y + cell // 2 :: cell, margin_x + cell // 2 :: cell].astype(float)
     brightness = centres.sum(-1)
     for row_weights, row_brightness in zip(weights, brightness, strict=True):
         order = np.argsort(row_weights)
@@ -185,10 +194,16 @@ def image_tags(run_dir: Path) -> list[str]:
     return tags
 
 
-@pytest.mark.parametrize(("experiment", "heads"), [
-    ("attention_simple", 1), ("attention_trainable", 1), ("attention_causal", 1),
-    ("attention_multihead", 4), ("positions", 4),
-])
+@pytest.mark.parametrize(
+    ("experiment", "heads"),
+    [
+        ("attention_simple", 1),
+        ("attention_trainable", 1),
+        ("attention_causal", 1),
+        ("attention_multihead", 4),
+        ("positions", 4),
+    ],
+)
 def test_experiment_trains_and_draws_heads(tmp_path: Path, experiment: str, heads: int) -> None:
     metrics = run_tiny(tmp_path / "run", experiment)
     assert math.isfinite(metrics["val/loss"]) and metrics["val/perplexity"] > 1
@@ -211,16 +226,22 @@ def causes(err: BaseException | None) -> Iterator[BaseException]:
 def test_cbow_embedding_experiment(tmp_path: Path) -> None:
     vectors = tmp_path / "vectors.txt"
     rng = np.random.default_rng(0)
-    lines = [f"{w} " + " ".join(f"{x:.4f}" for x in rng.normal(size=100))
-             for w in ("the", "function", "class")]
+    lines = [
+        f"{w} " + " ".join(f"{x:.4f}" for x in rng.normal(size=100)) for w in ("the", "function", "class")
+    ]
     vectors.write_text("3 100\n" + "\n".join(lines) + "\n", encoding="utf-8")
-    metrics = run_tiny(tmp_path / "frozen", "cbow_embedding",
-                             f"model.net.embeddings={vectors}", "model.net.freeze_embeddings=true")
+    metrics = run_tiny(
+        tmp_path / "frozen",
+        "cbow_embedding",
+        f"model.net.embeddings={vectors}",
+        "model.net.freeze_embeddings=true",
+    )
     assert math.isfinite(metrics["val/loss"])
     # A model narrower than the vectors is refused with the key to fix (Hydra wraps the error).
     with pytest.raises(Exception) as info:
-        run_tiny(tmp_path / "narrow", "cbow_embedding", f"model.net.embeddings={vectors}",
-                       "model.net.d_model=64")
+        run_tiny(
+            tmp_path / "narrow", "cbow_embedding", f"model.net.embeddings={vectors}", "model.net.d_model=64"
+        )
     config_errors = [e for e in causes(info.value) if isinstance(e, ConfigError)]
     assert config_errors and config_errors[0].key == "model.net.embeddings"
 
@@ -230,3 +251,8 @@ def test_attention_multihead_from_the_command_line(tmp_path: Path) -> None:
     result = run_train("experiment=attention_multihead", *TINY_RUN, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "attention/attn/head_3" in image_tags(tmp_path)
+
+
+def test_a_next_token_model_must_be_causal(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model.net.causal"):
+        run_tiny(tmp_path / "run", "attention_multihead", "model.net.causal=false")

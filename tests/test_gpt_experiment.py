@@ -73,9 +73,19 @@ def test_tiny_run_learns_and_writes_its_artifacts(tiny_run: Path) -> None:
 def test_generate_py_continues_a_prompt_from_the_checkpoint(tiny_run: Path) -> None:
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
     result = subprocess.run(
-        [sys.executable, "generate.py", f"ckpt_path={ckpt}", "prompt=The function",
-         "max_new_tokens=12", "num_samples=2", "seed=3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "generate.py",
+            f"ckpt_path={ckpt}",
+            "prompt=The function",
+            "max_new_tokens=12",
+            "num_samples=2",
+            "seed=3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     samples = [s for s in result.stdout.split("--- sample ") if s.strip()]
@@ -87,15 +97,17 @@ def test_generate_py_continues_a_prompt_from_the_checkpoint(tiny_run: Path) -> N
 def test_generate_py_reports_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "generate.py", f"ckpt_path={tmp_path / 'none.ckpt'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
-                      weights_only=True)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 12
     state: dict[str, torch.Tensor] = ckpt["state_dict"]
     return state
@@ -110,16 +122,21 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Pat
     is covered in test_fault_tolerance.py). The warm-up covers all 12 steps so that the learning
     rate depends only on the step count (a run stopped by max_steps=6 would otherwise have decayed
     on a 6-step cosine)."""
-    common = [*TINY_RUN, "callbacks.model_checkpoint.every_n_train_steps=4",
-              "trainer.limit_train_batches=5", "scheduler.warmup_steps=100",
-              "trainer.deterministic=true"]
+    common = [
+        *TINY_RUN,
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+        "trainer.limit_train_batches=5",
+        "scheduler.warmup_steps=100",
+        "trainer.deterministic=true",
+    ]
     straight, part, resumed = tmp_path / "straight", tmp_path / "part", tmp_path / "resumed"
     result = run_train(*common, "trainer.max_steps=6", f"hydra.run.dir={part}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(part / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
-    for args in (["trainer.max_steps=12", f"hydra.run.dir={straight}"],
-                 ["trainer.max_steps=12", f"hydra.run.dir={resumed}",
-                  f"ckpt_path={part}"]):
+    for args in (
+        ["trainer.max_steps=12", f"hydra.run.dir={straight}"],
+        ["trainer.max_steps=12", f"hydra.run.dir={resumed}", f"ckpt_path={part}"],
+    ):
         result = run_train(*common, *args)
         assert result.returncode == 0, result.stderr[-3000:]
     expected, actual = _final_weights(straight), _final_weights(resumed)
@@ -138,3 +155,24 @@ def test_the_run_exports_its_final_weights_as_safetensors(tiny_run: Path) -> Non
     assert ckpt["global_step"] == 8 and set(exported) <= set(final)
     for name, tensor in exported.items():
         torch.testing.assert_close(tensor, final[name], atol=0, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_train_false_evaluates_the_given_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
+    results = {}
+    for name, extra in (("checkpoint", [f"ckpt_path={tiny_run}"]), ("untrained", [])):
+        run = tmp_path / name
+        result = run_train(
+            *TINY_RUN,
+            "train=false",
+            "test=true",
+            "+trainer.limit_test_batches=2",
+            *extra,
+            f"hydra.run.dir={run}",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[name] = json.loads((run / "metrics.json").read_text())
+    trained, untrained = results["checkpoint"], results["untrained"]
+    # the test loader is the validation loader, and both stages must score the checkpoint's weights
+    assert trained["test/loss"] == pytest.approx(trained["val/loss"], abs=1e-5)
+    assert trained["test/loss"] < untrained["test/loss"] - 0.2  # 8 trained steps vs fresh weights

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_train
+from conftest import ROOT, load_script, run_in_process, run_train
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -96,6 +96,9 @@ def _fails(proc, key: str, run: Path) -> None:
         ("data.min_count=100000", "data.min_count"),
         ("model.embed_dim=-3", "model.embed_dim"),
         ("data.path=/no/such/file.txt", "data.path"),
+        ("data.num_workers=2", "data.num_workers"),
+        ("optimizer.lr=-1", "optimizer"),
+        ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
     ],
 )
 def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
@@ -136,3 +139,33 @@ def test_every_trainer_config_composes_and_its_strategy_builds(name: str, tmp_pa
         assert [c.__name__ for c in built.kwargs["auto_wrap_policy"]._module_classes] == ["Block"]
     elif cfg.trainer.accelerator == "cpu":  # CPU trainers build here
         instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_survives_debug_fast(name: str, tmp_path: Path):
+    """`debug=fast` is the smoke run the README offers for every stage: 5 steps, 2 val batches."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"experiment={name}",
+                "debug=fast",
+                f"paths.output_dir={tmp_path}",
+                f"paths.root_dir={tmp_path}",
+            ],
+        )
+    if "max_documents" in cfg.data:
+        cfg.data.max_documents = 30
+    if cfg.data.get("tokenizer") == "bpe" and "vocab_size" in cfg.data:
+        cfg.data.vocab_size = 300
+    metrics = load_script("train.py").train(cfg)
+    assert cfg.optimized_metric in metrics and (tmp_path / "metrics.json").is_file()
+
+
+def test_logger_none_runs_without_any_logger(tmp_path: Path):
+    metrics = run_in_process(
+        tmp_path / "run", "cbow", "logger=none", "data.max_documents=30", "trainer.max_epochs=1"
+    )
+    assert metrics["val/loss"] > 0 and not (tmp_path / "run" / "tensorboard").exists()

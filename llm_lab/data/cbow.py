@@ -124,6 +124,12 @@ class CBoWDataModule(TextDataModule):
             )
         if window < 1:
             raise ConfigError("data.window", f"window={window} < 1", "use 1 or more words per side")
+        if self.num_workers > 0:
+            raise ConfigError(
+                "data.num_workers",
+                f"{self.num_workers}: CBoW builds whole batches with numpy in the main process",
+                "use data.num_workers=0 (worker processes would each repeat the epoch)",
+            )
         if subsample < 0:
             raise ConfigError("data.subsample", f"{subsample} < 0", "use 0 (off) or e.g. 1e-3")
         self.window = window

@@ -11,6 +11,8 @@ that is memory-mapped, so a corpus larger than memory trains the same way (nanoG
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,11 +35,12 @@ def write_ids(path: str | Path, chunks: Iterable[Iterable[int]], vocab_size: int
     """
     path = Path(path)
     dtype = id_dtype(vocab_size)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as f:
+    # A temporary name of its own: under DDP every rank writes the same ids at the same time.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
         for chunk in chunks:
             np.asarray(list(chunk), dtype=dtype).tofile(f)
-    tmp.replace(path)
+    os.replace(tmp, path)
     return np.memmap(path, dtype=dtype, mode="r")
 
 

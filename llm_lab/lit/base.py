@@ -15,6 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from llm_lab.errors import ConfigError
+
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 # Called as factory(optimizer, total_steps=...): see llm_lab/lit/schedules.py.
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -39,7 +41,10 @@ class LabModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             return None
-        optimizer = self.optimizer_factory(self.param_groups())
+        try:
+            optimizer = self.optimizer_factory(self.param_groups())
+        except ValueError as err:  # torch's own checks, e.g. "Invalid learning rate: -1"
+            raise ConfigError("optimizer", str(err), "check the optimizer.* values") from None
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)

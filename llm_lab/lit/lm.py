@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.throughput import get_available_flops
-from safetensors.torch import save_model
+from safetensors.torch import save_file
 from torch import nn
 
+from llm_lab.errors import ConfigError
 from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory
 from llm_lab.nn.weight_decay import weight_decay_groups
 
@@ -29,6 +30,8 @@ class NextTokenLM(LabModule):
     """Cross-entropy of the next token. Logs ``train/loss``, ``train/tokens_per_sec``,
     ``train/grad_norm``, ``val/loss`` and ``val/perplexity`` (= exp of the mean validation loss), and
     ``train/mfu`` on a GPU for nets that count their FLOPs. Writes ``model.safetensors`` at the end."""
+
+    requires_causal = True  # a net that sees later positions would read the answer
 
     def __init__(
         self,
@@ -41,6 +44,12 @@ class NextTokenLM(LabModule):
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["net", "tokenizer", "optimizer", "scheduler"])
         self.net = net(vocab_size=vocab_size)
+        if self.requires_causal and getattr(self.net, "causal", True) is False:
+            raise ConfigError(
+                "model.net.causal",
+                "a next-token model must not see the tokens it predicts",
+                "keep model.net.causal=true (or train it on the masked-token task)",
+            )
         self.tokenizer = tokenizer
         self._tick = time.perf_counter()
         self._peak_flops: int | None = None
@@ -94,10 +103,14 @@ class NextTokenLM(LabModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=n)
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_count:
-            # Perplexity is exp of the mean loss over tokens, not the mean of per-batch perplexities.
-            mean = self._val_sum / self._val_count
-            self.log("val/perplexity", math.exp(min(mean, 50.0)), sync_dist=True)
+        # Perplexity is exp of the mean loss over all validation tokens (of every DDP rank), not a
+        # mean of per-batch or per-rank perplexities.
+        totals = self.trainer.strategy.reduce(
+            torch.tensor([self._val_sum, self._val_count], dtype=torch.float64, device=self.device),
+            reduce_op="sum",
+        )
+        if totals[1] > 0:
+            self.log("val/perplexity", math.exp(min(float(totals[0] / totals[1]), 50.0)))
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         loss, n = self.loss(batch)
@@ -114,7 +127,13 @@ class NextTokenLM(LabModule):
 
     def on_fit_end(self) -> None:
         """Export the trained net as ``model.safetensors`` (tensors only: loading it runs no code)."""
+        # Every rank takes part: under FSDP gathering the full state dict is a collective operation.
+        state = self.trainer.strategy.lightning_module_state_dict()
         if self.trainer.is_global_zero:
+            # Tied weights (GPT's head) share storage, which safetensors refuses: store copies.
+            tensors = {
+                k.removeprefix("net."): v.detach().cpu().clone().contiguous() for k, v in state.items()
+            }
             tmp = self.run_dir / "model.safetensors.tmp"
-            save_model(self.net, str(tmp))  # save_model handles tied weights (GPT's head)
+            save_file(tensors, str(tmp))
             tmp.replace(self.run_dir / "model.safetensors")

@@ -32,6 +32,8 @@ class MaskedTokenLM(NextTokenLM):
     "token" is the masked one.
     """
 
+    requires_causal = False  # the masked token is hidden in the input itself
+
     def __init__(
         self,
         net: Callable[..., nn.Module],
@@ -40,8 +42,9 @@ class MaskedTokenLM(NextTokenLM):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
-        super().__init__(functools.partial(net, tokenizer=tokenizer), vocab_size + 1, tokenizer,
-                         optimizer, scheduler)
+        super().__init__(
+            functools.partial(net, tokenizer=tokenizer), vocab_size + 1, tokenizer, optimizer, scheduler
+        )
         self.mask_id = vocab_size
 
     def mask_centre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

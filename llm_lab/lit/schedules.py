@@ -14,6 +14,11 @@ from torch.optim.lr_scheduler import LambdaLR
 from llm_lab.errors import ConfigError
 
 
+def check_ratio(min_lr_ratio: float) -> None:
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ConfigError("scheduler.min_lr_ratio", f"{min_lr_ratio} is not in [0, 1]", "use e.g. 0.1")
+
+
 def warmup_cosine(
     optimizer: Optimizer, total_steps: int, warmup_steps: int = 100, min_lr_ratio: float = 0.1
 ) -> LambdaLR:
@@ -21,6 +26,7 @@ def warmup_cosine(
     Loshchilov & Hutter 2017 for the cosine shape)."""
     if warmup_steps < 0:
         raise ConfigError("scheduler.warmup_steps", f"{warmup_steps} < 0", "use 0 or more")
+    check_ratio(min_lr_ratio)
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -33,6 +39,7 @@ def warmup_cosine(
 
 def linear_decay(optimizer: Optimizer, total_steps: int, min_lr_ratio: float = 1e-4) -> LambdaLR:
     """Linear decay from the base rate to ``min_lr_ratio`` × base over training (word2vec.c's schedule)."""
+    check_ratio(min_lr_ratio)
 
     def factor(step: int) -> float:
         return max(min_lr_ratio, 1.0 - step / max(1, total_steps))
