@@ -208,8 +208,8 @@ def summary_table(jobs: list[JobResult], metric: str, direction: str = "minimize
 class SweepSummary(Callback):
     """Write ``summary.md`` to the sweep directory when a sweep ends, and print it.
 
-    ``direction`` (minimize|maximize) defaults to the sweeper's own ``direction`` when it has one
-    (the Optuna sweeper does), else ``minimize``.
+    ``direction`` (minimize|maximize) defaults to the config's ``optimized_direction``, then to the
+    sweeper's own ``direction`` when it has one (the Optuna sweeper does), else ``minimize``.
     """
 
     def __init__(self, direction: str | None = None, filename: str = "summary.md") -> None:
@@ -221,7 +221,10 @@ class SweepSummary(Callback):
         if not metric:
             return
         direction = (
-            self.direction or OmegaConf.select(config, "hydra.sweeper.direction") or "minimize"
+            self.direction
+            or config.get("optimized_direction")
+            or OmegaConf.select(config, "hydra.sweeper.direction")
+            or "minimize"
         )
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = read_jobs(sweep_dir, metric, config.hydra.output_subdir or ".hydra")
