@@ -31,7 +31,7 @@ def _read_utf8(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(
-            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+            f"data.path: {path} is not UTF-8 text (byte {err.start}: {err.reason}); "
             "convert it, e.g. `iconv -f latin1 -t utf-8`"
         ) from err
 
@@ -102,7 +102,9 @@ def load_corpus(
         docs = docs[:max_documents]
     if not docs:
         source = path or hf_dataset or "the built-in corpus"
-        raise DataError(f"the corpus from {source} is empty; check data.path / data.hf_dataset")
+        raise DataError(
+            f"data.path: the corpus from {source} is empty (give text, or another data.hf_dataset)"
+        )
     return docs
 
 
