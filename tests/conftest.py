@@ -87,3 +87,11 @@ def run_in_process(out: Path, experiment: str, *overrides: str) -> dict[str, flo
         )
     out.mkdir()
     return train(cfg)
+
+
+def final_weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    """The weights in a run's last.ckpt, after checking that it was written at ``step``."""
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == step
+    state: dict[str, torch.Tensor] = ckpt["state_dict"]
+    return state

@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_GPT, run_train
+from conftest import TINY_GPT, final_weights, run_train
 
 LM = [*TINY_GPT, "model.net.dropout=0.0", "trainer.max_steps=4", "callbacks.text_samples=null"]
-
-
-def _state(run: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 4
-    return ckpt["state_dict"]
 
 
 @pytest.mark.slow
@@ -28,7 +22,7 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path: Pa
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = run_train(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
-    a, b = _state(tmp_path / "ddp"), _state(tmp_path / "single")
+    a, b = final_weights(tmp_path / "ddp", 4), final_weights(tmp_path / "single", 4)
     assert a.keys() == b.keys()
     for name in a:
         # float32 sums in a different order (all-reduce): equal up to rounding

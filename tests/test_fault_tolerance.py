@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_GPT, run_train
+from conftest import TINY_GPT, final_weights, run_train
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.finite_loss import DivergedError, FiniteLoss
@@ -111,12 +111,6 @@ GPT_TINY = [
 ]
 
 
-def _weights(run: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert state["global_step"] == 40
-    return state["state_dict"]
-
-
 @pytest.mark.slow
 def test_kill_9_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path):
     import os
@@ -150,6 +144,6 @@ def test_kill_9_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path):
     assert again.returncode == 0, again.stderr[-3000:]
     ref = run_train(*GPT_TINY, f"hydra.run.dir={straight}")
     assert ref.returncode == 0, ref.stderr[-3000:]
-    expected, actual = _weights(straight), _weights(killed)
+    expected, actual = final_weights(straight, 40), final_weights(killed, 40)
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_train
+from conftest import ROOT, final_weights, run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -106,13 +106,6 @@ def test_generate_py_reports_a_missing_checkpoint_in_one_line(tmp_path: Path) ->
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 12
-    state: dict[str, torch.Tensor] = ckpt["state_dict"]
-    return state
-
-
 @pytest.mark.slow
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
     """Interrupt after 6 steps (one batch into the second 5-batch epoch), resume to 12.
@@ -139,7 +132,7 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Pat
     ):
         result = run_train(*common, *args)
         assert result.returncode == 0, result.stderr[-3000:]
-    expected, actual = _final_weights(straight), _final_weights(resumed)
+    expected, actual = final_weights(straight, 12), final_weights(resumed, 12)
     assert expected.keys() == actual.keys()
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)

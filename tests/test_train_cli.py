@@ -21,6 +21,14 @@ EXPERIMENTS = sorted(
 )
 
 
+def shrink_data(cfg: DictConfig) -> None:
+    """A few documents and a small BPE vocabulary: enough to build and run any stage quickly."""
+    if "max_documents" in cfg.data:
+        cfg.data.max_documents = 30
+    if cfg.data.get("tokenizer") == "bpe" and "vocab_size" in cfg.data:
+        cfg.data.vocab_size = 300
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(name: str, tmp_path: Path):
     register_resolvers()
@@ -31,10 +39,7 @@ def test_every_experiment_composes_and_instantiates(name: str, tmp_path: Path):
             return_hydra_config=True,
         )
         HydraConfig.instance().set_config(cfg)
-        if "max_documents" in cfg.data:
-            cfg.data.max_documents = 30
-        if "vocab_size" in cfg.data and cfg.data.get("tokenizer") == "bpe":
-            cfg.data.vocab_size = 300
+        shrink_data(cfg)
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
         kwargs = {k: instantiate(cfg[k]) for k in ("optimizer", "scheduler") if cfg.get(k) is not None}
@@ -156,10 +161,7 @@ def test_every_experiment_survives_debug_fast(name: str, tmp_path: Path):
                 f"paths.root_dir={tmp_path}",
             ],
         )
-    if "max_documents" in cfg.data:
-        cfg.data.max_documents = 30
-    if cfg.data.get("tokenizer") == "bpe" and "vocab_size" in cfg.data:
-        cfg.data.vocab_size = 300
+    shrink_data(cfg)
     metrics = load_script("train.py").train(cfg)
     assert cfg.optimized_metric in metrics and (tmp_path / "metrics.json").is_file()
 
