@@ -1,10 +1,27 @@
-"""The lab's small set of exceptions.
+"""The lab's small set of exceptions, and who raises which.
 
-Errors are raised where a bad value first becomes known and name the config key and the fix, so
-that ``train.py`` can print them as one line and exit with code 2.
+- The library (``nn/``, ``models/``, ``tokenizers/``, ``data/``) knows nothing of Hydra: it raises
+  :class:`ArgumentError` naming *its own* argument (``n_head``), usable from a notebook as a plain
+  ``ValueError``.
+- The one place that builds objects from the config (:mod:`llm_lab.config`) turns an
+  ``ArgumentError`` into a :class:`ConfigError` naming the full config key (``model.net.n_head``).
+- :class:`DataError` is input that cannot be used (a corpus, a checkpoint, a tokenizer file): its
+  message names the file.
+
+``train.py`` and ``generate.py`` print a :class:`LabError` as one line and exit with code 2.
 """
 
 from __future__ import annotations
+
+
+class ArgumentError(ValueError):
+    """A bad argument to a library function or class: ``ArgumentError("n_head", "n_embd=30 is not
+    divisible by n_head=4", "pick a divisor")`` reads ``n_head: n_embd=30 is not divisible by
+    n_head=4 (pick a divisor)``."""
+
+    def __init__(self, arg: str, problem: str, fix: str = "") -> None:
+        self.arg, self.problem, self.fix = arg, problem, fix
+        super().__init__(f"{arg}: {problem}" + (f" ({fix})" if fix else ""))
 
 
 class LabError(Exception):
@@ -12,7 +29,7 @@ class LabError(Exception):
 
 
 class ConfigError(LabError, ValueError):
-    """An impossible or invalid configuration value.
+    """An impossible or invalid configuration value, named by its full key.
 
     ``ConfigError("model.net.n_head", "n_embd=30 is not divisible by n_head=4", "pick a divisor")``
     reads ``model.net.n_head: n_embd=30 is not divisible by n_head=4 (pick a divisor)``.
@@ -27,4 +44,5 @@ class ConfigError(LabError, ValueError):
 
 
 class DataError(LabError, ValueError):
-    """Input data that cannot be used: missing, empty, not UTF-8, too short, corrupt."""
+    """Input data that cannot be used: missing, empty, not UTF-8, too short, corrupt. The message
+    names the file (or the data key) and the fix."""
