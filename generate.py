@@ -38,8 +38,9 @@ def load_checkpoint(ckpt_path: Path) -> GPT:
         raise DataError(f"{ckpt_path}: no such checkpoint")
     config_file = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
     if not config_file.is_file():
-        raise DataError(f"{config_file} not found: ckpt_path must be <run dir>/checkpoints/*.ckpt "
-                        "of a train.py run")
+        raise DataError(
+            f"{config_file} not found: ckpt_path must be <run dir>/checkpoints/*.ckpt of a train.py run"
+        )
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     train_cfg = OmegaConf.load(config_file)
     make_net = instantiate(train_cfg.model.net, compile=False)  # a partial, as in NextTokenLM
@@ -47,8 +48,7 @@ def load_checkpoint(ckpt_path: Path) -> GPT:
     if not isinstance(model, GPT):
         raise DataError(f"{ckpt_path} holds a {type(model).__name__}, not a GPT")
     prefix = "net."
-    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
-               if k.startswith(prefix)}
+    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(weights)
     return model
 
@@ -56,8 +56,11 @@ def load_checkpoint(ckpt_path: Path) -> GPT:
 def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, HFTokenizer]:
     """The GPT and tokenizer named by ``ckpt_path`` / ``hf_path`` / ``tokenizer_path``."""
     if (cfg.ckpt_path is None) == (cfg.hf_path is None):
-        raise ConfigError("ckpt_path", "give exactly one of ckpt_path and hf_path",
-                          "ckpt_path=<run>/checkpoints/last.ckpt or hf_path=<HF GPT-2 folder>")
+        raise ConfigError(
+            "ckpt_path",
+            "give exactly one of ckpt_path and hf_path",
+            "ckpt_path=<run>/checkpoints/last.ckpt or hf_path=<HF GPT-2 folder>",
+        )
     if cfg.ckpt_path is not None:
         ckpt_path = Path(cfg.ckpt_path)
         model = load_checkpoint(ckpt_path)
@@ -83,9 +86,16 @@ def generate(cfg: DictConfig) -> list[str]:
         raise ConfigError("prompt", "the prompt encodes to no tokens", 'give some text, e.g. "The"')
     idx = torch.tensor([prompt_ids] * cfg.num_samples, device=device)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                         top_p=cfg.top_p, eos_id=tokenizer.token_to_id(ENDOFTEXT),
-                         use_cache=cfg.use_cache, generator=generator)
+    out = model.generate(
+        idx,
+        cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        eos_id=tokenizer.token_to_id(ENDOFTEXT),
+        use_cache=cfg.use_cache,
+        generator=generator,
+    )
     return [tokenizer.decode(row.tolist()) for row in out]
 
 

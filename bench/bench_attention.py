@@ -21,8 +21,7 @@ from torch import nn
 from llm_lab.nn.attention import MultiHeadAttention
 
 
-def median_ms(steps: dict[str, Callable[[], None]], warmup: int,
-              repeats: int) -> dict[str, float]:
+def median_ms(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
     """Median wall time of each step in milliseconds, after ``warmup`` untimed rounds.
 
     The steps take turns within each round, so a burst of load on a shared machine slows all of
@@ -38,17 +37,21 @@ def median_ms(steps: dict[str, Callable[[], None]], warmup: int,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def train_step(module: nn.Module, x: torch.Tensor,
-               forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+def train_step(
+    module: nn.Module, x: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[], None]:
     """One forward + backward through ``module`` on ``x``, gradients cleared each time."""
+
     def step() -> None:
         module.zero_grad(set_to_none=True)
         forward(x).sum().backward()
+
     return step
 
 
-def bench_length(batch: int, d_model: int, heads: int, length: int, warmup: int,
-                 repeats: int) -> dict[str, float]:
+def bench_length(
+    batch: int, d_model: int, heads: int, length: int, warmup: int, repeats: int
+) -> dict[str, float]:
     torch.manual_seed(0)
     x = torch.randn(batch, length, d_model)
     ours = MultiHeadAttention(d_model, d_model, length, heads, qkv_bias=True, causal=True).train()
@@ -59,11 +62,11 @@ def bench_length(batch: int, d_model: int, heads: int, length: int, warmup: int,
         def forward(inputs: torch.Tensor) -> torch.Tensor:
             ours.backend = backend
             return ours(inputs)
+
         return forward
 
     def ref_forward(inputs: torch.Tensor) -> torch.Tensor:
-        return ref(inputs, inputs, inputs, attn_mask=forbidden, is_causal=True,
-                   need_weights=False)[0]
+        return ref(inputs, inputs, inputs, attn_mask=forbidden, is_causal=True, need_weights=False)[0]
 
     steps = {
         "naive": train_step(ours, x, ours_forward("naive")),
@@ -85,14 +88,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    print(f"causal self-attention, forward+backward, batch={args.batch}, d_model={args.d_model}, "
-          f"heads={args.heads}, threads={args.threads}, median of {args.repeats} runs (ms)\n")
+    print(
+        f"causal self-attention, forward+backward, batch={args.batch}, d_model={args.d_model}, "
+        f"heads={args.heads}, threads={args.threads}, median of {args.repeats} runs (ms)\n"
+    )
     print("| T | naive | sdpa | nn.MultiheadAttention | naive/sdpa | sdpa/nn.MHA |")
     print("|---:|---:|---:|---:|---:|---:|")
     for length in args.lengths:
         t = bench_length(args.batch, args.d_model, args.heads, length, args.warmup, args.repeats)
-        print(f"| {length} | {t['naive']:.1f} | {t['sdpa']:.1f} | {t['torch']:.1f} | "
-              f"{t['naive'] / t['sdpa']:.2f} | {t['sdpa'] / t['torch']:.2f} |", flush=True)
+        print(
+            f"| {length} | {t['naive']:.1f} | {t['sdpa']:.1f} | {t['torch']:.1f} | "
+            f"{t['naive'] / t['sdpa']:.2f} | {t['sdpa'] / t['torch']:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,13 @@ print(json.dumps({"seconds": seconds, "peak_kib": vm_hwm_kib() + children, "base
 
 
 def train_in_subprocess(kind: str, text_path: Path, vocab_size: int, out: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", WORKER, kind, str(text_path), str(vocab_size),
-                             str(out)], capture_output=True, text=True, cwd=ROOT, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER, kind, str(text_path), str(vocab_size), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -111,22 +116,36 @@ def main() -> None:
                 runs[kind].append(train_in_subprocess(kind, text_path, args.vocab_size, out))
         med = {k: {f: statistics.median(r[f] for r in v) for f in v[0]} for k, v in runs.items()}
         t_ratio = med["ours"]["seconds"] / med["hf"]["seconds"]
-        rows.append((f"train {mb:.1f} MB, vocab {args.vocab_size}: time (s)",
-                     f"{med['ours']['seconds']:.2f}", f"{med['hf']['seconds']:.2f} (HF)",
-                     f"{t_ratio:.2f}× (target ≤ 3×)"))
-        for label, kind, key in [("peak RSS (MiB)", "ours", None),
-                                 ("peak RSS, package init skipped (MiB)", "ours-lean", None),
-                                 ("peak RSS over base (MiB)", "ours", "base_kib")]:
-            ours, hf = ((m["peak_kib"] - (m[key] if key else 0)) / 1024
-                        for m in (med[kind], med["hf"]))
-            rows.append((f"train: {label}", f"{ours:.0f}", f"{hf:.0f} (HF)",
-                         f"{ours / hf:.2f}× (target ≤ 2×)"))
+        rows.append(
+            (
+                f"train {mb:.1f} MB, vocab {args.vocab_size}: time (s)",
+                f"{med['ours']['seconds']:.2f}",
+                f"{med['hf']['seconds']:.2f} (HF)",
+                f"{t_ratio:.2f}× (target ≤ 3×)",
+            )
+        )
+        for label, kind, key in [
+            ("peak RSS (MiB)", "ours", None),
+            ("peak RSS, package init skipped (MiB)", "ours-lean", None),
+            ("peak RSS over base (MiB)", "ours", "base_kib"),
+        ]:
+            ours, hf = ((m["peak_kib"] - (m[key] if key else 0)) / 1024 for m in (med[kind], med["hf"]))
+            rows.append(
+                (f"train: {label}", f"{ours:.0f}", f"{hf:.0f} (HF)", f"{ours / hf:.2f}× (target ≤ 2×)")
+            )
 
         if (FIXTURES / "corpus.en").is_file():
-            seconds = seconds_of(lambda: BPETokenizer.train(
-                FIXTURES / "corpus.en", 500, special_tokens=[EOT]), 5)
-            rows.append(("train CS336 corpus.en, vocab 500 (s)", f"{seconds:.3f}", "0.4 (target)",
-                         f"{seconds / 0.4:.2f}× of budget"))
+            seconds = seconds_of(
+                lambda: BPETokenizer.train(FIXTURES / "corpus.en", 500, special_tokens=[EOT]), 5
+            )
+            rows.append(
+                (
+                    "train CS336 corpus.en, vocab 500 (s)",
+                    f"{seconds:.3f}",
+                    "0.4 (target)",
+                    f"{seconds / 0.4:.2f}× of budget",
+                )
+            )
 
         reference = BPETokenizer.load(out / "ours.json").to_tiktoken()
         times: dict[str, list[float]] = {"cold": [], "warm": [], "tiktoken": []}
@@ -138,8 +157,14 @@ def main() -> None:
         cold, warm, ref = (statistics.median(times[k]) for k in ("cold", "warm", "tiktoken"))
         assert tok.encode(text) == reference.encode_ordinary(text), "ids differ from tiktoken"
         for label, seconds in [("cold", cold), ("warm", warm)]:
-            rows.append((f"encode {mb:.1f} MB ({label}): MB/s", f"{mb / seconds:.1f}",
-                         f"{mb / ref:.1f} (tiktoken)", f"{ref / seconds:.2f}× (target ≥ 0.5×)"))
+            rows.append(
+                (
+                    f"encode {mb:.1f} MB ({label}): MB/s",
+                    f"{mb / seconds:.1f}",
+                    f"{mb / ref:.1f} (tiktoken)",
+                    f"{ref / seconds:.2f}× (target ≥ 0.5×)",
+                )
+            )
 
     print("| measure | ours | reference | ratio |\n|---|---|---|---|")
     for row in rows:

@@ -30,16 +30,27 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-speedup", type=float, default=4.0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 by default because a cached step is many tiny ops, "
-                             "where on a busy shared CPU each thread barrier costs more than the op")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default because a cached step is many tiny ops, "
+        "where on a busy shared CPU each thread barrier costs more than the op",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     context = args.prompt + args.new_tokens  # the cache is never dropped in this benchmark
-    model = GPT(GPTConfig(vocab_size=2048, context_length=context, n_layer=args.layers,
-                          n_head=args.d_model // 64, n_embd=args.d_model)).eval()
+    model = GPT(
+        GPTConfig(
+            vocab_size=2048,
+            context_length=context,
+            n_layer=args.layers,
+            n_head=args.d_model // 64,
+            n_embd=args.d_model,
+        )
+    ).eval()
     prompt = torch.randint(0, 2048, (1, args.prompt))
 
     seconds: dict[bool, list[float]] = {True: [], False: []}
@@ -48,15 +59,16 @@ def main() -> None:
     for _ in range(args.repeats):
         for use_cache in (True, False):  # alternate, so load spikes hit both alike
             start = time.perf_counter()
-            outputs[use_cache] = model.generate(prompt, args.new_tokens, temperature=0,
-                                                use_cache=use_cache)
+            outputs[use_cache] = model.generate(prompt, args.new_tokens, temperature=0, use_cache=use_cache)
             seconds[use_cache].append(time.perf_counter() - start)
     assert torch.equal(outputs[True], outputs[False]), "the cache changed the generated tokens"
 
     rate = {c: args.new_tokens / statistics.median(s) for c, s in seconds.items()}
     ratio = rate[True] / rate[False]
-    print(f"model: {args.layers} layers, d_model {args.d_model}, prompt {args.prompt}, "
-          f"{args.new_tokens} new tokens, {torch.get_num_threads()} threads")
+    print(
+        f"model: {args.layers} layers, d_model {args.d_model}, prompt {args.prompt}, "
+        f"{args.new_tokens} new tokens, {torch.get_num_threads()} threads"
+    )
     print(f"without cache: {rate[False]:8.1f} tokens/s")
     print(f"with cache:    {rate[True]:8.1f} tokens/s")
     print(f"speed-up:      {ratio:8.2f}x  (target ≥ {args.min_speedup}x)")

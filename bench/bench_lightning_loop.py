@@ -52,11 +52,19 @@ class StepClock(L.Callback):
 def lightning_loop(module: NextTokenLM, loader: DataLoader, steps: int, warmup: int) -> float:
     clock = StepClock(warmup)
     # default_root_dir: the module writes model.safetensors there at the end; not the working dir.
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False,
-                        default_root_dir=tempfile.mkdtemp(),
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock],
-                        limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        default_root_dir=tempfile.mkdtemp(),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[clock],
+        limit_val_batches=0,
+    )
     trainer.fit(module, train_dataloaders=loader)
     return clock.end - clock.start
 
@@ -88,14 +96,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: steadier timings on a shared CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: steadier timings on a shared CPU)"
+    )
     parser.add_argument("--min-ratio", type=float, default=0.97)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    ids = torch.randint(0, args.vocab, (args.batch * args.steps, args.seq_len + 1),
-                        generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, args.vocab, (args.batch * args.steps, args.seq_len + 1), generator=torch.Generator().manual_seed(0)
+    )
     loader = DataLoader(TensorDataset(ids[:, :-1], ids[:, 1:]), batch_size=args.batch)
     tokens = (args.steps - args.warmup) * args.batch * args.seq_len
     rates: dict[str, list[float]] = {"raw": [], "lightning": []}
@@ -109,8 +119,10 @@ def main() -> None:
     torch.testing.assert_close(weights["lightning"], weights["raw"], atol=1e-5, rtol=1e-4)
 
     raw, lit = (statistics.median(rates[n]) for n in ("raw", "lightning"))
-    print(f"{args.size}, batch {args.batch}x{args.seq_len}, {args.steps - args.warmup} timed "
-          f"steps x {args.rounds} rounds, {torch.get_num_threads()} threads")
+    print(
+        f"{args.size}, batch {args.batch}x{args.seq_len}, {args.steps - args.warmup} timed "
+        f"steps x {args.rounds} rounds, {torch.get_num_threads()} threads"
+    )
     for name, median in (("raw PyTorch loop", raw), ("Lightning loop", lit)):
         rounds = ", ".join(f"{r:.0f}" for r in rates[name.split()[0].lower()])
         print(f"{name + ':':17} {median:10.0f} tokens/s  (rounds: {rounds})")

@@ -42,8 +42,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps (compilation)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None)
-    parser.add_argument("--smoke", action="store_true",
-                        help="CPU, lab-tiny, batch 2, 3 steps: checks the script, not the speed")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU, lab-tiny, batch 2, 3 steps: checks the script, not the speed",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.size, args.batch, args.seq_len, args.steps, args.warmup = "lab-tiny", 2, 64, 3, 1
@@ -53,8 +56,9 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True  # any float32 matmul left uses tensor cores
     config = GPTConfig.from_name(args.size, vocab_size=50304, backend="sdpa")
     model = GPT(config).to(device)
-    optimizer = torch.optim.AdamW(model.param_groups(0.1), lr=6e-4, betas=(0.9, 0.95),
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        model.param_groups(0.1), lr=6e-4, betas=(0.9, 0.95), fused=device.type == "cuda"
+    )
     step_model = model if args.no_compile else torch.compile(model)
     x = torch.randint(0, 50257, (args.batch, args.seq_len + 1), device=device)
     inputs, targets = x[:, :-1], x[:, 1:]
@@ -78,8 +82,10 @@ def main() -> None:
     tokens_per_sec = args.steps * args.batch * args.seq_len / seconds
     achieved = model.flops_per_token(args.seq_len) * tokens_per_sec / 1e12
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {name}; {args.size} ({model.num_params() / 1e6:.1f}M params), batch "
-          f"{args.batch}x{args.seq_len}, bf16 autocast, sdpa, compile={not args.no_compile}")
+    print(
+        f"device: {name}; {args.size} ({model.num_params() / 1e6:.1f}M params), batch "
+        f"{args.batch}x{args.seq_len}, bf16 autocast, sdpa, compile={not args.no_compile}"
+    )
     print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f} over {args.steps} steps")
     print(f"tokens/s: {tokens_per_sec:,.0f}   model TFLOP/s: {achieved:.1f}")
     peak = peak_tflops(device, args.peak_tflops)

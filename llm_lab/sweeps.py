@@ -37,8 +37,7 @@ from llm_lab.errors import ConfigError, LabError
 MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp", "deepspeed")
 FAILED_MARKER = "FAILED"  # train.py writes it to a run directory when the run stops on a LabError
 SWEEP_FIX = (
-    "a sweep runs one process per job: drop -m to train one configuration with DDP, "
-    "or sweep on one device"
+    "a sweep runs one process per job: drop -m to train one configuration with DDP, or sweep on one device"
 )
 
 

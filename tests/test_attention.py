@@ -32,12 +32,14 @@ TOL: dict[str, Any] = {"rtol": 1e-5, "atol": 1e-5}
 # ---------------------------------------------------------------- hand computations (plain loops)
 def matvec(w: list[list[float]], x: list[float], b: list[float] | None = None) -> list[float]:
     """y = W x + b for an nn.Linear weight W of shape (out, in)."""
-    return [sum(wi * xi for wi, xi in zip(row, x, strict=True)) + (b[o] if b else 0.0)
-            for o, row in enumerate(w)]
+    return [
+        sum(wi * xi for wi, xi in zip(row, x, strict=True)) + (b[o] if b else 0.0) for o, row in enumerate(w)
+    ]
 
 
-def loop_attention(q: list[list[float]], k: list[list[float]], v: list[list[float]],
-                   causal: bool, scale: float) -> list[list[float]]:
+def loop_attention(
+    q: list[list[float]], k: list[list[float]], v: list[list[float]], causal: bool, scale: float
+) -> list[list[float]]:
     """context_i = Σ_j softmax_j(scale · q_i·k_j) v_j, over j ≤ i when causal."""
     out = []
     for i, qi in enumerate(q):
@@ -46,19 +48,24 @@ def loop_attention(q: list[list[float]], k: list[list[float]], v: list[list[floa
         top = max(scores)
         exps = [math.exp(s - top) for s in scores]
         total = sum(exps)
-        out.append([sum(exps[n] / total * v[j][c] for n, j in enumerate(visible))
-                    for c in range(len(v[0]))])
+        out.append([sum(exps[n] / total * v[j][c] for n, j in enumerate(visible)) for c in range(len(v[0]))])
     return out
 
 
-def loop_multihead(x: list[list[float]], w_qkv: list[list[float]], w_out: list[list[float]],
-                   b_out: list[float], num_heads: int, causal: bool) -> list[list[float]]:
+def loop_multihead(
+    x: list[list[float]],
+    w_qkv: list[list[float]],
+    w_out: list[list[float]],
+    b_out: list[float],
+    num_heads: int,
+    causal: bool,
+) -> list[list[float]]:
     """Vaswani §3.2.2: per-head attention on row slices of [W_q; W_k; W_v], concat, then W^O."""
     d_out = len(w_out)
     hd = d_out // num_heads
     heads = []
     for h in range(num_heads):
-        rows = [w_qkv[part * d_out + h * hd: part * d_out + (h + 1) * hd] for part in range(3)]
+        rows = [w_qkv[part * d_out + h * hd : part * d_out + (h + 1) * hd] for part in range(3)]
         q, k, v = ([matvec(w, xi) for xi in x] for w in rows)
         heads.append(loop_attention(q, k, v, causal, 1 / math.sqrt(hd)))
     concat = [sum((heads[h][t] for h in range(num_heads)), []) for t in range(len(x))]
@@ -91,8 +98,7 @@ def test_single_head_matches_loops(x43: torch.Tensor, causal: bool, backend: str
         module = SelfAttention(3, 2, qkv_bias=True, backend=backend)
     x = x43[0].tolist()
     q, k, v = (
-        [matvec(lin.weight.tolist(), xi, lin.bias.tolist() if lin.bias is not None else None)
-         for xi in x]
+        [matvec(lin.weight.tolist(), xi, lin.bias.tolist() if lin.bias is not None else None) for xi in x]
         for lin in (module.W_query, module.W_key, module.W_value)
     )
     expected = loop_attention(q, k, v, causal, 1 / math.sqrt(2))
@@ -104,11 +110,15 @@ def test_single_head_matches_loops(x43: torch.Tensor, causal: bool, backend: str
 def test_multihead_matches_loops(causal: bool, backend: str) -> None:
     torch.manual_seed(2)
     x = torch.randn(1, 3, 4)
-    fused = MultiHeadAttention(4, 4, context_length=3, num_heads=2, causal=causal,
-                               backend=backend).eval()
-    expected = loop_multihead(x[0].tolist(), fused.qkv.weight.tolist(),
-                              fused.out_proj.weight.tolist(), fused.out_proj.bias.tolist(),
-                              num_heads=2, causal=causal)
+    fused = MultiHeadAttention(4, 4, context_length=3, num_heads=2, causal=causal, backend=backend).eval()
+    expected = loop_multihead(
+        x[0].tolist(),
+        fused.qkv.weight.tolist(),
+        fused.out_proj.weight.tolist(),
+        fused.out_proj.bias.tolist(),
+        num_heads=2,
+        causal=causal,
+    )
     torch.testing.assert_close(fused(x)[0], as_tensor(expected), **TOL)
 
 
@@ -131,10 +141,10 @@ def copy_into_wrapper(fused: MultiHeadAttention, wrapper: MultiHeadAttentionWrap
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fused_equals_wrapper(causal: bool, backend: str) -> None:
     torch.manual_seed(3)
-    fused = MultiHeadAttention(8, 12, 6, num_heads=3, qkv_bias=True, causal=causal,
-                               backend=backend).eval()
-    wrapper = MultiHeadAttentionWrapper(8, 12, 6, num_heads=3, qkv_bias=True, causal=causal,
-                                        backend=backend).eval()
+    fused = MultiHeadAttention(8, 12, 6, num_heads=3, qkv_bias=True, causal=causal, backend=backend).eval()
+    wrapper = MultiHeadAttentionWrapper(
+        8, 12, 6, num_heads=3, qkv_bias=True, causal=causal, backend=backend
+    ).eval()
     copy_into_wrapper(fused, wrapper)
     x = torch.randn(2, 6, 8)
     torch.testing.assert_close(wrapper(x), fused(x), **TOL)
@@ -171,8 +181,7 @@ def test_dropout_is_random_but_unbiased(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_torch_multihead_attention(causal: bool, backend: str) -> None:
     torch.manual_seed(6)
-    ours = MultiHeadAttention(16, 16, 7, num_heads=4, qkv_bias=True, causal=causal,
-                              backend=backend).eval()
+    ours = MultiHeadAttention(16, 16, 7, num_heads=4, qkv_bias=True, causal=causal, backend=backend).eval()
     ref = nn.MultiheadAttention(16, 4, batch_first=True).eval()
     with torch.no_grad():
         ref.in_proj_weight.copy_(ours.qkv.weight)
@@ -196,7 +205,7 @@ def test_kv_cache_equals_full_forward(chunk: int, use_rope: bool, backend: str) 
     x = torch.randn(2, 9, 8)
     full = module(x, rope=rope)
     cache = KVCache()
-    steps = [module(x[:, t:t + chunk], rope=rope, kv_cache=cache) for t in range(0, 9, chunk)]
+    steps = [module(x[:, t : t + chunk], rope=rope, kv_cache=cache) for t in range(0, 9, chunk)]
     assert cache.length == 9
     torch.testing.assert_close(torch.cat(steps, dim=1), full, **TOL)
 
@@ -225,12 +234,12 @@ def test_no_gradient_from_the_future(kind: str, backend: str) -> None:
         if kind != "fused+cache":
             return module(x, rope=rope) if isinstance(module, MultiHeadAttention) else module(x)
         cache = KVCache()  # prefill 2 tokens, then feed the rest in chunks of 2
-        return torch.cat([module(x[:, t:t + 2], kv_cache=cache) for t in range(0, T, 2)], dim=1)
+        return torch.cat([module(x[:, t : t + 2], kv_cache=cache) for t in range(0, T, 2)], dim=1)
 
     x = torch.randn(1, T, d)
     jac = torch.autograd.functional.jacobian(forward, x)[0, :, :, 0]  # (T_out, d, T_in, d)
     for t in range(T):
-        assert torch.all(jac[t, :, t + 1:] == 0), f"output {t} depends on a later input"
+        assert torch.all(jac[t, :, t + 1 :] == 0), f"output {t} depends on a later input"
     # ...while earlier inputs do matter (dropout may cut a single weight, never all of them).
     assert sum(jac[t, :, :t].abs().sum() for t in range(T)) > 0
 

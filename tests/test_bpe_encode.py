@@ -52,15 +52,17 @@ def trained() -> BPETokenizer:
 @cache
 def gpt2_pair() -> tuple[BPETokenizer, tiktoken.Encoding]:
     """Our tokenizer and tiktoken, both built from GPT-2's files (ranks made here, offline)."""
-    ours = BPETokenizer.from_gpt2_files(FIXTURES / "gpt2_vocab.json",
-                                        FIXTURES / "gpt2_merges.txt", special_tokens=[EOT])
+    ours = BPETokenizer.from_gpt2_files(
+        FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", special_tokens=[EOT]
+    )
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     byte_of = {c: b for b, c in bytes_to_unicode().items()}
     encoder = json.loads((FIXTURES / "gpt2_vocab.json").read_text("utf-8"))
     ranks = {bytes(byte_of[c] for c in tok): i for tok, i in encoder.items() if tok != EOT}
-    ref = tiktoken.Encoding("gpt2-offline", pat_str=GPT2_PAT, mergeable_ranks=ranks,
-                            special_tokens={EOT: encoder[EOT]})
+    ref = tiktoken.Encoding(
+        "gpt2-offline", pat_str=GPT2_PAT, mergeable_ranks=ranks, special_tokens={EOT: encoder[EOT]}
+    )
     return ours, ref
 
 
@@ -88,16 +90,23 @@ def test_trained_ids_equal_tiktoken_with_our_ranks():
     text = builtin_text()[150_000:250_000] + "".join(HARD_TEXTS)
     assert tok.encode(text) == ref.encode(text, allowed_special="all")
     assert tok.encode(text, allowed_special={"<|pad|>"}) == ref.encode(
-        text, allowed_special={"<|pad|>"}, disallowed_special=())
+        text, allowed_special={"<|pad|>"}, disallowed_special=()
+    )
 
 
 def test_hf_trained_vocabulary_gives_hf_ids(tmp_path: Path):
     hf = Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
-    hf.train_from_iterator([builtin_text()], trainers.BpeTrainer(
-        vocab_size=2000, special_tokens=[EOT], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf.train_from_iterator(
+        [builtin_text()],
+        trainers.BpeTrainer(
+            vocab_size=2000,
+            special_tokens=[EOT],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     hf.save(str(tmp_path / "hf.json"))
     ours = BPETokenizer.load(tmp_path / "hf.json")
     text = builtin_text() + EOT.join(HARD_TEXTS)
@@ -112,10 +121,34 @@ def test_decode_inverts_encode(text):
 
 
 @settings(max_examples=60, deadline=None)
-@given(parts=st.lists(st.sampled_from(["t", "h", "e", "in", "g", " ", "  ", "\n", "\t", "é", "🙂",
-                                       "9", "'s", EOT, "<|", "endoftext", "|>", "<|pad|>"]),
-                     max_size=60),
-       cuts=st.lists(st.integers(0, 400), max_size=8))
+@given(
+    parts=st.lists(
+        st.sampled_from(
+            [
+                "t",
+                "h",
+                "e",
+                "in",
+                "g",
+                " ",
+                "  ",
+                "\n",
+                "\t",
+                "é",
+                "🙂",
+                "9",
+                "'s",
+                EOT,
+                "<|",
+                "endoftext",
+                "|>",
+                "<|pad|>",
+            ]
+        ),
+        max_size=60,
+    ),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
 def test_encode_iterable_equals_encode(parts, cuts):
     text = "".join(parts)
     bounds = sorted({0, len(text), *(c for c in cuts if c < len(text))})

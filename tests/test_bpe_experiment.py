@@ -11,8 +11,7 @@ from tokenizers import Tokenizer
 from llm_lab.data.corpus import load_corpus, split_documents
 from llm_lab.tokenizers.bpe import BPETokenizer
 
-TINY = ["experiment=bpe", "data.max_documents=40", "model.merges_per_step=8",
-        "trainer.val_check_interval=2"]
+TINY = ["experiment=bpe", "data.max_documents=40", "model.merges_per_step=8", "trainer.val_check_interval=2"]
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -60,8 +59,7 @@ def test_bpe_experiment_writes_tokenizer_json_and_logs_growth_and_compression(tm
 
 def test_max_steps_counts_blocks_of_merges(tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_train(*TINY, "model.vocab_size=1000", "trainer.max_steps=3",
-                       f"hydra.run.dir={run_dir}")
+    result = run_train(*TINY, "model.vocab_size=1000", "trainer.max_steps=3", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(BPETokenizer.load(run_dir / "tokenizer.json").vocab) == 1 + 256 + 3 * 8
     assert "val/bytes_per_token" in scalars(run_dir)  # validated at the end too

@@ -50,8 +50,7 @@ def test_saved_tokenizer_json_gives_our_ids_in_hf(tmp_path: Path):
 def test_save_then_load_restores_the_tokenizer(tmp_path: Path):
     tok = trained()
     back = BPETokenizer.load(tok.save(tmp_path / "tokenizer.json"))
-    assert (back.vocab, back.merges, back.special_tokens) == (
-        tok.vocab, tok.merges, tok.special_tokens)
+    assert (back.vocab, back.merges, back.special_tokens) == (tok.vocab, tok.merges, tok.special_tokens)
 
 
 def test_old_style_string_merges_are_read_like_hf(tmp_path: Path):
@@ -66,12 +65,14 @@ def test_old_style_string_merges_are_read_like_hf(tmp_path: Path):
 
 @needs_fixtures()
 def test_gpt2_files_give_the_ids_of_hf_gpt2_loader():
-    ref = Tokenizer(models.BPE.from_file(str(FIXTURES / "gpt2_vocab.json"),
-                                         str(FIXTURES / "gpt2_merges.txt")))
+    ref = Tokenizer(
+        models.BPE.from_file(str(FIXTURES / "gpt2_vocab.json"), str(FIXTURES / "gpt2_merges.txt"))
+    )
     ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     ref.add_special_tokens([EOT])
-    ours = BPETokenizer.from_gpt2_files(FIXTURES / "gpt2_vocab.json",
-                                        FIXTURES / "gpt2_merges.txt", special_tokens=[EOT])
+    ours = BPETokenizer.from_gpt2_files(
+        FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", special_tokens=[EOT]
+    )
     assert len(ours.vocab) == ref.get_vocab_size() == 50257
     assert ours.special_tokens == {EOT: 50256}
     text = (FIXTURES / "tinystories_sample.txt").read_text("utf-8") + TEXT
@@ -80,8 +81,9 @@ def test_gpt2_files_give_the_ids_of_hf_gpt2_loader():
 
 @needs_fixtures()
 def test_gpt2_saved_as_tokenizer_json_keeps_its_ids(tmp_path: Path):
-    ours = BPETokenizer.from_gpt2_files(FIXTURES / "gpt2_vocab.json",
-                                        FIXTURES / "gpt2_merges.txt", special_tokens=[EOT])
+    ours = BPETokenizer.from_gpt2_files(
+        FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", special_tokens=[EOT]
+    )
     hf = Tokenizer.from_file(str(ours.save(tmp_path / "gpt2.json")))
     assert hf.encode(TEXT).ids == ours.encode(TEXT)
 
@@ -104,14 +106,17 @@ def test_truncated_tokenizer_json_is_a_data_error_naming_the_file(tmp_path: Path
         BPETokenizer.load(path)
 
 
-@pytest.mark.parametrize("corrupt", [
-    lambda d: d.pop("model"),
-    lambda d: d["model"].update(type="WordPiece"),
-    lambda d: d["model"]["merges"].append(["Ġnot", "Ġthere"]),
-    lambda d: d["model"]["vocab"].update({"not\u0000bytes": 10_000}),
-    lambda d: d["model"]["vocab"].pop("a"),
-    lambda d: d.update(added_tokens=[{"id": 0}]),
-])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda d: d.pop("model"),
+        lambda d: d["model"].update(type="WordPiece"),
+        lambda d: d["model"]["merges"].append(["Ġnot", "Ġthere"]),
+        lambda d: d["model"]["vocab"].update({"not\u0000bytes": 10_000}),
+        lambda d: d["model"]["vocab"].pop("a"),
+        lambda d: d.update(added_tokens=[{"id": 0}]),
+    ],
+)
 def test_corrupt_tokenizer_json_is_a_data_error_naming_the_file(tmp_path: Path, corrupt):
     path = trained().save(tmp_path / "tokenizer.json")
     document = json.loads(path.read_text("utf-8"))

@@ -98,13 +98,18 @@ def test_vocab_layout_equals_hf_trainer():
     text = "low lower lowest newer wider " * 50
     hf = Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    hf.train_from_iterator([text], trainers.BpeTrainer(
-        vocab_size=300, special_tokens=[EOT, "<pad>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf.train_from_iterator(
+        [text],
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=[EOT, "<pad>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     ours = BPETokenizer.train(text, 300, special_tokens=[EOT, "<pad>"])
     hf_vocab = {i: s for s, i in hf.get_vocab().items()}
-    ours_as_str = [ours.vocab[i].decode() if i < 2 else token_to_str(ours.vocab[i])
-                   for i in range(258)]
+    ours_as_str = [ours.vocab[i].decode() if i < 2 else token_to_str(ours.vocab[i]) for i in range(258)]
     assert ours_as_str == [hf_vocab[i] for i in range(258)]
 
 
@@ -124,9 +129,11 @@ def test_pretokens_equal_hf_byte_level_pretokenizer():
 
 
 @settings(max_examples=80, deadline=None)
-@given(parts=st.lists(st.sampled_from(["a", " ", "\n", "\t", "é", "1", "'s", EOT, "<|", "\n!"]),
-                     max_size=40),
-       n=st.integers(1, 6), specials=st.booleans())
+@given(
+    parts=st.lists(st.sampled_from(["a", " ", "\n", "\t", "é", "1", "'s", EOT, "<|", "\n!"]), max_size=40),
+    n=st.integers(1, 6),
+    specials=st.booleans(),
+)
 def test_chunks_are_cut_at_pre_token_boundaries(parts, n, specials):
     text = "".join(parts)
     special_tokens = [EOT] if specials else []

@@ -37,6 +37,7 @@ def tiny(**changes: object) -> GPT:
 
 # --- sampling filters ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("k", [1, 5, V])
 def test_top_k_filter_matches_hf(k: int) -> None:
     logits = torch.randn(4, V, generator=torch.Generator().manual_seed(k))
@@ -62,13 +63,17 @@ def test_sampling_follows_the_filtered_distribution() -> None:
 
 def test_bad_sampling_settings_name_their_key() -> None:
     logits = torch.zeros(1, V)
-    for kwargs, key in [({"temperature": -1.0}, "temperature"), ({"top_k": 0}, "top_k"),
-                        ({"top_p": 1.5}, "top_p")]:
+    for kwargs, key in [
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+        ({"top_p": 1.5}, "top_p"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             sample_next(logits, **kwargs)  # type: ignore[arg-type]
 
 
 # --- the KV cache ---------------------------------------------------------------------------------
+
 
 @VARIANTS
 def test_cached_forward_gives_the_full_forward_logits(variant: dict[str, object]) -> None:
@@ -79,24 +84,29 @@ def test_cached_forward_gives_the_full_forward_logits(variant: dict[str, object]
         full = model(x)
         # A 7-token prompt, then one token at a time, then a chunk of 4.
         pieces = [model(x[:, :7], kv_cache=caches)]
-        pieces += [model(x[:, t:t + 1], kv_cache=caches) for t in range(7, 16)]
+        pieces += [model(x[:, t : t + 1], kv_cache=caches) for t in range(7, 16)]
         pieces.append(model(x[:, 16:], kv_cache=caches))
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
 @VARIANTS
-@pytest.mark.parametrize("sampling", [{"temperature": 0.0},
-                                      {"temperature": 1.0},
-                                      {"temperature": 0.8, "top_k": 10, "top_p": 0.9}],
-                         ids=["greedy", "sampled", "top-k-top-p"])
-def test_cache_yields_the_same_tokens_as_no_cache(variant: dict[str, object],
-                                                  sampling: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "sampling",
+    [{"temperature": 0.0}, {"temperature": 1.0}, {"temperature": 0.8, "top_k": 10, "top_p": 0.9}],
+    ids=["greedy", "sampled", "top-k-top-p"],
+)
+def test_cache_yields_the_same_tokens_as_no_cache(
+    variant: dict[str, object], sampling: dict[str, Any]
+) -> None:
     model = tiny(**variant)
     prompt = torch.randint(0, V, (3, 5))
     # 30 new tokens run past context_length=24, so the cache is dropped half-way (documented).
-    outputs = [model.generate(prompt, 30, use_cache=use_cache,
-                              generator=torch.Generator().manual_seed(1), **sampling)
-               for use_cache in (True, False)]
+    outputs = [
+        model.generate(
+            prompt, 30, use_cache=use_cache, generator=torch.Generator().manual_seed(1), **sampling
+        )
+        for use_cache in (True, False)
+    ]
     assert outputs[0].shape == (3, 35)
     assert torch.equal(outputs[0], outputs[1])
     assert torch.equal(outputs[0][:, :5], prompt)
@@ -116,8 +126,7 @@ def test_generation_is_reproducible_by_seed() -> None:
 def test_top_k_of_one_is_greedy() -> None:
     model = tiny()
     prompt = torch.randint(0, V, (2, 3))
-    assert torch.equal(model.generate(prompt, 10, top_k=1), model.generate(prompt, 10,
-                                                                           temperature=0))
+    assert torch.equal(model.generate(prompt, 10, top_k=1), model.generate(prompt, 10, temperature=0))
 
 
 def test_eos_stops_and_pads_finished_rows() -> None:
@@ -132,7 +141,7 @@ def test_eos_stops_and_pads_finished_rows() -> None:
         hits = (free_new == eos).nonzero()
         if len(hits):  # identical up to the first eos, then nothing but eos
             first = int(hits[0])
-            assert torch.equal(new[:first + 1], free_new[:first + 1])
+            assert torch.equal(new[: first + 1], free_new[: first + 1])
             assert torch.all(new[first:] == eos)
         else:
             assert torch.equal(new, free_new[: len(new)])
@@ -151,6 +160,7 @@ def test_generate_keeps_training_mode_and_rejects_empty_prompts() -> None:
 
 # --- generate.py ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def hf_folder_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny GPT2LMHeadModel saved by transformers, plus a BPE tokenizer.json beside it."""
@@ -159,24 +169,37 @@ def hf_folder_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = BPETokenizer.train(text, 300, special_tokens=[ENDOFTEXT])
     tokenizer.save(folder / "tokenizer.json")
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=tokenizer.vocab_size,
-                               n_positions=64)).save_pretrained(folder)
+    GPT2LMHeadModel(
+        GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=tokenizer.vocab_size, n_positions=64)
+    ).save_pretrained(folder)
     return folder
 
 
 def test_generate_py_gives_transformers_greedy_text(hf_folder_with_tokenizer: Path) -> None:
     folder = hf_folder_with_tokenizer
     result = subprocess.run(
-        [sys.executable, "generate.py", f"hf_path={folder}", "prompt=the cat", "temperature=0",
-         "max_new_tokens=10"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "generate.py",
+            f"hf_path={folder}",
+            "prompt=the cat",
+            "temperature=0",
+            "max_new_tokens=10",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     tokenizer = HFTokenizer(folder / "tokenizer.json")
     reference = GPT2LMHeadModel.from_pretrained(folder).eval()
     prompt = torch.tensor([tokenizer.encode("the cat")])
-    ids = reference.generate(prompt, max_new_tokens=10, do_sample=False, pad_token_id=0,
-                             eos_token_id=None)[0].tolist()
+    ids = reference.generate(prompt, max_new_tokens=10, do_sample=False, pad_token_id=0, eos_token_id=None)[
+        0
+    ].tolist()
     eot = tokenizer.token_to_id(ENDOFTEXT)
-    if eot in ids[prompt.shape[1]:]:  # ours stops at the end-of-text token, HF was told not to
+    if eot in ids[prompt.shape[1] :]:  # ours stops at the end-of-text token, HF was told not to
         ids = ids[: ids.index(eot, prompt.shape[1]) + 1]
     assert result.stdout.rstrip("\n") == tokenizer.decode(ids)
 

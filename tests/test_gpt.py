@@ -17,8 +17,7 @@ from llm_lab.models import GPT
 from llm_lab.models.gpt import NAMED_SIZES, Block, GPTConfig
 from llm_lab.nn.feedforward import FeedForward, SwiGLU, gelu_tanh
 
-TINY: dict[str, Any] = {"vocab_size": 50, "context_length": 16, "n_layer": 2, "n_head": 2,
-                        "n_embd": 32}
+TINY: dict[str, Any] = {"vocab_size": 50, "context_length": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
 MODERN = {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rope", "qkv_bias": False}
 
 
@@ -28,6 +27,7 @@ def tiny(**changes: object) -> GPT:
 
 
 # --- feed-forward blocks -------------------------------------------------------------------------
+
 
 def test_gelu_tanh_matches_torch() -> None:
     x = torch.linspace(-8, 8, 1001)
@@ -63,8 +63,10 @@ def test_swiglu_matches_hf_llama_mlp() -> None:
 
 # --- sizes and initialisation ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("size", "millions"), [("gpt2", 124), ("gpt2-medium", 355),
-                                                ("gpt2-large", 774), ("gpt2-xl", 1558)])
+
+@pytest.mark.parametrize(
+    ("size", "millions"), [("gpt2", 124), ("gpt2-medium", 355), ("gpt2-large", 774), ("gpt2-xl", 1558)]
+)
 def test_named_sizes_have_gpt2_parameter_counts(size: str, millions: int) -> None:
     """Radford et al. 2019 (Table 2, as corrected in the released models): 124M…1558M with the
     tied head counted once. Built on the meta device: shapes only, no memory, no time."""
@@ -108,6 +110,7 @@ def test_param_groups_decay_only_matrices() -> None:
 
 # --- forward properties ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("variant", [{}, MODERN], ids=["gpt2", "modern"])
 def test_future_tokens_do_not_change_past_logits(variant: dict[str, object]) -> None:
     model = tiny(**variant)
@@ -149,6 +152,7 @@ def test_a_tiny_gpt_memorises_a_batch() -> None:
 
 
 # --- errors -----------------------------------------------------------------------------------------
+
 
 def test_bad_config_fails_early_with_the_key() -> None:
     with pytest.raises(ConfigError, match=r"model.net.n_head.*n_embd=30.*n_head=4"):

@@ -19,8 +19,9 @@ from llm_lab.models.gpt import GPTConfig
 def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised tiny GPT2LMHeadModel saved by transformers itself."""
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32,
-                        bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_layer=2, n_embd=64, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
     model = GPT2LMHeadModel(config)
     with torch.no_grad():  # GPT-2 inits biases and LN to 0/1: randomise them so they are tested
         for name, param in model.named_parameters():
@@ -64,8 +65,9 @@ def test_greedy_generation_matches_transformers(hf_folder: Path) -> None:
     ours = GPT.from_hf(hf_folder)
     reference = load_reference(hf_folder)
     prompt = torch.randint(1, 100, (2, 4))
-    expected = reference.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0,
-                                  eos_token_id=None)
+    expected = reference.generate(
+        prompt, max_new_tokens=20, do_sample=False, pad_token_id=0, eos_token_id=None
+    )
     assert torch.equal(ours.generate(prompt, 20, temperature=0), expected)
 
 
@@ -80,8 +82,9 @@ def test_original_hub_layout_without_prefix_and_with_mask_buffers_loads(
     (tmp_path / "config.json").write_text((hf_folder / "config.json").read_text())
     x = torch.randint(0, 100, (1, 10))
     with torch.no_grad():
-        torch.testing.assert_close(GPT.from_hf(tmp_path).eval()(x),
-                                   GPT.from_hf(hf_folder).eval()(x), atol=0, rtol=0)
+        torch.testing.assert_close(
+            GPT.from_hf(tmp_path).eval()(x), GPT.from_hf(hf_folder).eval()(x), atol=0, rtol=0
+        )
 
 
 def test_bad_folders_and_unexportable_models_fail_clearly(hf_folder: Path, tmp_path: Path) -> None:
@@ -92,7 +95,6 @@ def test_bad_folders_and_unexportable_models_fail_clearly(hf_folder: Path, tmp_p
     (tmp_path / "model.safetensors").write_bytes((hf_folder / "model.safetensors").read_bytes())
     with pytest.raises(DataError, match="lacks 12 tensors"):
         GPT.from_hf(tmp_path)
-    modern = GPT(GPTConfig(vocab_size=10, context_length=8, n_layer=1, n_head=2, n_embd=8,
-                           positions="rope"))
+    modern = GPT(GPTConfig(vocab_size=10, context_length=8, n_layer=1, n_head=2, n_embd=8, positions="rope"))
     with pytest.raises(ConfigError, match="model.net.positions"):
         modern.save_hf(tmp_path / "out")

@@ -23,7 +23,8 @@ def test_sinusoidal_equals_vaswani_formula(d_model: int) -> None:
     pe = SinusoidalPositionalEmbedding(context_length=50, d_model=d_model)
     expected = [
         [
-            math.sin(pos / 10000 ** (dim / d_model)) if dim % 2 == 0
+            math.sin(pos / 10000 ** (dim / d_model))
+            if dim % 2 == 0
             else math.cos(pos / 10000 ** ((dim - 1) / d_model))
             for dim in range(d_model)
         ]
@@ -63,8 +64,7 @@ def test_rope_equals_the_paper_rotation() -> None:
         for i in range(head_dim // 2):
             angle = m * base ** (-2 * i / head_dim)
             a, b = row[2 * i], row[2 * i + 1]
-            out += [a * math.cos(angle) - b * math.sin(angle),
-                    a * math.sin(angle) + b * math.cos(angle)]
+            out += [a * math.cos(angle) - b * math.sin(angle), a * math.sin(angle) + b * math.cos(angle)]
         expected.append(out)
     torch.testing.assert_close(rope.rotate(x), torch.tensor(expected), rtol=0, atol=1e-6)
 
@@ -94,8 +94,7 @@ def test_rope_matches_hf_llama_up_to_pair_order() -> None:
     from transformers import LlamaConfig
 
     head_dim, length, base = 8, 12, 500.0
-    config = LlamaConfig(hidden_size=head_dim * 2, num_attention_heads=2,
-                         max_position_embeddings=length)
+    config = LlamaConfig(hidden_size=head_dim * 2, num_attention_heads=2, max_position_embeddings=length)
     config.rope_parameters = {"rope_type": "default", "rope_theta": base}
     hf_rope = llama.LlamaRotaryEmbedding(config)
     q, k = torch.randn(2, 1, 2, length, head_dim, generator=torch.Generator().manual_seed(1))

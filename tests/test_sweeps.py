@@ -100,9 +100,7 @@ def test_swept_trainer_values_are_checked_before_any_job():
 
 def test_job_check_exits_2_in_a_multirun_only(capsys: pytest.CaptureFixture[str]):
     def job_config(mode: RunMode) -> Any:
-        return OmegaConf.create(
-            {"hydra": {"mode": mode}, "trainer": {"devices": 1, "strategy": "ddp"}}
-        )
+        return OmegaConf.create({"hydra": {"mode": mode}, "trainer": {"devices": 1, "strategy": "ddp"}})
 
     SingleProcessSweeps().on_job_start(job_config(RunMode.RUN), task_function=print)  # DDP is fine
     with pytest.raises(SystemExit) as exit_:
@@ -121,18 +119,14 @@ def sweep_callback_targets() -> set[str]:
 
 def test_train_config_registers_the_sweep_callbacks():
     expected = {"llm_lab.sweeps.SingleProcessSweeps", "llm_lab.sweeps.SweepSummary"}
-    assert expected <= sweep_callback_targets(), (
-        "conf/hydra/default.yaml: override callbacks: sweeps"
-    )
+    assert expected <= sweep_callback_targets(), "conf/hydra/default.yaml: override callbacks: sweeps"
 
 
 def test_cli_refuses_a_sweep_with_ddp(tmp_path: Path):
     # Without the refusal in place this command would start a real DDP sweep: check it first.
     test_train_config_registers_the_sweep_callbacks()
     sweep = tmp_path / "sweep"
-    proc = run_train(
-        "-m", "experiment=cbow", "trainer=ddp_cpu", f"hydra.sweep.dir={sweep}", timeout=120
-    )
+    proc = run_train("-m", "experiment=cbow", "trainer=ddp_cpu", f"hydra.sweep.dir={sweep}", timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: trainer.strategy:"), proc.stderr
@@ -144,9 +138,7 @@ def test_cli_refuses_a_sweep_with_ddp(tmp_path: Path):
 # The summary table
 
 
-def _fake_job(
-    sweep: Path, name: str, overrides: list[str], metrics: dict | None, marker: str = ""
-) -> None:
+def _fake_job(sweep: Path, name: str, overrides: list[str], metrics: dict | None, marker: str = "") -> None:
     job = sweep / name
     (job / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
@@ -166,9 +158,7 @@ def test_summary_ranks_jobs_best_first(tmp_path: Path, direction: str):
             ["experiment=cbow", f"model.embed_dim={name}", "++optuna.trial=1"],
             {"val/loss": value, "train/loss": 0.0},
         )
-    _fake_job(
-        tmp_path, "4", ["experiment=cbow", "model.embed_dim=4"], {"val/loss": 0.1}, PRUNED_MARKER
-    )
+    _fake_job(tmp_path, "4", ["experiment=cbow", "model.embed_dim=4"], {"val/loss": 0.1}, PRUNED_MARKER)
     _fake_job(tmp_path, "5", ["experiment=cbow", "model.embed_dim=5"], None, "FAILED")
     jobs = rank(read_jobs(tmp_path, "val/loss"), direction)
     finite = sorted(
@@ -179,9 +169,7 @@ def test_summary_ranks_jobs_best_first(tmp_path: Path, direction: str):
     assert [j.name for j in jobs] == [*finite, "2", "4", "5"]
     assert [j.status for j in jobs][-2:] == ["pruned", "failed"]
     table = summary_table(read_jobs(tmp_path, "val/loss"), "val/loss", direction).splitlines()
-    assert (
-        table[2] == "| rank | job | model.embed_dim | val/loss | status |"
-    )  # optuna.* is bookkeeping
+    assert table[2] == "| rank | job | model.embed_dim | val/loss | status |"  # optuna.* is bookkeeping
     assert table[4].startswith(f"| 1 | {finite[0]} | {finite[0]} | ")
 
 
@@ -201,18 +189,14 @@ def test_grid_sweep_writes_one_dir_per_job_a_summary_and_hparams(tmp_path: Path)
     for job in ("0", "1"):
         overrides = OmegaConf.load(tmp_path / job / ".hydra" / "overrides.yaml")
         embed_dim = next(str(o) for o in overrides if str(o).startswith("model.embed_dim="))
-        jobs[embed_dim.split("=")[1]] = json.loads((tmp_path / job / "metrics.json").read_text())[
-            "val/loss"
-        ]
+        jobs[embed_dim.split("=")[1]] = json.loads((tmp_path / job / "metrics.json").read_text())["val/loss"]
         hparams, metric_tags, scalars = _hparams(tmp_path / job / "tensorboard")
         assert hparams["model/embed_dim"] == float(embed_dim.split("=")[1])
         assert hparams["optimized_metric"] == "val/loss" and "val/loss" in metric_tags
         assert math.isclose(scalars["val/loss"], jobs[embed_dim.split("=")[1]], rel_tol=1e-6)
     assert set(jobs) == {"8", "16"}
     best_first = sorted(jobs, key=jobs.__getitem__)
-    rows = [
-        line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("| ")
-    ]
+    rows = [line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("| ")]
     assert [row.split("|")[3].strip() for row in rows[1:]] == best_first
     assert "| rank | job | model.embed_dim | val/loss |" in rows[0]
     assert "Sweep summary" in proc.stdout
@@ -422,9 +406,7 @@ class Regression(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
     def train_dataloader(self) -> Any:
-        return torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(torch.zeros(4)), batch_size=1
-        )
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4)), batch_size=1)
 
     val_dataloader = train_dataloader
 
@@ -443,12 +425,8 @@ def _fit(tmp_path: Path, callback: L.Callback, max_epochs: int = 3) -> L.Trainer
     return trainer
 
 
-@pytest.mark.parametrize(
-    "pruner", [optuna.pruners.ThresholdPruner(upper=0.0), optuna.pruners.NopPruner()]
-)
-def test_pruning_stops_the_trainer_and_marks_the_trial(
-    tmp_path: Path, pruner: optuna.pruners.BasePruner
-):
+@pytest.mark.parametrize("pruner", [optuna.pruners.ThresholdPruner(upper=0.0), optuna.pruners.NopPruner()])
+def test_pruning_stops_the_trainer_and_marks_the_trial(tmp_path: Path, pruner: optuna.pruners.BasePruner):
     study = optuna.create_study(pruner=pruner)  # in memory
     trial = study.ask()
     trainer = _fit(tmp_path, OptunaPruning(trial, monitor="val/loss"))
@@ -514,9 +492,7 @@ def test_optuna_cli_resumes_a_persistent_study_and_prunes(tmp_path: Path):
     study = optuna.load_study(study_name="cbow", storage=storage)
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE] * 2 + [TrialState.PRUNED] * 2
-    assert {
-        job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in kept
-    } == kept  # not redone
+    assert {job: (tmp_path / job / "metrics.json").stat().st_mtime_ns for job in kept} == kept  # not redone
     for trial in study.trials:
         job = tmp_path / str(trial.number)
         config = OmegaConf.load(job / ".hydra" / "config.yaml")
@@ -531,6 +507,5 @@ def test_optuna_cli_resumes_a_persistent_study_and_prunes(tmp_path: Path):
             assert len(trial.intermediate_values) == 1 and (job / PRUNED_MARKER).is_file()
     summary = (tmp_path / "summary.md").read_text()
     assert (
-        summary.count("| pruned |") == 2
-        and len([r for r in summary.splitlines() if r.startswith("| ")]) == 5
+        summary.count("| pruned |") == 2 and len([r for r in summary.splitlines() if r.startswith("| ")]) == 5
     )

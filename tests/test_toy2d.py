@@ -128,12 +128,15 @@ def test_datamodule_splits_and_serves_the_points() -> None:
     assert n_val == 50
 
 
-@pytest.mark.parametrize(("kwargs", "key"), [
-    ({"val_fraction": 0.0}, "data.val_fraction"),
-    ({"val_fraction": 0.001}, "data.val_fraction"),
-    ({"batch_size": 0}, "data.batch_size"),
-    ({"n_samples": 0}, "data.n_samples"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"val_fraction": 0.0}, "data.val_fraction"),
+        ({"val_fraction": 0.001}, "data.val_fraction"),
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"n_samples": 0}, "data.n_samples"),
+    ],
+)
 def test_datamodule_rejects_bad_config(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         Toy2DDataModule(**({"n_samples": 100} | kwargs))

@@ -191,9 +191,7 @@ class OptunaSweeper(Sweeper):
         self.sampler, self.pruner = sampler, pruner
         self.params = dict(params or {})
 
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
@@ -267,9 +265,7 @@ class OptunaSweeper(Sweeper):
             batch[trial.number] = trial.params
         return batch
 
-    def _launch(
-        self, study: optuna.Study, numbers: list[int], jobs: list[list[str]]
-    ) -> Sequence[JobReturn]:
+    def _launch(self, study: optuna.Study, numbers: list[int], jobs: list[list[str]]) -> Sequence[JobReturn]:
         """Run trials as Hydra jobs numbered like the trials, then tell the study their results."""
         assert self.launcher is not None
         try:

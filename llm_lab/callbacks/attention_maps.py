@@ -51,8 +51,9 @@ def heatmap_image(weights: np.ndarray, labels: Sequence[str], cell: int = 18) ->
     """
     t_query, t_key = weights.shape
     if len(labels) != t_key or t_query != t_key:
-        raise ValueError(f"need a square matrix and one label per token, got {weights.shape} "
-                         f"and {len(labels)} labels")
+        raise ValueError(
+            f"need a square matrix and one label per token, got {weights.shape} and {len(labels)} labels"
+        )
     font = ImageFont.load_default()
     margin = max((_text_width(font, s) for s in labels), default=0) + 6
     peak = weights.max(axis=1, keepdims=True)
@@ -65,16 +66,16 @@ def heatmap_image(weights: np.ndarray, labels: Sequence[str], cell: int = 18) ->
         draw.text((2, margin + i * cell + cell // 4), label, fill=_TEXT, font=font)
         # Key labels: write horizontally on a strip, then turn it a quarter to read bottom-up.
         strip = Image.new("RGB", (margin, cell), "white")
-        ImageDraw.Draw(strip).text((margin - 3 - _text_width(font, label), cell // 4), label,
-                                   fill=_TEXT, font=font)
+        ImageDraw.Draw(strip).text(
+            (margin - 3 - _text_width(font, label), cell // 4), label, fill=_TEXT, font=font
+        )
         canvas.paste(strip.rotate(90, expand=True), (margin + i * cell, 0))
     return np.asarray(canvas)
 
 
 def attention_layers(model: nn.Module) -> list[tuple[str, AttentionBase]]:
     """The attention modules inside ``model``, by name (each can keep its weights)."""
-    return [(name or "attn", m) for name, m in model.named_modules()
-            if isinstance(m, AttentionBase)]
+    return [(name or "attn", m) for name, m in model.named_modules() if isinstance(m, AttentionBase)]
 
 
 class AttentionMaps(L.Callback):
@@ -84,18 +85,27 @@ class AttentionMaps(L.Callback):
     ``decode(list[int]) -> str``; the LightningModule a ``net`` taking ids (B, T).
     """
 
-    def __init__(self, probe: str = "The function returns a list of the values in the class.",
-                 every_n_steps: int = 200, max_tokens: int = 24, cell: int = 18) -> None:
+    def __init__(
+        self,
+        probe: str = "The function returns a list of the values in the class.",
+        every_n_steps: int = 200,
+        max_tokens: int = 24,
+        cell: int = 18,
+    ) -> None:
         if every_n_steps < 1:
-            raise ConfigError("callbacks.attention_maps.every_n_steps",
-                              f"{every_n_steps} < 1", "use a positive number of steps")
+            raise ConfigError(
+                "callbacks.attention_maps.every_n_steps",
+                f"{every_n_steps} < 1",
+                "use a positive number of steps",
+            )
         self.probe = probe
         self.every_n_steps = every_n_steps
         self.max_tokens = max_tokens
         self.cell = cell
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # global_step has already counted this batch's optimizer step.
         if trainer.global_step % self.every_n_steps == 0:
             self.log_maps(trainer, pl_module)
@@ -107,8 +117,11 @@ class AttentionMaps(L.Callback):
         tokenizer = trainer.datamodule.tokenizer  # type: ignore[attr-defined]
         ids = tokenizer.encode(self.probe)[: min(self.max_tokens, context_length or 10**9)]
         if not ids:
-            raise ConfigError("callbacks.attention_maps.probe", "the probe encodes to no tokens",
-                              "use a sentence with words from the corpus")
+            raise ConfigError(
+                "callbacks.attention_maps.probe",
+                "the probe encodes to no tokens",
+                "use a sentence with words from the corpus",
+            )
         return ids
 
     @torch.no_grad()
@@ -134,8 +147,9 @@ class AttentionMaps(L.Callback):
                 heads = weights[0] if weights.dim() == 4 else weights  # (H, T, T)
                 for h, head in enumerate(heads.float().cpu().numpy()):
                     image = heatmap_image(head, labels, self.cell)
-                    tb.experiment.add_image(f"attention/{name}/head_{h}", image,
-                                            trainer.global_step, dataformats="HWC")
+                    tb.experiment.add_image(
+                        f"attention/{name}/head_{h}", image, trainer.global_step, dataformats="HWC"
+                    )
         finally:
             for _, layer in layers:
                 layer.store_weights = False

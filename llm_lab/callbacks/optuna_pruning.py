@@ -88,7 +88,5 @@ class OptunaPruning(L.Callback):
         self.pruned = True
         trainer.should_stop = True
         self.trial.study.tell(self.trial, state=TrialState.PRUNED)
-        message = (
-            f"trial {self.trial.number} pruned at step {step}: {self.monitor}={float(value):.6g}"
-        )
+        message = f"trial {self.trial.number} pruned at step {step}: {self.monitor}={float(value):.6g}"
         Path(trainer.default_root_dir, PRUNED_MARKER).write_text(message + "\n")

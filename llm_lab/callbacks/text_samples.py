@@ -25,15 +25,24 @@ class TextSamples(L.Callback):
     TensorBoard's *Text* tab under ``samples/<i>``.
     """
 
-    def __init__(self, prompts: list[str], every_n_steps: int = 200, max_new_tokens: int = 40,
-                 temperature: float = 0.8, top_k: int | None = 40, seed: int = 0) -> None:
+    def __init__(
+        self,
+        prompts: list[str],
+        every_n_steps: int = 200,
+        max_new_tokens: int = 40,
+        temperature: float = 0.8,
+        top_k: int | None = 40,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if not prompts or any(not p for p in prompts):
-            raise ConfigError("callbacks.text_samples.prompts", "needs non-empty prompts",
-                              'e.g. ["The function", "A list is"]')
+            raise ConfigError(
+                "callbacks.text_samples.prompts",
+                "needs non-empty prompts",
+                'e.g. ["The function", "A list is"]',
+            )
         if every_n_steps < 1:
-            raise ConfigError("callbacks.text_samples.every_n_steps",
-                              f"must be ≥ 1, got {every_n_steps}")
+            raise ConfigError("callbacks.text_samples.every_n_steps", f"must be ≥ 1, got {every_n_steps}")
         self.prompts = list(prompts)
         self.every_n_steps = every_n_steps
         self.max_new_tokens = max_new_tokens
@@ -48,15 +57,18 @@ class TextSamples(L.Callback):
         tokenizer: Any = getattr(pl_module, "tokenizer", None)
         net: Any = getattr(pl_module, "net", None)
         if tokenizer is None or not hasattr(net, "generate"):
-            raise ConfigError("callbacks.text_samples",
-                              "the model has no tokenizer or its net cannot generate",
-                              "use it with model=gpt (NextTokenLM around a GPT)")
+            raise ConfigError(
+                "callbacks.text_samples",
+                "the model has no tokenizer or its net cannot generate",
+                "use it with model=gpt (NextTokenLM around a GPT)",
+            )
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         texts = []
         for prompt in self.prompts:
             ids = torch.tensor([tokenizer.encode(prompt)], device=pl_module.device)
-            out = net.generate(ids, self.max_new_tokens, temperature=self.temperature,
-                               top_k=self.top_k, generator=generator)
+            out = net.generate(
+                ids, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, generator=generator
+            )
             texts.append(tokenizer.decode(out[0].tolist()))
         return texts
 
@@ -73,8 +85,9 @@ class TextSamples(L.Callback):
             for board in boards:
                 board.experiment.add_text(f"samples/{i}", block, global_step=trainer.global_step)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         # global_step counts optimizer steps: with gradient accumulation it repeats across
         # micro-batches, so log only on the micro-batch that completed the step.

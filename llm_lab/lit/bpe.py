@@ -54,8 +54,7 @@ class BPETraining(HandWrittenModule):
         special_tokens = list(special_tokens)
         check_bpe_config(vocab_size, special_tokens, prefix="model")
         if not isinstance(merges_per_step, int) or merges_per_step < 1:
-            raise ConfigError("model.merges_per_step", f"{merges_per_step!r} is not a positive "
-                              "integer")
+            raise ConfigError("model.merges_per_step", f"{merges_per_step!r} is not a positive integer")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.vocab_size, self.special_tokens = vocab_size, special_tokens
         self.merges_per_step = merges_per_step
@@ -105,8 +104,11 @@ class BPETraining(HandWrittenModule):
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 assert self.bpe is not None
-                rows = [f"| {i + 1} | `{token_to_str(a)}` + `{token_to_str(b)}` | {count} |"
-                        for i, ((a, b), count) in
-                        enumerate(zip(self.bpe.merges[:50], self.bpe.merge_counts, strict=False))]
+                rows = [
+                    f"| {i + 1} | `{token_to_str(a)}` + `{token_to_str(b)}` | {count} |"
+                    for i, ((a, b), count) in enumerate(
+                        zip(self.bpe.merges[:50], self.bpe.merge_counts, strict=False)
+                    )
+                ]
                 table = "| rank | merge | pair count |\n|---|---|---|\n" + "\n".join(rows)
                 logger.experiment.add_text("bpe/first_merges", table, self.global_step)

@@ -37,19 +37,22 @@ def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
         raise ConfigError(key, f"unknown value {value!r}", f"use one of {', '.join(valid)}")
 
 
-def make_attention(kind: str, d_model: int, context_length: int, num_heads: int, dropout: float,
-                   causal: bool, backend: str) -> nn.Module:
+def make_attention(
+    kind: str, d_model: int, context_length: int, num_heads: int, dropout: float, causal: bool, backend: str
+) -> nn.Module:
     """One attention layer of the named variant, mapping (B, T, d_model) → (B, T, d_model)."""
     _check_choice("model.net.attention", kind, ATTENTIONS)
     if kind == "simple":
         return SimplifiedSelfAttention()
     if kind == "self":
-        return SelfAttention(d_model, d_model, context_length=context_length, dropout=dropout,
-                             backend=backend)
+        return SelfAttention(
+            d_model, d_model, context_length=context_length, dropout=dropout, backend=backend
+        )
     if kind == "causal":
         return CausalSelfAttention(d_model, d_model, context_length, dropout, backend=backend)
-    return MultiHeadAttention(d_model, d_model, context_length, num_heads, dropout,
-                              causal=causal, backend=backend)
+    return MultiHeadAttention(
+        d_model, d_model, context_length, num_heads, dropout, causal=causal, backend=backend
+    )
 
 
 def make_positions(kind: str, context_length: int, d_model: int) -> nn.Module | None:
@@ -84,11 +87,21 @@ class AttentionLM(nn.Module):
             match ``embeddings`` to ids.
     """
 
-    def __init__(self, vocab_size: int, d_model: int = 64, context_length: int = 32,
-                 attention: str = "multihead", num_heads: int = 4, causal: bool = True,
-                 positions: str = "learned", dropout: float = 0.0, backend: str = "sdpa",
-                 embeddings: str | Path | None = None, freeze_embeddings: bool = False,
-                 tokenizer: Any = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 64,
+        context_length: int = 32,
+        attention: str = "multihead",
+        num_heads: int = 4,
+        causal: bool = True,
+        positions: str = "learned",
+        dropout: float = 0.0,
+        backend: str = "sdpa",
+        embeddings: str | Path | None = None,
+        freeze_embeddings: bool = False,
+        tokenizer: Any = None,
+    ) -> None:
         super().__init__()
         if d_model <= 0:
             raise ConfigError("model.net.d_model", f"d_model={d_model} must be positive")
@@ -97,14 +110,18 @@ class AttentionLM(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = make_positions(positions, context_length, d_model)
         self.drop = nn.Dropout(dropout)
-        self.attn = make_attention(attention, d_model, context_length, num_heads, dropout,
-                                   self.causal, backend)
+        self.attn = make_attention(
+            attention, d_model, context_length, num_heads, dropout, self.causal, backend
+        )
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
         if embeddings is not None:
             if tokenizer is None:
-                raise ConfigError("model.net.embeddings", "initial embeddings need the tokenizer "
-                                  "to match words to ids", "use model=attention_masked")
+                raise ConfigError(
+                    "model.net.embeddings",
+                    "initial embeddings need the tokenizer to match words to ids",
+                    "use model=attention_masked",
+                )
             vocab = [tokenizer.decode([i]).strip() for i in range(tokenizer.vocab_size)]
             self.load_embeddings(embeddings, vocab)
         self.tok_emb.weight.requires_grad_(not freeze_embeddings)
@@ -121,17 +138,21 @@ class AttentionLM(nn.Module):
         words, vectors = load_word2vec_text(path)
         dim = self.tok_emb.embedding_dim
         if vectors.shape[1] != dim:
-            raise ConfigError("model.net.embeddings",
-                              f"{path} holds {vectors.shape[1]}-dimensional vectors but "
-                              f"model.net.d_model={dim}",
-                              f"set model.net.d_model={vectors.shape[1]}")
+            raise ConfigError(
+                "model.net.embeddings",
+                f"{path} holds {vectors.shape[1]}-dimensional vectors but model.net.d_model={dim}",
+                f"set model.net.d_model={vectors.shape[1]}",
+            )
         row = {word: i for i, word in enumerate(words)}
         # CBoW runs lower-case their words by default; fall back to the lower-case entry.
         found = [(i, row.get(w, row.get(w.lower()))) for i, w in enumerate(vocab)]
         found = [(i, r) for i, r in found if r is not None]
         if not found:
-            raise ConfigError("model.net.embeddings", f"no word of the vocabulary is in {path}",
-                              "use vectors trained on the same corpus and tokenization")
+            raise ConfigError(
+                "model.net.embeddings",
+                f"no word of the vocabulary is in {path}",
+                "use vectors trained on the same corpus and tokenization",
+            )
         ids, rows = (torch.tensor(col) for col in zip(*found, strict=True))
         with torch.no_grad():
             self.tok_emb.weight[ids] = torch.as_tensor(vectors, dtype=torch.float32)[rows]

@@ -63,13 +63,17 @@ class GPTConfig:
     def from_name(cls, size: str, **overrides: Any) -> GPTConfig:
         """The config of a named size (see ``NAMED_SIZES``), with some fields overridden."""
         if size not in NAMED_SIZES:
-            raise ConfigError("model.net.size", f"unknown size {size!r}",
-                              f"use one of {', '.join(NAMED_SIZES)}")
+            raise ConfigError(
+                "model.net.size", f"unknown size {size!r}", f"use one of {', '.join(NAMED_SIZES)}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(f"model.net.{unknown[0]}", "is not a GPT setting",
-                              f"valid settings: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"model.net.{unknown[0]}",
+                "is not a GPT setting",
+                f"valid settings: {', '.join(sorted(known))}",
+            )
         return cls(**{**NAMED_SIZES[size], **overrides})
 
     def __post_init__(self) -> None:
@@ -78,14 +82,18 @@ class GPTConfig:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.net.{key}", f"must be positive, got {getattr(self, key)}")
         if self.n_embd % self.n_head != 0:
-            raise ConfigError("model.net.n_head",
-                              f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",
-                              "pick n_head dividing n_embd")
-        for key, valid in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS),
-                           ("backend", BACKENDS)):
+            raise ConfigError(
+                "model.net.n_head",
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",
+                "pick n_head dividing n_embd",
+            )
+        for key, valid in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS), ("backend", BACKENDS)):
             if getattr(self, key) not in valid:
-                raise ConfigError(f"model.net.{key}", f"unknown value {getattr(self, key)!r}",
-                                  f"use one of {', '.join(valid)}")
+                raise ConfigError(
+                    f"model.net.{key}",
+                    f"unknown value {getattr(self, key)!r}",
+                    f"use one of {', '.join(valid)}",
+                )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("model.net.dropout", f"dropout={self.dropout} is outside [0, 1)")
 
@@ -106,15 +114,22 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.ln_1 = make_norm(config.norm, config.n_embd)
-        self.attn = MultiHeadAttention(config.n_embd, config.n_embd, config.context_length,
-                                       config.n_head, dropout=config.dropout,
-                                       qkv_bias=config.qkv_bias, backend=config.backend)
+        self.attn = MultiHeadAttention(
+            config.n_embd,
+            config.n_embd,
+            config.context_length,
+            config.n_head,
+            dropout=config.dropout,
+            qkv_bias=config.qkv_bias,
+            backend=config.backend,
+        )
         self.ln_2 = make_norm(config.norm, config.n_embd)
         self.mlp = make_mlp(config.mlp, config.n_embd, bias=config.mlp == "gelu")
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, rope: RotaryEmbedding | None = None,
-                kv_cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
+    ) -> Tensor:
         x = x + self.drop(self.attn(self.ln_1(x), rope=rope, kv_cache=kv_cache))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
@@ -131,10 +146,14 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         # With RoPE the positions enter inside attention, so there is no additive table.
-        self.pos_emb = (LearnedPositionalEmbedding(config.context_length, config.n_embd)
-                        if config.positions == "learned" else None)
-        self.rope = (RotaryEmbedding(config.head_dim, config.context_length)
-                     if config.positions == "rope" else None)
+        self.pos_emb = (
+            LearnedPositionalEmbedding(config.context_length, config.n_embd)
+            if config.positions == "learned"
+            else None
+        )
+        self.rope = (
+            RotaryEmbedding(config.head_dim, config.context_length) if config.positions == "rope" else None
+        )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = make_norm(config.norm, config.n_embd)
@@ -191,10 +210,11 @@ class GPT(nn.Module):
         offset = kv_cache[0].length if kv_cache is not None else 0
         t = idx.shape[1]
         if offset + t > self.config.context_length:
-            raise ConfigError("model.net.context_length",
-                              f"{offset + t} tokens exceed context_length="
-                              f"{self.config.context_length}",
-                              "use windows no longer than the model's context_length")
+            raise ConfigError(
+                "model.net.context_length",
+                f"{offset + t} tokens exceed context_length={self.config.context_length}",
+                "use windows no longer than the model's context_length",
+            )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
             x = x + self.pos_emb(t, offset)
@@ -206,10 +226,12 @@ class GPT(nn.Module):
     def check_vocab(self, tokenizer_vocab_size: int) -> None:
         """Raise a ConfigError if a tokenizer can produce ids the embedding has no row for."""
         if tokenizer_vocab_size > self.config.vocab_size:
-            raise ConfigError("model.vocab_size",
-                              f"the tokenizer has {tokenizer_vocab_size} tokens but the model only "
-                              f"{self.config.vocab_size}",
-                              "use the tokenizer the model was trained with")
+            raise ConfigError(
+                "model.vocab_size",
+                f"the tokenizer has {tokenizer_vocab_size} tokens but the model only "
+                f"{self.config.vocab_size}",
+                "use the tokenizer the model was trained with",
+            )
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: decay the linear layers' matrices, not biases, norm gains or embeddings."""
@@ -233,9 +255,17 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * t
 
     @torch.no_grad()
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-                 use_cache: bool = True, generator: torch.Generator | None = None) -> Tensor:
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); return (B, T + n).
 
         ``temperature=0`` is greedy decoding. Each step samples from the last position's
@@ -265,7 +295,7 @@ class GPT(nn.Module):
             if caches is None:
                 logits = self(idx[:, -ctx:])
             else:  # first step: the whole prompt; later: only the token the cache has not seen
-                logits = self(idx[:, caches[0].length:], kv_cache=caches)
+                logits = self(idx[:, caches[0].length :], kv_cache=caches)
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             if eos_id is not None:
                 next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)

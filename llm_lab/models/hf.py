@@ -58,22 +58,37 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
     if hf.get("model_type", "gpt2") != "gpt2":
         raise DataError(f"not a GPT-2 checkpoint: model_type={hf.get('model_type')!r}")
     if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise DataError(f"unsupported activation {hf['activation_function']!r} (GPT-2 uses "
-                        "gelu_new, the tanh approximation)")
+        raise DataError(
+            f"unsupported activation {hf['activation_function']!r} (GPT-2 uses "
+            "gelu_new, the tanh approximation)"
+        )
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
-        raise DataError("unsupported GPT-2 attention variant (scale_attn_by_inverse_layer_idx / "
-                        "reorder_and_upcast_attn)")
-    return GPTConfig(vocab_size=hf["vocab_size"], context_length=hf["n_positions"],
-                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"])
+        raise DataError(
+            "unsupported GPT-2 attention variant (scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn)"
+        )
+    return GPTConfig(
+        vocab_size=hf["vocab_size"],
+        context_length=hf["n_positions"],
+        n_layer=hf["n_layer"],
+        n_head=hf["n_head"],
+        n_embd=hf["n_embd"],
+    )
 
 
 def config_to_hf(config: GPTConfig) -> dict[str, Any]:
     """A ``config.json`` dict that ``transformers.GPT2Config`` reads."""
-    for key, gpt2_value in (("norm", "layernorm"), ("mlp", "gelu"), ("positions", "learned"),
-                            ("qkv_bias", True)):
+    for key, gpt2_value in (
+        ("norm", "layernorm"),
+        ("mlp", "gelu"),
+        ("positions", "learned"),
+        ("qkv_bias", True),
+    ):
         if getattr(config, key) != gpt2_value:
-            raise ConfigError(f"model.net.{key}", f"is {getattr(config, key)!r}, which the HF GPT-2 "
-                              f"format cannot hold", f"only {gpt2_value!r} can be exported")
+            raise ConfigError(
+                f"model.net.{key}",
+                f"is {getattr(config, key)!r}, which the HF GPT-2 format cannot hold",
+                f"only {gpt2_value!r} can be exported",
+            )
     return {
         "model_type": "gpt2",
         "architectures": ["GPT2LMHeadModel"],
@@ -100,15 +115,16 @@ def state_dict_from_hf(hf_tensors: dict[str, Tensor], n_layer: int) -> dict[str,
     missing = [hf for hf, _, _ in name_map(n_layer) if hf not in plain]
     if missing:
         raise DataError(f"GPT-2 checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    return {ours: plain[hf].t() if transposed else plain[hf]
-            for hf, ours, transposed in name_map(n_layer)}
+    return {ours: plain[hf].t() if transposed else plain[hf] for hf, ours, transposed in name_map(n_layer)}
 
 
 def state_dict_to_hf(model: GPT) -> dict[str, Tensor]:
     """Our parameters under GPT2LMHeadModel's names, in Conv1D layout, contiguous for safetensors."""
     ours = model.state_dict()
-    return {f"transformer.{hf}": (ours[name].t() if transposed else ours[name]).contiguous()
-            for hf, name, transposed in name_map(model.config.n_layer)}
+    return {
+        f"transformer.{hf}": (ours[name].t() if transposed else ours[name]).contiguous()
+        for hf, name, transposed in name_map(model.config.n_layer)
+    }
 
 
 def _resolve(path_or_name: str | Path) -> Path:
@@ -120,8 +136,7 @@ def _resolve(path_or_name: str | Path) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as err:  # pragma: no cover - huggingface_hub ships with transformers
         raise DataError(f"{path_or_name} is not a folder and huggingface_hub is missing") from err
-    folder = snapshot_download(repo_id=str(path_or_name),
-                               allow_patterns=["config.json", "model.safetensors"])
+    folder = snapshot_download(repo_id=str(path_or_name), allow_patterns=["config.json", "model.safetensors"])
     return Path(folder)
 
 
@@ -131,16 +146,17 @@ def load_hf(path_or_name: str | Path) -> GPT:
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
     for file in (config_file, weights_file):
         if not file.is_file():
-            raise DataError(f"{file} not found: a HF GPT-2 folder needs config.json and "
-                            "model.safetensors")
+            raise DataError(f"{file} not found: a HF GPT-2 folder needs config.json and model.safetensors")
     config = config_from_hf(json.loads(config_file.read_text(encoding="utf-8")))
     model = GPT(config)
     weights = state_dict_from_hf(load_file(str(weights_file)), config.n_layer)
     # strict=False only because the tied head is absent from the file; check everything else.
     result = model.load_state_dict(weights, strict=False)
     if set(result.missing_keys) - {"lm_head.weight"} or result.unexpected_keys:
-        raise DataError(f"weights do not fit the config: missing {result.missing_keys}, "
-                        f"unexpected {result.unexpected_keys}")
+        raise DataError(
+            f"weights do not fit the config: missing {result.missing_keys}, "
+            f"unexpected {result.unexpected_keys}"
+        )
     return model
 
 
@@ -151,5 +167,4 @@ def save_hf(model: GPT, path: str | Path) -> None:
     hf_config = config_to_hf(model.config)
     (folder / "config.json").write_text(json.dumps(hf_config, indent=2), encoding="utf-8")
     with torch.no_grad():
-        save_file(state_dict_to_hf(model), str(folder / "model.safetensors"),
-                  metadata={"format": "pt"})
+        save_file(state_dict_to_hf(model), str(folder / "model.safetensors"), metadata={"format": "pt"})

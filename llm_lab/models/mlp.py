@@ -109,9 +109,7 @@ class MLPLanguageModel(nn.Module):
             raise ConfigError("model.net.n_embd", f"must be >= 1, got {n_embd}")
         self.context_length = context_length
         self.embedding = nn.Embedding(vocab_size, n_embd)  # the paper's shared matrix C
-        self.mlp = mlp_layers(
-            context_length * n_embd, vocab_size, hidden_sizes, activation, dropout
-        )
+        self.mlp = mlp_layers(context_length * n_embd, vocab_size, hidden_sizes, activation, dropout)
 
     def forward(self, idx: Tensor) -> Tensor:
         if idx.dim() != 2 or idx.shape[1] != self.context_length:

@@ -30,8 +30,13 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Draw one token id per row of (B, V) logits; ``temperature=0`` means argmax (Raschka 5.3).
 
     Dividing logits by the temperature sharpens (<1) or flattens (>1) the softmax.

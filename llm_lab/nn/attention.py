@@ -71,8 +71,9 @@ def scaled_dot_product(
 def check_backend(backend: str) -> None:
     """Raise a ConfigError naming ``model.backend`` unless ``backend`` is one we implement."""
     if backend not in BACKENDS:
-        raise ConfigError("model.net.backend", f"unknown attention backend {backend!r}",
-                          f"use one of {', '.join(BACKENDS)}")
+        raise ConfigError(
+            "model.net.backend", f"unknown attention backend {backend!r}", f"use one of {', '.join(BACKENDS)}"
+        )
 
 
 class AttentionBase(nn.Module):
@@ -83,13 +84,19 @@ class AttentionBase(nn.Module):
     materialises the weights.
     """
 
-    def __init__(self, context_length: int | None = None, dropout: float = 0.0,
-                 causal: bool = False, backend: str = "naive") -> None:
+    def __init__(
+        self,
+        context_length: int | None = None,
+        dropout: float = 0.0,
+        causal: bool = False,
+        backend: str = "naive",
+    ) -> None:
         super().__init__()
         check_backend(backend)
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError("model.net.dropout", f"dropout={dropout} is outside [0, 1)",
-                              "use e.g. 0.0 or 0.1")
+            raise ConfigError(
+                "model.net.dropout", f"dropout={dropout} is outside [0, 1)", "use e.g. 0.0 or 0.1"
+            )
         if context_length is not None:
             check_context_length(context_length)
         self.context_length = context_length
@@ -101,10 +108,11 @@ class AttentionBase(nn.Module):
 
     def _check_length(self, total: int) -> None:
         if self.context_length is not None and total > self.context_length:
-            raise ConfigError("model.net.context_length",
-                              f"sequence of {total} tokens is longer than context_length="
-                              f"{self.context_length}",
-                              "feed shorter windows or raise model.context_length")
+            raise ConfigError(
+                "model.net.context_length",
+                f"sequence of {total} tokens is longer than context_length={self.context_length}",
+                "feed shorter windows or raise model.context_length",
+            )
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
         """Attention of queries q over keys/values k, v of shape (..., T, d), per the settings."""
@@ -115,8 +123,9 @@ class AttentionBase(nn.Module):
             # queries and keys are the same positions; with a cache we pass our own mask instead.
             is_causal = self.causal and t_query == t_key
             mask = causal_mask(t_query, t_key, q.device) if self.causal and not is_causal else None
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                                  is_causal=is_causal, scale=scale)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+            )
         mask = causal_mask(t_query, t_key, q.device) if self.causal else None
         out, weights = scaled_dot_product(q, k, v, mask, dropout_p, scale)
         self.last_weights = weights.detach() if self.store_weights else None
@@ -143,9 +152,17 @@ class SelfAttention(AttentionBase):
     :class:`MultiHeadAttentionWrapper` build on; left at their defaults it is the plain 3.4 module.
     """
 
-    def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False, *,
-                 context_length: int | None = None, dropout: float = 0.0, causal: bool = False,
-                 backend: str = "naive") -> None:
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        qkv_bias: bool = False,
+        *,
+        context_length: int | None = None,
+        dropout: float = 0.0,
+        causal: bool = False,
+        backend: str = "naive",
+    ) -> None:
         super().__init__(context_length, dropout, causal, backend)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -164,16 +181,33 @@ class CausalSelfAttention(SelfAttention):
     never sees the token it must predict.
     """
 
-    def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float = 0.0,
-                 qkv_bias: bool = False, backend: str = "naive") -> None:
-        super().__init__(d_in, d_out, qkv_bias, context_length=context_length, dropout=dropout,
-                         causal=True, backend=backend)
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+        backend: str = "naive",
+    ) -> None:
+        super().__init__(
+            d_in,
+            d_out,
+            qkv_bias,
+            context_length=context_length,
+            dropout=dropout,
+            causal=True,
+            backend=backend,
+        )
 
 
 def _head_dim(d_out: int, num_heads: int) -> int:
     if num_heads <= 0 or d_out % num_heads != 0:
-        raise ConfigError("model.net.num_heads", f"d_out={d_out} is not divisible by n_heads={num_heads}",
-                          "pick n_heads dividing the model width")
+        raise ConfigError(
+            "model.net.num_heads",
+            f"d_out={d_out} is not divisible by n_heads={num_heads}",
+            "pick n_heads dividing the model width",
+        )
     return d_out // num_heads
 
 
@@ -185,14 +219,29 @@ class MultiHeadAttentionWrapper(nn.Module):
     :class:`MultiHeadAttention` -- the wrapper shows the idea, the fused class is the fast form.
     """
 
-    def __init__(self, d_in: int, d_out: int, context_length: int, num_heads: int,
-                 dropout: float = 0.0, qkv_bias: bool = False, causal: bool = True,
-                 backend: str = "naive") -> None:
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+        causal: bool = True,
+        backend: str = "naive",
+    ) -> None:
         super().__init__()
         head_dim = _head_dim(d_out, num_heads)
         self.heads = nn.ModuleList(
-            SelfAttention(d_in, head_dim, qkv_bias, context_length=context_length,
-                          dropout=dropout, causal=causal, backend=backend)
+            SelfAttention(
+                d_in,
+                head_dim,
+                qkv_bias,
+                context_length=context_length,
+                dropout=dropout,
+                causal=causal,
+                backend=backend,
+            )
             for _ in range(num_heads)
         )
         self.out_proj = nn.Linear(d_out, d_out)
@@ -240,9 +289,17 @@ class MultiHeadAttention(AttentionBase):
     of ``nn.MultiheadAttention.in_proj_weight`` and GPT-2's ``c_attn``.
     """
 
-    def __init__(self, d_in: int, d_out: int, context_length: int, num_heads: int,
-                 dropout: float = 0.0, qkv_bias: bool = False, causal: bool = True,
-                 backend: str = "sdpa") -> None:
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+        causal: bool = True,
+        backend: str = "sdpa",
+    ) -> None:
         super().__init__(context_length, dropout, causal, backend)
         self.num_heads = num_heads
         self.head_dim = _head_dim(d_out, num_heads)
@@ -250,8 +307,9 @@ class MultiHeadAttention(AttentionBase):
         self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
 
-    def forward(self, x: Tensor, rope: RotaryEmbedding | None = None,
-                kv_cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
+    ) -> Tensor:
         """(B, T, d_in) → (B, T, d_out).
 
         With ``kv_cache`` the T inputs are the tokens after the cached ones: their keys/values are

@@ -65,9 +65,7 @@ class Dense(nn.Module):
         super().__init__()
         shape = (in_features, out_features)
         if init == "he":
-            weight = torch.randn(shape, generator=generator, dtype=dtype) * math.sqrt(
-                2 / in_features
-            )
+            weight = torch.randn(shape, generator=generator, dtype=dtype) * math.sqrt(2 / in_features)
         elif init == "glorot":
             a = math.sqrt(6 / (in_features + out_features))
             weight = (2 * torch.rand(shape, generator=generator, dtype=dtype) - 1) * a

@@ -21,10 +21,11 @@ from llm_lab.errors import ConfigError
 
 def _check_span(context_length: int, length: int, offset: int) -> None:
     if offset < 0 or offset + length > context_length:
-        raise ConfigError("model.net.context_length",
-                          f"positions {offset}..{offset + length - 1} do not fit context_length="
-                          f"{context_length}",
-                          "feed shorter windows or raise model.context_length")
+        raise ConfigError(
+            "model.net.context_length",
+            f"positions {offset}..{offset + length - 1} do not fit context_length={context_length}",
+            "feed shorter windows or raise model.context_length",
+        )
 
 
 def check_context_length(context_length: int) -> None:
@@ -47,7 +48,7 @@ class LearnedPositionalEmbedding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> Tensor:
         """Embeddings of positions offset..offset+length-1, shape (length, d_model)."""
         _check_span(self.context_length, length, offset)
-        return self.weight[offset:offset + length]
+        return self.weight[offset : offset + length]
 
 
 def sinusoidal_table(context_length: int, d_model: int) -> Tensor:
@@ -79,7 +80,7 @@ class SinusoidalPositionalEmbedding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> Tensor:
         """Encodings of positions offset..offset+length-1, shape (length, d_model)."""
         _check_span(self.context_length, length, offset)
-        return self.table[offset:offset + length]
+        return self.table[offset : offset + length]
 
 
 class RotaryEmbedding(nn.Module):
@@ -95,8 +96,11 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         check_context_length(context_length)
         if head_dim % 2 != 0:
-            raise ConfigError("model.net.num_heads", f"RoPE needs an even head_dim, got {head_dim}",
-                              "choose n_heads so that d_model / n_heads is even")
+            raise ConfigError(
+                "model.net.num_heads",
+                f"RoPE needs an even head_dim, got {head_dim}",
+                "choose n_heads so that d_model / n_heads is even",
+            )
         self.context_length = context_length
         theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         angles = torch.arange(context_length, dtype=torch.float64)[:, None] * theta  # (T, d/2)
@@ -109,8 +113,8 @@ class RotaryEmbedding(nn.Module):
         """Rotate (..., T, head_dim) features by the angles of positions offset..offset+T-1."""
         length = x.shape[-2]
         _check_span(self.context_length, length, offset)
-        cos = self.cos[offset:offset + length].to(x.dtype)
-        sin = self.sin[offset:offset + length].to(x.dtype)
+        cos = self.cos[offset : offset + length].to(x.dtype)
+        sin = self.sin[offset : offset + length].to(x.dtype)
         pairs = x.unflatten(-1, (-1, 2))
         x_even, x_odd = pairs[..., 0], pairs[..., 1]
         rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)

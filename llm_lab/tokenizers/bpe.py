@@ -45,8 +45,12 @@ class BPETokenizer:
     treated as plain text, like tiktoken's ``encode_ordinary``; it is never an error.
     """
 
-    def __init__(self, vocab: Mapping[int, bytes], merges: Sequence[tuple[bytes, bytes]],
-                 special_tokens: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        vocab: Mapping[int, bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: Sequence[str] = (),
+    ) -> None:
         check_special_tokens(special_tokens, "tokenizer.special_tokens")
         self.vocab: Vocab = dict(vocab)
         self.merges: Merges = list(merges)
@@ -79,8 +83,13 @@ class BPETokenizer:
 
     # ----------------------------------------------------------------- training and loading
     @classmethod
-    def train(cls, source: str | Path | Iterable[str], vocab_size: int,
-              special_tokens: Sequence[str] = (), num_workers: int | None = None) -> BPETokenizer:
+    def train(
+        cls,
+        source: str | Path | Iterable[str],
+        vocab_size: int,
+        special_tokens: Sequence[str] = (),
+        num_workers: int | None = None,
+    ) -> BPETokenizer:
         """Train on ``source``: a ``str`` is the text itself, a ``pathlib.Path`` a UTF-8 file,
         any other iterable of ``str`` a sequence of documents (see ``pretokenize.count_source``).
 
@@ -106,8 +115,9 @@ class BPETokenizer:
             raise DataError(f"{path}: {e}") from None
 
     @classmethod
-    def from_gpt2_files(cls, vocab_json: str | Path, merges_txt: str | Path,
-                        special_tokens: Sequence[str] = ()) -> BPETokenizer:
+    def from_gpt2_files(
+        cls, vocab_json: str | Path, merges_txt: str | Path, special_tokens: Sequence[str] = ()
+    ) -> BPETokenizer:
         """Load GPT-2's ``encoder.json`` + ``vocab.bpe``; ``<|endoftext|>`` keeps its id 50256
         when it is named in ``special_tokens`` (otherwise it is plain text)."""
         vocab, merges, literal = read_gpt2_files(Path(vocab_json), Path(merges_txt))
@@ -121,8 +131,7 @@ class BPETokenizer:
         """Write a HF ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file`` reads."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(hf_tokenizer_json(self.vocab, self.merges, self.special_tokens),
-                        encoding="utf-8")
+        path.write_text(hf_tokenizer_json(self.vocab, self.merges, self.special_tokens), encoding="utf-8")
         return path
 
     def tiktoken_ranks(self) -> dict[bytes, int]:
@@ -133,8 +142,12 @@ class BPETokenizer:
         """A ``tiktoken.Encoding`` with our ranks, the GPT-2 pattern and our special tokens."""
         import tiktoken  # optional dependency: only needed for this interop
 
-        return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=self.tiktoken_ranks(),
-                                 special_tokens=dict(self.special_tokens))
+        return tiktoken.Encoding(
+            name,
+            pat_str=GPT2_PATTERN,
+            mergeable_ranks=self.tiktoken_ranks(),
+            special_tokens=dict(self.special_tokens),
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -200,17 +213,18 @@ class BPETokenizer:
             elif part:
                 self._encode_pieces(GPT2_REGEX.findall(part), out)
 
-    def encode(self, text: str,
-               allowed_special: Literal["all", "none"] | Collection[str] = "all") -> list[int]:
+    def encode(
+        self, text: str, allowed_special: Literal["all", "none"] | Collection[str] = "all"
+    ) -> list[int]:
         """Token ids of ``text``; ``allowed_special`` is "all", "none" or a set of tokens."""
         splitter = self._splitter(self._allowed(allowed_special))
         ids: list[int] = []
         self._encode_parts(splitter.split(text) if splitter else [text], ids)
         return ids
 
-    def encode_iterable(self, iterable: Iterable[str],
-                        allowed_special: Literal["all", "none"] | Collection[str] = "all"
-                        ) -> Iterator[int]:
+    def encode_iterable(
+        self, iterable: Iterable[str], allowed_special: Literal["all", "none"] | Collection[str] = "all"
+    ) -> Iterator[int]:
         """Stream the ids of the concatenated strings (e.g. a file's lines) in bounded memory.
 
         Ids equal ``encode("".join(iterable))``: text is encoded in blocks, and what the next
@@ -249,6 +263,5 @@ class BPETokenizer:
             data = b"".join([vocab[i] for i in ids])
         except (KeyError, TypeError):
             bad = next(i for i in ids if not isinstance(i, int) or i not in vocab)
-            raise DataError(f"token id {bad!r} is not in the vocabulary "
-                            f"(ids run 0..{max(vocab)})") from None
+            raise DataError(f"token id {bad!r} is not in the vocabulary (ids run 0..{max(vocab)})") from None
         return data.decode("utf-8", errors="replace")

@@ -83,8 +83,7 @@ class BPETrainer:
         # Heap of (-count, key a, key b, pair): the smallest entry is the most frequent pair and,
         # among equals, the greatest. Entries are not updated in place: a count that grows pushes
         # a new entry, and an entry whose count fell is noticed (and re-pushed) when popped.
-        self._heap = [(-c, self._key[a], self._key[b], (a, b)) for (a, b), c in
-                      self._pair_counts.items()]
+        self._heap = [(-c, self._key[a], self._key[b], (a, b)) for (a, b), c in self._pair_counts.items()]
         heapq.heapify(self._heap)
 
     def merge(self, max_merges: int) -> int:
@@ -134,8 +133,7 @@ class BPETrainer:
             if change > 0:
                 heapq.heappush(self._heap, (-count, self._key[p[0]], self._key[p[1]], p))
 
-    def _merge_in_word(self, w: int, a: int, b: int, new_id: int,
-                       delta: dict[tuple[int, int], int]) -> None:
+    def _merge_in_word(self, w: int, a: int, b: int, new_id: int, delta: dict[tuple[int, int], int]) -> None:
         """Merge every ``a b`` in word ``w`` (left to right) and record how its pairs change.
 
         Each merged occurrence ``x a b y`` becomes ``x ab y``: the pairs (x, a) and (b, y) lose
@@ -176,20 +174,21 @@ class BPETrainer:
             words.append(w)
 
 
-def check_bpe_config(vocab_size: int, special_tokens: Sequence[str],
-                     prefix: str = "tokenizer") -> None:
+def check_bpe_config(vocab_size: int, special_tokens: Sequence[str], prefix: str = "tokenizer") -> None:
     """Reject impossible settings early; errors name ``<prefix>.vocab_size`` and so on."""
     check_special_tokens(special_tokens, f"{prefix}.special_tokens")
     smallest = 256 + len(special_tokens)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
-        raise ConfigError(f"{prefix}.vocab_size", f"{vocab_size!r} is too small",
-                          f"use at least 256 bytes + {len(special_tokens)} special = {smallest}")
+        raise ConfigError(
+            f"{prefix}.vocab_size",
+            f"{vocab_size!r} is too small",
+            f"use at least 256 bytes + {len(special_tokens)} special = {smallest}",
+        )
 
 
 def check_special_tokens(special_tokens: Sequence[str], key: str) -> None:
     if isinstance(special_tokens, str):
-        raise ConfigError(key, "must be a list of strings, got one string",
-                          f"write [{special_tokens!r}]")
+        raise ConfigError(key, "must be a list of strings, got one string", f"write [{special_tokens!r}]")
     for token in special_tokens:
         if not isinstance(token, str) or not token:
             raise ConfigError(key, f"{token!r} is not a non-empty string")

@@ -111,8 +111,15 @@ def hf_tokenizer_json(vocab: Vocab, merges: Merges, special_tokens: Mapping[str,
     by_id = {i: s for s, i in special_tokens.items()}
     model_vocab = {by_id.get(i) or token_to_str(b): i for i, b in sorted(vocab.items())}
     added = [
-        {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": True}
+        {
+            "id": i,
+            "content": s,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
         for s, i in sorted(special_tokens.items(), key=lambda item: item[1])
     ]
     byte_level = {"add_prefix_space": False, "trim_offsets": True, "use_regex": True}
@@ -126,9 +133,13 @@ def hf_tokenizer_json(vocab: Vocab, merges: Merges, special_tokens: Mapping[str,
         "post_processor": None,
         "decoder": {"type": "ByteLevel", **byte_level},
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": None,
-            "continuing_subword_prefix": None, "end_of_word_suffix": None,
-            "fuse_unk": False, "byte_fallback": False,
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
             # HF would otherwise take a whole pre-token found in the vocabulary without merging,
             # which can differ from applying the merges in rank order.
             "ignore_merges": False,
@@ -150,8 +161,10 @@ def read_hf_tokenizer_json(path: Path) -> tuple[Vocab, Merges, dict[str, int]]:
         if (document.get("pre_tokenizer") or {}).get("type") != "ByteLevel":
             raise DataError(f"{path}: only a ByteLevel pre-tokenizer is supported")
         specials = {t["content"]: int(t["id"]) for t in document.get("added_tokens", [])}
-        vocab = {int(i): s.encode("utf-8") if s in specials else str_to_token(s, str(path))
-                 for s, i in model["vocab"].items()}
+        vocab = {
+            int(i): s.encode("utf-8") if s in specials else str_to_token(s, str(path))
+            for s, i in model["vocab"].items()
+        }
         vocab.update({i: s.encode("utf-8") for s, i in specials.items()})
         # Merges are written as ["a", "b"] (tokenizers ≥ 0.20) or "a b" (older files).
         pairs = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]

@@ -28,9 +28,7 @@ from llm_lab.errors import DataError
 # The pattern of GPT-2's encoder.py, written with a non-capturing group as tiktoken does. It is the
 # same expression that HF `tokenizers` uses for its ByteLevel pre-tokenizer, which is what makes
 # ids interchangeable between the three implementations.
-GPT2_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_REGEX = regex.compile(GPT2_PATTERN)
 
 # Where text without special tokens is cut into chunks: after a newline that stands between two
@@ -144,8 +142,7 @@ def _count_texts(args: tuple[list[str], Sequence[str]]) -> Counter[str]:
     return counts
 
 
-def _pool_map(func: Callable[[Job], Counter[str]], jobs: list[Job], num_workers: int
-              ) -> Counter[str]:
+def _pool_map(func: Callable[[Job], Counter[str]], jobs: list[Job], num_workers: int) -> Counter[str]:
     """Run ``func`` over ``jobs`` (in a pool when there is more than one) and add the counts.
 
     Workers are forked where the platform allows it: spawning would re-import the caller's
