@@ -21,14 +21,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from llm_lab.config import build, flatten, register_resolvers
-from llm_lab.errors import ConfigError, LabError
+from llm_lab.config import as_config_error, build, flatten, register_resolvers
+from llm_lab.errors import ArgumentError, ConfigError, LabError
 
 register_resolvers()
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
-    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [build(c, cfg) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if not sys.stdout.isatty():
@@ -39,7 +39,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    return [build(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return [build(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
 def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
@@ -66,18 +66,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(cfg.torch_threads)
     output_dir = Path(cfg.paths.output_dir)
 
-    datamodule = build(cfg.data)
+    datamodule = build(cfg.data, cfg)
     datamodule.setup("fit")
     optim_kwargs = {}
     if cfg.get("optimizer") is not None:
-        optim_kwargs["optimizer"] = build(cfg.optimizer)
+        optim_kwargs["optimizer"] = build(cfg.optimizer, cfg)
     if cfg.get("scheduler") is not None:
-        optim_kwargs["scheduler"] = build(cfg.scheduler)
-    module = build(cfg.model, **optim_kwargs, **datamodule.model_kwargs())
+        optim_kwargs["scheduler"] = build(cfg.scheduler, cfg)
+    module = build(cfg.model, cfg, **optim_kwargs, **datamodule.model_kwargs())
 
     loggers = build_loggers(cfg)
     trainer: L.Trainer = build(
         cfg.trainer,
+        cfg,
         callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
         logger=loggers or False,
         enable_progress_bar=sys.stdout.isatty(),
@@ -118,9 +119,11 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
         return optimized_value(cfg, metrics)
-    except LabError as err:
+    except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
         # so the run directory never looks like a finished run.
+        if isinstance(err, ArgumentError):  # raised by the library after the objects were built
+            err = as_config_error(err, cfg)
         out = Path(cfg.paths.output_dir)
         if out.is_dir():
             (out / "FAILED").write_text(f"{err}\n")
