@@ -1,9 +1,11 @@
-"""Continue a prompt with a trained GPT: ``python generate.py ckpt_path=... prompt="..."``.
+"""Continue a prompt with a trained GPT: ``python generate.py ckpt_path=<run dir> prompt="..."``.
 
-The model comes from a Lightning checkpoint of ``train.py experiment=gpt`` (its run directory holds
-the Hydra config that says how to build the net, and the ``tokenizer.json``), or from a Hugging
-Face GPT-2 folder (``hf_path=``; with a ``tokenizer.json`` beside it or given by
-``tokenizer_path=``). Sampling settings are those of :meth:`llm_lab.models.gpt.GPT.generate`.
+The model comes from a ``train.py experiment=gpt`` run — ``ckpt_path`` is a run directory (its
+``last.ckpt``) or a checkpoint file, as for ``train.py`` — rebuilt from the plain settings saved in
+the checkpoint and read with ``weights_only=True`` (see ``llm_lab.run_dir``: nothing in a run folder
+is executed), with the run's ``tokenizer.json``. Or from a Hugging Face folder (``hf_path=``, with a
+``tokenizer.json`` beside it or given by ``tokenizer_path=``). Sampling settings are those of
+:meth:`llm_lab.models.gpt.GPT.generate`.
 """
 
 from __future__ import annotations
@@ -14,70 +16,53 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from llm_lab.errors import ConfigError, DataError, LabError
+from llm_lab.config import as_config_error, run_cli
+from llm_lab.errors import ArgumentError, ConfigError, DataError, LabError
 from llm_lab.models import GPT
-from llm_lab.tokenizers.hf import HFTokenizer
+from llm_lab.run_dir import load_net
+from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.build import load_tokenizer
 from llm_lab.tokenizers.simple import ENDOFTEXT
 
 
-def run_dir_of(ckpt_path: Path) -> Path:
-    """``<run>/checkpoints/last.ckpt`` → ``<run>`` (where train.py keeps config and tokenizer)."""
-    return ckpt_path.resolve().parent.parent
-
-
-def load_checkpoint(ckpt_path: Path) -> GPT:
-    """Rebuild the GPT of a ``train.py experiment=gpt`` checkpoint and load its weights.
-
-    The checkpoint is read with ``weights_only=True`` (tensors and plain containers only, never
-    arbitrary pickled objects); the architecture comes from the run's ``.hydra/config.yaml``.
-    """
-    if not ckpt_path.is_file():
-        raise DataError(f"{ckpt_path}: no such checkpoint")
-    config_file = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise DataError(
-            f"{config_file} not found: ckpt_path must be <run dir>/checkpoints/*.ckpt of a train.py run"
-        )
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    train_cfg = OmegaConf.load(config_file)
-    make_net = instantiate(train_cfg.model.net, compile=False)  # a partial, as in NextTokenLM
-    model = make_net(vocab_size=checkpoint["hyper_parameters"]["vocab_size"])
-    if not isinstance(model, GPT):
-        raise DataError(f"{ckpt_path} holds a {type(model).__name__}, not a GPT")
-    prefix = "net."
-    weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(weights)
-    return model
-
-
-def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, HFTokenizer]:
+def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
     """The GPT and tokenizer named by ``ckpt_path`` / ``hf_path`` / ``tokenizer_path``."""
     if (cfg.ckpt_path is None) == (cfg.hf_path is None):
         raise ConfigError(
             "ckpt_path",
             "give exactly one of ckpt_path and hf_path",
-            "ckpt_path=<run>/checkpoints/last.ckpt or hf_path=<HF GPT-2 folder>",
+            "ckpt_path=<run dir or .ckpt> or hf_path=<HF GPT-2 folder>",
         )
     if cfg.ckpt_path is not None:
-        ckpt_path = Path(cfg.ckpt_path)
-        model = load_checkpoint(ckpt_path)
-        default_tokenizer = run_dir_of(ckpt_path) / "tokenizer.json"
+        net, run_dir = load_net(cfg.ckpt_path)
+        if not isinstance(net, GPT):
+            raise DataError(f"{cfg.ckpt_path} holds a {type(net).__name__}, not a GPT")
+        model, default_tokenizer = net, run_dir / "tokenizer.json"
     else:
         model = GPT.from_hf(cfg.hf_path)
         default_tokenizer = Path(cfg.hf_path) / "tokenizer.json"
-    tokenizer_path = Path(cfg.tokenizer_path) if cfg.tokenizer_path else default_tokenizer
-    if not tokenizer_path.is_file():
-        raise DataError(f"{tokenizer_path}: no tokenizer.json (set tokenizer_path=...)")
-    tokenizer = HFTokenizer(tokenizer_path)
-    model.check_vocab(tokenizer.vocab_size)
+    tokenizer = load_tokenizer(cfg.tokenizer_path or default_tokenizer)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ConfigError(
+            "tokenizer_path",
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}",
+            "use the tokenizer the model was trained with",
+        )
     return model, tokenizer
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse settings that would run but mean nothing (an empty continuation, no sample)."""
+    for key in ("max_new_tokens", "num_samples"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(key, f"must be a positive integer, got {cfg[key]!r}", f"e.g. {key}=1")
 
 
 def generate(cfg: DictConfig) -> list[str]:
     """``num_samples`` continuations of ``cfg.prompt``, decoded to text."""
+    check_settings(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg)
     device = torch.device(cfg.device)
     model.to(device).eval()
@@ -106,10 +91,12 @@ def main(cfg: DictConfig) -> Any:
             if cfg.num_samples > 1:
                 print(f"--- sample {i}")
             print(text)
-    except LabError as err:
+    except (LabError, ArgumentError) as err:
+        if isinstance(err, ArgumentError):
+            err = as_config_error(err, cfg)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, Path(__file__).parent / "conf", "generate")

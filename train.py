@@ -1,80 +1,148 @@
 """One entry point for every stage of the lab: ``python train.py experiment=NAME [key=value ...]``.
 
-The flow is the same for every stage (see README "Architecture"): the config names a DataModule, a
-LightningModule, callbacks, loggers and a Trainer; the DataModule is set up first so the model can
-be sized from the data (``datamodule.model_kwargs()``); then fit, optionally test, and return the
-metric named by ``optimized_metric`` so that Hydra sweeps (grid or Optuna) can use it.
+The flow is the same for every stage (README "Architecture"):
+
+1. **corpus** — the ``data.*`` corpus keys say where the text is; it is read and split by document
+   (``llm_lab.data.corpus``);
+2. **tokenizer** — the ``tokenizer`` group builds the run's tokenizer, trained once per corpus and
+   settings and cached (``llm_lab.tokenizers.build``); the run directory gets its ``tokenizer.json``;
+3. a stage without a model trains only its tokenizer, in a plain loop (``llm_lab.tokenizer_stage``);
+   every other stage builds a **DataModule** (``data``), a **LightningModule** (``model``, sized by
+   the data and handed the tokenizer) and a **Trainer**, fits, optionally tests,
+4. and returns the metric named by ``optimized_metric``, which sweeps (grid or Optuna) optimise.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import os
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.utils import get_class
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from llm_lab.tokenizers.base import Tokenizer
 from omegaconf import DictConfig, OmegaConf
 
-from llm_lab.config import as_config_error, build, flatten, register_resolvers
+from llm_lab import tokenizer_stage
+from llm_lab.callbacks.checkpoint import Interrupted
+from llm_lab.callbacks.progress import LineProgress, StepProgressBar
+from llm_lab.config import as_config_error, build, flatten, keyed, register_resolvers, run_cli
+from llm_lab.console import configure_console
+from llm_lab.data.corpus import Corpus, Split
+from llm_lab.run_dir import check_fits, checkpoint_path
 from llm_lab.errors import ArgumentError, ConfigError, LabError
+from llm_lab.tokenizers.build import build_tokenizer
 
 register_resolvers()
+log = logging.getLogger("train")
+
+
+@dataclass
+class Run:
+    """Everything a Lightning stage is made of, built from the config (see :func:`build_run`)."""
+
+    datamodule: L.LightningDataModule
+    module: L.LightningModule
+    trainer: L.Trainer
+    loggers: list[Logger]
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     callbacks = [build(c, cfg) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    if not sys.stdout.isatty():
-        from llm_lab.callbacks.progress import LineProgress
-
+    if sys.stdout.isatty():
+        callbacks.append(StepProgressBar())
+    else:
         callbacks.append(LineProgress(every_n_steps=cfg.get("progress_every_n_steps", 50)))
     return callbacks
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
+def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [build(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
 def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    """``ckpt_path`` may be a checkpoint file, ``last`` (Lightning's: the newest in this run's
-    checkpoints/, so pair it with ``hydra.run.dir=<old run>``), or a run directory (its last.ckpt)."""
+    """``ckpt_path`` may be a checkpoint file, a run directory (its newest checkpoint by step), or
+    ``last`` (Lightning's: the newest in this run's checkpoints/, with ``hydra.run.dir=<old run>``)."""
     if ckpt_path is None or ckpt_path == "last":
         return ckpt_path
-    path = Path(ckpt_path)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError("ckpt_path", f"no checkpoint at {path}", "give a .ckpt file or a run directory")
-    return str(path)
+    return str(checkpoint_path(ckpt_path))
 
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and optionally test) the configured stage; return its final metrics."""
-    L.seed_everything(cfg.seed, workers=True)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(cfg.torch_threads)
-    output_dir = Path(cfg.paths.output_dir)
+def read_corpus(cfg: DictConfig) -> Split:
+    """Step 1: the corpus the ``data.*`` corpus keys describe, read and split by document."""
+    with keyed(cfg.data, cfg):
+        settings = OmegaConf.to_container(cfg.data, resolve=True)
+        assert isinstance(settings, dict)
+        return Corpus.from_settings(settings).load()
 
-    datamodule = build(cfg.data, cfg)
-    datamodule.setup("fit")
-    optim_kwargs = {}
+
+def make_tokenizer(cfg: DictConfig, corpus: Split) -> Tokenizer:
+    """Step 2: the run's tokenizer, trained on the training documents or found in the cache."""
+    settings = OmegaConf.to_container(cfg.tokenizer, resolve=True)
+    assert isinstance(settings, dict)
+    kind = settings.pop("kind")
+    with keyed(cfg.tokenizer, cfg):
+        return build_tokenizer(
+            kind,
+            lambda: corpus.train,
+            corpus.fingerprint,
+            cache_dir=cfg.paths.get("cache_dir"),
+            on_train=lambda: log.info(f"training the {kind} tokenizer (cached for the next runs)"),
+            **settings,
+        )
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """Settings Lightning accepts but that cannot give a result here, each with its way out."""
+    for key in ("max_steps", "max_epochs"):
+        if trainer.get(key) == 0:
+            raise ConfigError(f"trainer.{key}", "0 trains nothing", "use -1 (no limit) or a positive number")
+    if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator",
+            "this machine has no CUDA device",
+            "use trainer=cpu, or trainer=ddp_cpu for several processes",
+        )
+
+
+def build_run(cfg: DictConfig, corpus: Split | None = None, tokenizer: Tokenizer | None = None) -> Run:
+    """Step 3: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
+    sized by the data, loggers, callbacks and Trainer."""
+    data: dict[str, Any] = {}
+    if tokenizer is not None:
+        # The corpus keys of a data/*.yaml were read in step 1; the DataModule takes the documents
+        # themselves, and of those keys only what it also accepts (the seed of its example order).
+        accepted = inspect.signature(get_class(cfg.data._target_)).parameters
+        exclude = [k for k in Corpus.setting_names() if k not in accepted]
+        datamodule = build(cfg.data, cfg, exclude=exclude, corpus=corpus, tokenizer=tokenizer)
+    else:
+        datamodule = build(cfg.data, cfg)
+    with keyed(cfg.data, cfg):
+        datamodule.setup("fit")
+    if tokenizer is not None:
+        data["tokenizer"] = tokenizer
+    optim: dict[str, Any] = {}
     if cfg.get("optimizer") is not None:
-        optim_kwargs["optimizer"] = build(cfg.optimizer, cfg)
+        optim["optimizer"] = build(cfg.optimizer, cfg)
     if cfg.get("scheduler") is not None:
-        optim_kwargs["scheduler"] = build(cfg.scheduler, cfg)
-    module = build(cfg.model, cfg, **optim_kwargs, **datamodule.model_kwargs())
-
+        optim["scheduler"] = build(cfg.scheduler, cfg)
+    module = build(cfg.model, cfg, **optim, **data, **datamodule.model_kwargs())
     loggers = build_loggers(cfg)
     trainer: L.Trainer = build(
         cfg.trainer,
@@ -82,9 +150,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
         logger=loggers or False,
         enable_progress_bar=sys.stdout.isatty(),
-        default_root_dir=str(output_dir),
+        default_root_dir=cfg.paths.output_dir,
     )
+    return Run(datamodule, module, trainer, loggers)
+
+
+def fit(cfg: DictConfig, run: Run) -> dict[str, float]:
+    """Fit (and optionally test) a built run; return its final metrics."""
+    trainer, module, datamodule = run.trainer, run.module, run.datamodule
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    if ckpt_path not in (None, "last"):
+        check_fits(Path(ckpt_path), module)
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         ckpt_path = None  # from here on the module holds the trained weights
@@ -98,27 +174,115 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test", False):
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(scalar_metrics(trainer))
-
-    if trainer.is_global_zero:
-        hparams = flatten(OmegaConf.to_container(cfg, resolve=True))
-        for logger in loggers:
-            if isinstance(logger, TensorBoardLogger):
-                # TensorBoard's HParams view pairs a run's hyperparameters with its final metrics.
-                logger.log_hyperparams(hparams, metrics)
-            else:
-                logger.log_hyperparams(hparams)
-            logger.finalize("success")
-        tmp = output_dir / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        tmp.replace(output_dir / "metrics.json")
     return metrics
+
+
+HPARAM_GROUPS = ("data", "tokenizer", "model", "optimizer", "scheduler", "trainer", "stage")
+
+
+def hparams_record(cfg: DictConfig) -> dict[str, Any]:
+    """What a person compares runs by in TensorBoard's HParams view: the option chosen in each
+    config group (``experiment``, ``model``, ``optimizer``, …), the seed, and the plain values of
+    data, tokenizer, model, optimizer, scheduler and trainer (no ``_target_`` paths, no objects)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    record: dict[str, Any] = {
+        group: str(choice) for group, choice in choices.items() if not str(group).startswith("hydra")
+    }
+    record["seed"] = cfg.seed
+    for group in HPARAM_GROUPS:
+        values = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
+        for key, value in flatten(values, f"{group}/").items():
+            if key.rsplit("/", 1)[-1].startswith("_") or (isinstance(value, str) and "_target_" in value):
+                continue
+            record[key] = "null" if value is None else value
+    return record
+
+
+def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) -> None:
+    """The HParams record for TensorBoard, the loggers closed, and ``metrics.json``.
+
+    The HParams view shows, for each metric it names, the last point of that metric's own curve,
+    so the final values are not written again (a second copy at another step would hide the curve).
+    """
+    record = hparams_record(cfg)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            from torch.utils.tensorboard.summary import hparams
+
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(record, dict.fromkeys(metrics, 0.0)):
+                writer.add_summary(summary)
+        else:
+            logger.log_hyperparams(record)
+        logger.finalize("success")
+    output_dir = Path(cfg.paths.output_dir)
+    tmp = output_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    tmp.replace(output_dir / "metrics.json")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run the configured stage end to end; return its final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(cfg.torch_threads)
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("model") is not None:
+        check_trainer(cfg.trainer)
+    corpus = tokenizer = None
+    if cfg.get("tokenizer") is not None:
+        corpus = read_corpus(cfg)
+        if cfg.get("model") is None:  # a tokenizer stage: train it in a plain loop, and stop there
+            loggers = build_loggers(cfg)
+            settings = OmegaConf.to_container(cfg.tokenizer, resolve=True)
+            assert isinstance(settings, dict)
+            kind = settings.pop("kind")
+            settings.pop("path", None)
+            stage = OmegaConf.to_container(cfg.get("stage") or {}, resolve=True)
+            assert isinstance(stage, dict)
+            with keyed(cfg.tokenizer, cfg):
+                tokenizer, metrics = tokenizer_stage.run(corpus, kind, settings, stage, loggers)
+            tokenizer.save(output_dir / "tokenizer.json")
+            finish(cfg, metrics, loggers)
+            return metrics
+        tokenizer = make_tokenizer(cfg, corpus)
+        if L.fabric.utilities.rank_zero_only.rank == 0:
+            # Beside the checkpoints, so that generate.py finds the tokenizer of the model.
+            tokenizer.save(output_dir / "tokenizer.json")
+    run = build_run(cfg, corpus, tokenizer)
+    metrics = fit(cfg, run)
+    if run.trainer.is_global_zero:
+        finish(cfg, metrics, run.loggers)
+    return metrics
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command line that resumes this run in its own directory from its ``last.ckpt``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = os.path.relpath(cfg.paths.output_dir)
+    kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
+    words = ["python", sys.argv[0], *kept, f"hydra.run.dir={run_dir}", f"ckpt_path={run_dir}"]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    configure_console()
     try:
         metrics = train(cfg)
         return optimized_value(cfg, metrics)
+    except Interrupted as stop:
+        # Not a failure: the run can go on from its checkpoint. 128 + n is the shell's code for
+        # "ended by signal n" (130 for Ctrl-C, 143 for SIGTERM).
+        how = f"resume with:\n  {resume_command(cfg)}" if stop.step > 0 else "nothing to resume"
+        print(f"interrupted: {stop}; {how}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:
+        print("interrupted before the first training step: nothing to resume", file=sys.stderr)
+        sys.exit(130)
     except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
         # so the run directory never looks like a finished run.
@@ -143,4 +307,4 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    run_cli(main, Path(__file__).parent / "conf", "train")

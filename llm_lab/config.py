@@ -1,7 +1,17 @@
-"""Config helpers shared by the entry points: OmegaConf resolvers and flattening for loggers."""
+"""Where the config meets the library: OmegaConf resolvers, building objects, and error keys.
+
+The library (``nn/``, ``models/``, ``tokenizers/``, ``data/``) raises
+:class:`~llm_lab.errors.ArgumentError` naming its own argument; :func:`build` and :func:`keyed` are
+the one place that turns it into a :class:`~llm_lab.errors.ConfigError` naming the config key the
+user sets (``n_head`` raised while building ``model`` → ``model.net.n_head``).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +36,30 @@ def gensim_test_file(name: str) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def group_choice(group: str, default: str, _root_: DictConfig) -> str:
+    """The option chosen for a config group (``${choice:experiment,train}`` → ``cbow``).
+
+    Read from the composed config's ``hydra.runtime.choices`` while Hydra sets up a run or a sweep,
+    and from Hydra's runtime config inside a job (which no longer has a ``hydra`` node); ``default``
+    when there is neither (a config composed by a test) or the group is unset.
+    """
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices")
+    if choices is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return str(choices.get(group) or default)
+
+
 def register_resolvers() -> None:
-    """``${gensim_data:wordsim353.tsv}`` in a YAML file resolves to gensim's copy, or null."""
-    if not OmegaConf.has_resolver("gensim_data"):
-        OmegaConf.register_new_resolver("gensim_data", gensim_test_file)
+    """The lab's resolvers: ``${gensim_data:wordsim353.tsv}`` (gensim's copy, or null),
+    ``${cwd:}`` (where the command was started) and ``${choice:group,default}`` (see
+    :func:`group_choice`). Neither of the last two needs Hydra's runtime config, so paths built from
+    them also resolve when a sweep computes its directory, before any job has started."""
+    resolvers = {"gensim_data": gensim_test_file, "cwd": os.getcwd, "choice": group_choice}
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def class_set(*paths: str) -> set[type]:
@@ -66,8 +96,6 @@ def leaf_keys(node: Any, prefix: str = "") -> list[str]:
 def config_key(arg: str, node: Any, root: Any = None) -> str:
     """The config key a library argument came from: the one leaf named ``arg`` below ``node``
     (``n_head`` below ``model`` → ``model.net.n_head``), else below ``root``, else ``<node>.<arg>``.
-
-    This is the one place where the library's argument names meet the config's keys.
     """
     base = node._get_full_key(None) if isinstance(node, DictConfig) else ""
     for where, where_base in ((node, base), (root, "")):
@@ -82,21 +110,77 @@ def as_config_error(err: ArgumentError, node: Any, root: Any = None) -> ConfigEr
     return ConfigError(config_key(err.arg, node, root), err.problem, err.fix)
 
 
-def build(node: Any, root: Any = None, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with the lab's errors brought to the surface.
-
-    Hydra wraps a constructor's exception in an InstantiationException: a :class:`LabError`
-    comes out as itself, and a library :class:`ArgumentError` as a ConfigError naming the key
-    (found below ``node``, then below ``root``, the whole config), so train.py can print one line.
-    """
+@contextmanager
+def keyed(node: Any, root: Any = None) -> Iterator[None]:
+    """Run library code configured by ``node``; an ArgumentError it raises comes out as a
+    ConfigError naming the key (found below ``node``, then below ``root``, the whole config)."""
     try:
-        return instantiate(node, **kwargs)
-    except (InstantiationException, ArgumentError) as err:
-        cause: BaseException | None = err
-        while cause is not None and not isinstance(cause, LabError | ArgumentError):
-            cause = cause.__cause__
-        if isinstance(cause, ArgumentError):
-            raise as_config_error(cause, node, root) from None
-        if cause is None:
-            raise
-        raise cause from None
+        yield
+    except ArgumentError as err:
+        raise as_config_error(err, node, root) from None
+
+
+def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)`` with the lab's errors brought to the surface.
+
+    Hydra wraps a constructor's exception in an InstantiationException: a :class:`LabError` comes
+    out as itself and a library :class:`ArgumentError` as a ConfigError naming the key (see
+    :func:`keyed`), so train.py can print one line. Keys in ``exclude`` are not passed on (the
+    corpus keys of a ``data`` node, which train.py reads itself).
+    """
+    target = node
+    if exclude:
+        resolved = OmegaConf.to_container(node, resolve=True)
+        assert isinstance(resolved, dict)
+        target = OmegaConf.create({k: v for k, v in resolved.items() if k not in exclude})
+    with keyed(node, root):
+        try:
+            return instantiate(target, **kwargs)
+        except InstantiationException as err:
+            cause: BaseException | None = err
+            while cause is not None and not isinstance(cause, LabError | ArgumentError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from None
+
+
+def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path, config_name: str) -> str:
+    """One line for a command line Hydra cannot compose: an unknown key with the closest valid one
+    (Hydra's own advice, ``+key=value``, would add a key nothing reads), an unknown group option
+    with the valid ones, or the parser's message."""
+    import difflib
+    import re
+
+    from hydra import compose, initialize_config_dir
+
+    text = str(err)
+    unknown_key = re.search(r"Could not override '([^']+)'", text)
+    if unknown_key:
+        key = unknown_key.group(1)
+        kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            keys = leaf_keys(compose(config_name, overrides=kept))
+        near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}?" if near else f"see the keys with: python {Path(sys.argv[0]).name} --cfg job"
+        return f"{key}: no such config key ({hint})"
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        return f"{group}={option}: no such option (one of: {', '.join(options)})"
+    return " ".join(text.split())
+
+
+def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None:
+    """Run a ``@hydra.main`` entry point; a command line that cannot be composed is one line and
+    exit code 2, like every other error of the lab."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors come back here instead of being printed
+    try:
+        main()
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+        overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+        print(f"error: {composition_error(err, overrides, config_dir, config_name)}", file=sys.stderr)
+        sys.exit(2)

@@ -46,3 +46,12 @@ class ConfigError(LabError, ValueError):
 class DataError(LabError, ValueError):
     """Input data that cannot be used: missing, empty, not UTF-8, too short, corrupt. The message
     names the file (or the data key) and the fix."""
+
+
+class DivergedError(LabError):
+    """Training produced NaN or infinite values (the loss, or the weights about to be saved)."""
+
+
+class StorageError(LabError):
+    """A file could not be written (a full disk, a read-only folder): says which one, and what is
+    still intact."""

@@ -14,9 +14,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from llm_lab.config import register_resolvers
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
 FIXTURES = REFERENCE / "cs336-fixtures"
+register_resolvers()  # the ${choice:...} and ${cwd:} of conf/, for configs composed in tests
 
 
 # A GPT small enough to train a few steps in seconds: the base of the resume and DDP tests.
@@ -24,7 +27,7 @@ TINY_GPT = [
     "experiment=gpt",
     "model.net.size=lab-tiny",
     "data.max_documents=8",
-    "data.vocab_size=300",
+    "tokenizer.vocab_size=300",
     "data.context_length=32",
     "trainer.val_check_interval=1000",
     "trainer.limit_val_batches=1",

@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from llm_lab.data.corpus import load_corpus, split_documents
 from llm_lab.tokenizers.bpe import BPETokenizer
 
-TINY = ["experiment=bpe", "data.max_documents=40", "model.merges_per_step=8", "trainer.val_check_interval=2"]
+TINY = ["experiment=bpe", "data.max_documents=40", "stage.merges_per_step=8", "stage.val_every_n_steps=2"]
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:
@@ -30,7 +30,7 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
 
 def test_bpe_experiment_writes_tokenizer_json_and_logs_growth_and_compression(tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_train(*TINY, "model.vocab_size=320", f"hydra.run.dir={run_dir}")
+    result = run_train(*TINY, "tokenizer.vocab_size=320", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
 
     # tokenizer.json: complete vocabulary, and HF gives the ids we give.
@@ -59,13 +59,13 @@ def test_bpe_experiment_writes_tokenizer_json_and_logs_growth_and_compression(tm
 
 def test_max_steps_counts_blocks_of_merges(tmp_path: Path):
     run_dir = tmp_path / "run"
-    result = run_train(*TINY, "model.vocab_size=1000", "trainer.max_steps=3", f"hydra.run.dir={run_dir}")
+    result = run_train(*TINY, "tokenizer.vocab_size=1000", "stage.max_steps=3", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(BPETokenizer.load(run_dir / "tokenizer.json").vocab) == 1 + 256 + 3 * 8
     assert "val/bytes_per_token" in scalars(run_dir)  # validated at the end too
 
 
 def test_too_small_vocabulary_is_a_one_line_config_error(tmp_path: Path):
-    result = run_train("experiment=bpe", "model.vocab_size=100", f"hydra.run.dir={tmp_path}")
+    result = run_train("experiment=bpe", "tokenizer.vocab_size=100", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    assert "model.vocab_size" in result.stderr and "Traceback" not in result.stderr
+    assert "tokenizer.vocab_size" in result.stderr and "Traceback" not in result.stderr

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from llm_lab.data.corpus import builtin_corpus, load_corpus, split_documents
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError, DataError
 
 
 def test_builtin_corpus_is_real_english_prose():
@@ -30,8 +30,8 @@ def test_hf_text_builder_reads_the_same_documents_as_local_files(tmp_path: Path)
     assert docs == ["alpha beta", "gamma delta"]
 
 
-def test_missing_path_names_the_key(tmp_path: Path):
-    with pytest.raises(ConfigError, match="data.path"):
+def test_missing_path_names_the_argument(tmp_path: Path):
+    with pytest.raises(ArgumentError, match="^path: .*does not exist"):
         load_corpus(tmp_path / "nope.txt")
 
 
@@ -65,5 +65,5 @@ def test_single_document_is_split_at_a_line():
 
 
 def test_bad_val_fraction():
-    with pytest.raises(ConfigError, match="data.val_fraction"):
+    with pytest.raises(ArgumentError, match="^val_fraction"):
         split_documents(["a", "b"], 0.0)

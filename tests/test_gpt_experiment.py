@@ -22,7 +22,7 @@ TINY_RUN = [
     "experiment=gpt",
     "model.net.size=lab-tiny",
     "data.max_documents=8",
-    "data.vocab_size=300",
+    "tokenizer.vocab_size=300",
     "data.context_length=32",
     "data.stride=32",
     "data.batch_size=8",
@@ -38,7 +38,7 @@ TINY_RUN = [
 
 def test_experiment_composes_into_a_gpt_sized_by_the_data() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=gpt"], return_hydra_config=False)
+        cfg = compose("train", overrides=["experiment=gpt"], return_hydra_config=True)
     assert cfg.task_name == "gpt" and cfg.optimized_metric == "val/loss"
     net = instantiate(cfg.model.net)(vocab_size=123)
     assert isinstance(net, GPT)

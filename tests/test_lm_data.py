@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
-from llm_lab.data.corpus import load_corpus, split_documents
+from llm_lab.data.corpus import Corpus
 from llm_lab.data.lm import LMDataModule
-from llm_lab.errors import ConfigError
-from llm_lab.tokenizers.bpe import BPETokenizer
+from llm_lab.errors import ArgumentError, DataError
+from llm_lab.tokenizers.build import build_tokenizer
+from llm_lab.tokenizers.hf import HFTokenizer
+from llm_lab.tokenizers.simple import SimpleTokenizer
 
 EOT = "<|endoftext|>"
 
@@ -20,23 +23,17 @@ def _stream(tokenizer, docs: list[str], eot: int) -> list[int]:
 
 
 def test_hf_tokenizer_file_gives_the_ids_of_the_lab_tokenizer_that_wrote_it(tmp_path: Path):
-    train, val = split_documents(load_corpus(max_documents=30), 0.1, seed=0)
-    bpe = BPETokenizer.train(train, 400, special_tokens=[EOT])
+    corpus = Corpus(max_documents=30, seed=0).load()
+    bpe = FastBPETokenizer.train(400, documents=corpus.train, special_tokens=[EOT])
     bpe.save(tmp_path / "tokenizer.json")
 
-    dm = LMDataModule(
-        tokenizer="hf",
-        tokenizer_path=str(tmp_path / "tokenizer.json"),
-        context_length=16,
-        max_documents=30,
-        seed=0,
-        batch_size=4,
-    )
+    dm = LMDataModule(corpus, HFTokenizer(tmp_path / "tokenizer.json"), context_length=16, batch_size=4)
     dm.setup("fit")
-    eot = bpe.special_tokens[EOT]
-    expected = _stream(bpe, train, eot) + _stream(bpe, val, eot)
+    eot = bpe.token_to_id(EOT)
+    assert eot is not None
+    expected = _stream(bpe, corpus.train, eot) + _stream(bpe, corpus.val, eot)
     assert dm.model_kwargs()["vocab_size"] == len(bpe.vocab)
-    assert dm.split == len(_stream(bpe, train, eot))
+    assert dm.split == len(_stream(bpe, corpus.train, eot))
     first_x, first_y = dm.train_set[0]
     assert first_x.tolist() == expected[:16] and first_y.tolist() == expected[1:17]
     val_x, _ = dm.val_set[0]
@@ -44,9 +41,10 @@ def test_hf_tokenizer_file_gives_the_ids_of_the_lab_tokenizer_that_wrote_it(tmp_
 
 
 def test_memory_mapped_ids_equal_the_in_memory_ones(tmp_path: Path):
-    kwargs = dict(tokenizer="word", context_length=8, max_documents=20, seed=0)
-    in_memory = LMDataModule(**kwargs)
-    on_disk = LMDataModule(**kwargs, ids_dir=str(tmp_path / "ids"))
+    corpus = Corpus(max_documents=20, seed=0).load()
+    words = SimpleTokenizer.from_corpus(corpus.train)
+    in_memory = LMDataModule(corpus, words, context_length=8)
+    on_disk = LMDataModule(corpus, words, context_length=8, ids_dir=str(tmp_path / "ids"))
     in_memory.setup("fit")
     on_disk.setup("fit")
     assert isinstance(on_disk.train_set.ids, np.memmap)
@@ -54,10 +52,22 @@ def test_memory_mapped_ids_equal_the_in_memory_ones(tmp_path: Path):
     assert on_disk.split == in_memory.split
 
 
-def test_bad_tokenizer_settings_name_their_keys():
-    with pytest.raises(ConfigError, match="data.tokenizer"):
-        LMDataModule(tokenizer="sentencepiece", max_documents=5).setup("fit")
-    with pytest.raises(ConfigError, match="data.vocab_size"):
-        LMDataModule(tokenizer="bpe", vocab_size=100, max_documents=5).setup("fit")
-    with pytest.raises(ConfigError, match="data.tokenizer_path"):
-        LMDataModule(tokenizer="hf", max_documents=5).setup("fit")
+def test_a_tokenizer_without_endoftext_cannot_separate_documents():
+    corpus = Corpus(max_documents=5).load()
+    strict = SimpleTokenizer.from_corpus(corpus.train, strict=True)  # V1: no special tokens
+    with pytest.raises(DataError, match="<\\|endoftext\\|>"):
+        LMDataModule(corpus, strict)
+
+
+def test_bad_tokenizer_settings_name_their_arguments():
+    corpus = Corpus(max_documents=5).load()
+
+    def build(kind: str, **settings):
+        return build_tokenizer(kind, lambda: corpus.train, corpus.fingerprint, **settings)
+
+    with pytest.raises(ArgumentError, match="^kind: unknown tokenizer 'sentencepiece'"):
+        build("sentencepiece")
+    with pytest.raises(ArgumentError, match="^vocab_size"):
+        build("bpe", vocab_size=100, special_tokens=[EOT])
+    with pytest.raises(ArgumentError, match="^path"):
+        build("hf")

@@ -75,7 +75,6 @@ def test_one_hot_times_weight_equals_embedding_lookup():
 
 
 def test_simple_tokenizer_experiment_builds_the_vocabulary_and_measures_unknowns(tmp_path):
-    import json
     from collections import Counter
 
     from conftest import run_in_process
@@ -83,8 +82,8 @@ def test_simple_tokenizer_experiment_builds_the_vocabulary_and_measures_unknowns
     from llm_lab.data.corpus import load_corpus, split_documents
 
     out = tmp_path / "run"
-    metrics = run_in_process(out, "simple_tokenizer", "data.max_documents=60", "model.min_count=2")
-    vocab = set(json.loads((out / "vocab.json").read_text()).values())
+    metrics = run_in_process(out, "simple_tokenizer", "data.max_documents=60", "tokenizer.min_count=2")
+    vocab = set(SimpleTokenizer.load(out / "tokenizer.json").vocab.itos)
     # recompute both numbers from the same split (seed 42, 10 %), counting words directly
     train, val = split_documents(load_corpus(max_documents=60), 0.1, seed=42)
     counts = Counter(w for d in train for w in split_words(d))

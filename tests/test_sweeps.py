@@ -192,7 +192,7 @@ def test_grid_sweep_writes_one_dir_per_job_a_summary_and_hparams(tmp_path: Path)
         jobs[embed_dim.split("=")[1]] = json.loads((tmp_path / job / "metrics.json").read_text())["val/loss"]
         hparams, metric_tags, scalars = _hparams(tmp_path / job / "tensorboard")
         assert hparams["model/embed_dim"] == float(embed_dim.split("=")[1])
-        assert hparams["optimized_metric"] == "val/loss" and "val/loss" in metric_tags
+        assert hparams["experiment"] == "cbow" and "val/loss" in metric_tags
         assert math.isclose(scalars["val/loss"], jobs[embed_dim.split("=")[1]], rel_tol=1e-6)
     assert set(jobs) == {"8", "16"}
     best_first = sorted(jobs, key=jobs.__getitem__)
@@ -204,7 +204,7 @@ def test_grid_sweep_writes_one_dir_per_job_a_summary_and_hparams(tmp_path: Path)
 
 def _hparams(event_dir: Path) -> tuple[dict[str, Any], set[str], dict[str, float]]:
     """The HParams plugin's data in a run's event files: hyperparameters, metric tags, and the
-    value each metric tag had at step 0 (where the logger writes the final metrics)."""
+    value HParams shows for each metric (the last point of that metric's curve)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -218,7 +218,7 @@ def _hparams(event_dir: Path) -> tuple[dict[str, Any], set[str], dict[str, float
         for name, value in data.session_start_info.hparams.items():
             hparams[name] = getattr(value, value.WhichOneof("kind"))
         metric_tags |= {m.name.tag for m in data.experiment.metric_infos}
-    scalars = {t: next(e.value for e in acc.Scalars(t) if e.step == 0) for t in metric_tags}
+    scalars = {t: acc.Scalars(t)[-1].value for t in metric_tags}
     return hparams, metric_tags, scalars
 
 

@@ -9,44 +9,43 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, load_script, run_in_process, run_train
 from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from llm_lab.config import register_resolvers
 
-# A file that sets no task_name is a shared base that experiments include (attention_common.yaml).
-EXPERIMENTS = sorted(
-    p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml") if "\ntask_name:" in p.read_text()
-)
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 
 def shrink_data(cfg: DictConfig) -> None:
     """A few documents and a small BPE vocabulary: enough to build and run any stage quickly."""
     if "max_documents" in cfg.data:
         cfg.data.max_documents = 30
-    if cfg.data.get("tokenizer") == "bpe" and "vocab_size" in cfg.data:
-        cfg.data.vocab_size = 300
+    if cfg.get("tokenizer") is not None and cfg.tokenizer.kind == "bpe":
+        cfg.tokenizer.vocab_size = 300
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_instantiates(name: str, tmp_path: Path):
+def test_every_experiment_composes_and_builds(name: str, tmp_path: Path):
+    """train.py's own steps build every experiment: corpus, tokenizer, DataModule, model, Trainer."""
+    train_py = load_script("train.py")
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=[f"experiment={name}", f"hydra.run.dir={tmp_path}"],
-            return_hydra_config=True,
+            overrides=[f"experiment={name}", f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}"],
         )
-        HydraConfig.instance().set_config(cfg)
-        shrink_data(cfg)
-        datamodule = instantiate(cfg.data)
-        datamodule.setup("fit")
-        kwargs = {k: instantiate(cfg[k]) for k in ("optimizer", "scheduler") if cfg.get(k) is not None}
-        module = instantiate(cfg.model, **kwargs, **datamodule.model_kwargs())
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False, default_root_dir=str(tmp_path))
-        assert module is not None and trainer is not None
+    shrink_data(cfg)
+    corpus = tokenizer = None
+    if cfg.get("tokenizer") is not None:
+        corpus = train_py.read_corpus(cfg)
+        tokenizer = train_py.make_tokenizer(cfg, corpus)
+        assert tokenizer.vocab_size > 0
+    if cfg.get("model") is None:  # a tokenizer stage: nothing more to build
+        return
+    run = train_py.build_run(cfg, corpus, tokenizer)
+    assert run.trainer.default_root_dir == str(tmp_path)
+    assert getattr(run.module, "tokenizer", None) is tokenizer
 
 
 def _scalar_tags(event_dir: Path) -> set[str]:

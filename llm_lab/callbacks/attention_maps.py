@@ -81,8 +81,7 @@ def attention_layers(model: nn.Module) -> list[tuple[str, AttentionBase]]:
 class AttentionMaps(L.Callback):
     """Log one heatmap per attention layer and head of a fixed probe sentence to TensorBoard.
 
-    The datamodule must have a ``tokenizer`` with ``encode(str) -> list[int]`` and
-    ``decode(list[int]) -> str``; the LightningModule a ``net`` taking ids (B, T).
+    The LightningModule must have the run's ``tokenizer`` and a ``net`` taking ids (B, T).
     """
 
     def __init__(
@@ -113,8 +112,7 @@ class AttentionMaps(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.log_maps(trainer, pl_module)
 
-    def probe_ids(self, trainer: L.Trainer, context_length: int | None) -> list[int]:
-        tokenizer = trainer.datamodule.tokenizer  # type: ignore[attr-defined]
+    def probe_ids(self, tokenizer: Any, context_length: int | None) -> list[int]:
         ids = tokenizer.encode(self.probe)[: min(self.max_tokens, context_length or 10**9)]
         if not ids:
             raise ConfigError(
@@ -131,8 +129,8 @@ class AttentionMaps(L.Callback):
             return
         net: nn.Module = pl_module.net
         layers = attention_layers(net)
-        ids = self.probe_ids(trainer, getattr(net, "context_length", None))
-        tokenizer = trainer.datamodule.tokenizer  # type: ignore[attr-defined]
+        tokenizer = pl_module.tokenizer
+        ids = self.probe_ids(tokenizer, getattr(net, "context_length", None))
         labels = [tokenizer.decode([i]).strip()[:10] for i in ids]
         was_training = net.training
         net.eval()

@@ -8,11 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from llm_lab.errors import LabError
-
-
-class DivergedError(LabError):
-    """The training loss is no longer a finite number."""
+from llm_lab.errors import DivergedError
 
 
 class FiniteLoss(L.Callback):

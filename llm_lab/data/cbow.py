@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from llm_lab.data.corpus import Split
 from llm_lab.data.resumable import rank_and_world
 from llm_lab.data.text import TextDataModule
-from llm_lab.errors import ConfigError, DataError
-from llm_lab.tokenizers.formats import token_to_str
-from llm_lab.tokenizers.simple import Vocabulary, split_words
+from llm_lab.errors import ArgumentError
+from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.simple import ENDOFTEXT, UNK, Vocabulary
 
 
 def keep_probabilities(counts: Sequence[int], sample: float) -> np.ndarray:
@@ -98,64 +99,50 @@ class CBoWBatches(IterableDataset):
 
 
 class CBoWDataModule(TextDataModule):
-    """Corpus → word tokens → vocabulary → CBoW batches.
+    """Corpus → the run's tokenizer → CBoW vocabulary → CBoW batches.
 
-    Tokens outside the vocabulary (below ``min_count``) are dropped before windowing, as in
-    word2vec, so they neither act as centres nor fill context slots.
+    The tokenizer (regex words, or BPE for the "BPE + CBoW" pipeline) cuts the text; CBoW keeps its
+    own vocabulary of the tokens seen at least ``min_count`` times in the training documents (at
+    most ``max_vocab_size``, special tokens left out), as word2vec's ``min_count`` does. Tokens
+    outside it are dropped before windowing, so they neither act as centres nor fill context slots.
     """
 
     def __init__(
         self,
+        corpus: Split,
+        tokenizer: Tokenizer,
         window: int = 5,
         min_count: int = 5,
         max_vocab_size: int | None = None,
         subsample: float = 1e-3,
-        lowercase: bool = True,
-        tokenizer: str = "word",
-        bpe_vocab_size: int = 2000,
-        **corpus: Any,
+        batch_size: int = 1024,
+        num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
-        super().__init__(**corpus)
-        if tokenizer not in ("word", "bpe"):
-            raise ConfigError("data.tokenizer", f"unknown tokenizer {tokenizer!r}", "use word or bpe")
-        if tokenizer == "bpe" and bpe_vocab_size < 257:
-            raise ConfigError(
-                "data.bpe_vocab_size", f"{bpe_vocab_size} < 256 bytes + 1 merge", "use e.g. 2000"
-            )
+        super().__init__(corpus, tokenizer, batch_size, num_workers, seed)
         if window < 1:
-            raise ConfigError("data.window", f"window={window} < 1", "use 1 or more words per side")
-        if self.num_workers > 0:
-            raise ConfigError(
-                "data.num_workers",
-                f"{self.num_workers}: CBoW builds whole batches with numpy in the main process",
-                "use data.num_workers=0 (worker processes would each repeat the epoch)",
+            raise ArgumentError("window", f"window={window} < 1", "use 1 or more words per side")
+        if num_workers > 0:
+            raise ArgumentError(
+                "num_workers",
+                f"{num_workers}: CBoW builds whole batches with numpy in the main process",
+                "use 0 (worker processes would each repeat the epoch)",
             )
         if subsample < 0:
-            raise ConfigError("data.subsample", f"{subsample} < 0", "use 0 (off) or e.g. 1e-3")
+            raise ArgumentError("subsample", f"{subsample} < 0", "use 0 (off) or e.g. 1e-3")
         self.window = window
         self.min_count = min_count
         self.max_vocab_size = max_vocab_size
         self.subsample = subsample
-        self.lowercase = lowercase
-        self.tokenizer = tokenizer
-        self.bpe_vocab_size = bpe_vocab_size
-        self.bpe: Any = None
+        specials = (tokenizer.token_to_id(t) for t in (UNK, ENDOFTEXT))
+        self.special_ids = {i for i in specials if i is not None}
 
     def tokenize(self, doc: str) -> list[str]:
-        """Tokens of one document: words, or BPE tokens printed as GPT-2 does ("Ġthe")."""
-        if self.lowercase:
-            doc = doc.lower()
-        if self.bpe is None:
-            return split_words(doc, keep_punctuation=False)
-        return [token_to_str(self.bpe.vocab[i]) for i in self.bpe.encode(doc)]
+        """The tokens of one document as strings (BPE tokens as GPT-2 prints them: "Ġthe")."""
+        name = self.tokenizer.id_to_token
+        return [name(i) for i in self.tokenizer.encode(doc) if i not in self.special_ids]
 
     def build(self, train_docs: list[str], val_docs: list[str]) -> None:
-        if self.tokenizer == "bpe":
-            # The "Pipeline BPE + CBoW": sub-word tokens instead of words, the rest unchanged.
-            from llm_lab.tokenizers.bpe import BPETokenizer
-
-            texts = [d.lower() for d in train_docs] if self.lowercase else train_docs
-            self.bpe = BPETokenizer.train(texts, self.bpe_vocab_size)
         train_tokens = [self.tokenize(d) for d in train_docs]
         self.vocab = Vocabulary.from_tokens(
             (t for doc in train_tokens for t in doc), self.min_count, self.max_vocab_size
@@ -185,9 +172,11 @@ class CBoWDataModule(TextDataModule):
             ids.extend(known)
             doc_ids.extend([d] * len(known))
         if len(ids) < 2 * self.window + 1:
-            raise DataError(
+            raise ArgumentError(
+                "window",
                 f"the corpus has {len(ids)} in-vocabulary tokens in a split, fewer than one window "
-                f"(2·data.window+1 = {2 * self.window + 1}); give more text or lower data.window"
+                f"(2·window+1 = {2 * self.window + 1})",
+                "give more text or lower the window",
             )
         return np.asarray(ids, dtype=np.int64), np.asarray(doc_ids, dtype=np.int64)
 

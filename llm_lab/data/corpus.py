@@ -1,17 +1,24 @@
 """Where text comes from: the built-in corpus, local files, or a Hugging Face dataset.
 
-Every stage reads its text through :func:`load_corpus` and splits it with :func:`split_documents`,
-so that "which text" is one decision made in one place. A corpus is a list of documents (str);
-documents are the unit of the train/validation split, so no document leaks into both sides.
+A :class:`Corpus` says where the text is and how it is split (the ``data.path``,
+``data.hf_dataset``, … ``data.val_fraction`` keys); it is the first step of every text stage's flow
+(corpus → tokenizer → ids → DataModule, see README "Architecture"). A corpus is a sequence of
+documents (str); documents are the unit of the train/validation split, so no document leaks into
+both sides. Its :meth:`Corpus.fingerprint` names the text without reading it, so that what is
+computed from a corpus (a trained tokenizer, prepared ids) can be cached and reused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError, DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 
@@ -31,22 +38,29 @@ def _read_utf8(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(
-            f"data.path: {path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
             "convert it, e.g. `iconv -f latin1 -t utf-8`"
         ) from err
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror}); check its permissions") from err
+
+
+def text_files(path: str | Path) -> list[Path]:
+    """The file itself, or every text file below a folder (sorted, so runs are reproducible)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise ArgumentError("path", f"{root} does not exist", "give an existing file or folder")
+    if root.is_file():
+        return [root]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+    if not files:
+        raise ArgumentError("path", f"{root} holds no text files ({', '.join(TEXT_SUFFIXES)})", "add some")
+    return files
 
 
 def read_text_files(path: str | Path) -> list[str]:
-    """Read one UTF-8 file, or every text file below a folder (sorted, so runs are reproducible)."""
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise ConfigError("data.path", f"{root} does not exist", "give an existing file or folder")
-    if root.is_file():
-        return [_read_utf8(root)]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-    if not files:
-        raise ConfigError("data.path", f"{root} holds no text files ({', '.join(TEXT_SUFFIXES)})", "add some")
-    return [_read_utf8(p) for p in files]
+    """Read one UTF-8 file, or every text file below a folder, one document per file."""
+    return [_read_utf8(p) for p in text_files(path)]
 
 
 def load_hf_dataset(
@@ -66,10 +80,8 @@ def load_hf_dataset(
 
     ds = datasets.load_dataset(name, config, split=split, data_files=data_files)
     if text_column not in ds.column_names:
-        raise ConfigError(
-            "data.text_column",
-            f"dataset {name!r} has no column {text_column!r}",
-            f"use one of {ds.column_names}",
+        raise ArgumentError(
+            "text_column", f"dataset {name!r} has no column {text_column!r}", f"use one of {ds.column_names}"
         )
     if max_documents is not None:
         ds = ds.select(range(min(max_documents, len(ds))))
@@ -90,7 +102,7 @@ def load_corpus(
     Precedence: ``path`` (local files), then ``hf_dataset``, else the built-in corpus.
     """
     if path is not None and hf_dataset is not None:
-        raise ConfigError("data.path", "both data.path and data.hf_dataset are set", "keep one")
+        raise ArgumentError("path", "both path and hf_dataset are set", "keep one")
     if path is not None:
         docs = read_text_files(path)
     elif hf_dataset is not None:
@@ -102,9 +114,7 @@ def load_corpus(
         docs = docs[:max_documents]
     if not docs:
         source = path or hf_dataset or "the built-in corpus"
-        raise DataError(
-            f"data.path: the corpus from {source} is empty (give text, or another data.hf_dataset)"
-        )
+        raise DataError(f"the corpus from {source} is empty (give text, or another dataset)")
     return docs
 
 
@@ -115,7 +125,7 @@ def split_documents(docs: Sequence[str], val_fraction: float, seed: int = 0) -> 
     so a one-file corpus still gets a validation set.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ConfigError("data.val_fraction", f"{val_fraction} is not in (0, 1)", "use e.g. 0.1")
+        raise ArgumentError("val_fraction", f"{val_fraction} is not in (0, 1)", "use e.g. 0.1")
     if len(docs) == 1:
         text = docs[0]
         cut = text.rfind("\n", 0, int(len(text) * (1 - val_fraction)))
@@ -127,3 +137,81 @@ def split_documents(docs: Sequence[str], val_fraction: float, seed: int = 0) -> 
     val = [docs[i] for i in order[:n_val]]
     train = [docs[i] for i in order[n_val:]]
     return train, val
+
+
+@dataclass(frozen=True)
+class Split:
+    """A corpus read and split: the training and validation documents, and what they came from."""
+
+    train: list[str]
+    val: list[str]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Where the text comes from and how it is split; :meth:`load` reads it.
+
+    Nothing given: the built-in corpus. ``path``: a UTF-8 file or a folder of text files.
+    ``hf_dataset``: a Hugging Face dataset (with ``hf_config``, ``hf_split``, ``hf_data_files`` and
+    the ``text_column`` holding the text). ``max_documents`` caps the corpus; ``val_fraction`` of the
+    documents, drawn with ``seed``, are held out for validation.
+    """
+
+    path: str | None = None
+    hf_dataset: str | None = None
+    hf_config: str | None = None
+    hf_split: str = "train"
+    hf_data_files: str | list[str] | None = None
+    text_column: str = "text"
+    max_documents: int | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ArgumentError("val_fraction", f"{self.val_fraction} is not in (0, 1)", "use e.g. 0.1")
+        if self.max_documents is not None and self.max_documents < 1:
+            raise ArgumentError("max_documents", f"{self.max_documents} < 1", "use null (all) or a count")
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """The settings of a corpus: in a ``data/*.yaml`` these keys describe the text."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> Corpus:
+        """The corpus described by those of ``settings`` that are corpus keys (the rest are left)."""
+        names = cls.setting_names()
+        return cls(**{k: v for k, v in settings.items() if k in names})
+
+    def load(self) -> Split:
+        """Read the documents and split them by document."""
+        docs = load_corpus(
+            self.path,
+            self.hf_dataset,
+            self.hf_config,
+            self.hf_split,
+            self.hf_data_files,
+            self.text_column,
+            self.max_documents,
+        )
+        train, val = split_documents(docs, self.val_fraction, self.seed)
+        return Split(train, val, self.fingerprint())
+
+    def fingerprint(self) -> str:
+        """A short hash naming this text and split without reading it: the settings, and for local
+        files their names, sizes and modification times (an edited file changes it)."""
+        parts: dict[str, Any] = {"settings": asdict(self)}
+        local = [self.path] if self.path is not None else []
+        if self.hf_data_files is not None:
+            files = [self.hf_data_files] if isinstance(self.hf_data_files, str) else self.hf_data_files
+            local += [f for f in files if Path(f).exists()]
+        if local:
+            stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for f in local for p in text_files(f)]
+            parts["files"] = stats
+        if self.path is None and self.hf_dataset is None:
+            import sys
+
+            parts["builtin"] = sys.version  # pydoc_data.topics changes with the Python release
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

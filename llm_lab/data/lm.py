@@ -1,120 +1,63 @@
-"""Language-model data: corpus → tokenizer → one id stream → next-token windows.
+"""Language-model data: documents → the run's tokenizer → one id stream → next-token windows.
 
-The tokenizer is chosen by ``data.tokenizer``:
-- ``word``: the regex word tokenizer with ``<|unk|>`` and ``<|endoftext|>`` (Raschka ch. 2.4);
-- ``bpe``: the lab's byte-level BPE, trained on the training documents (ch. 2.5), or loaded from
-  ``data.tokenizer_path`` (a ``tokenizer.json``);
-- ``hf``: any Hugging Face ``tokenizers`` tokenizer (``data.tokenizer_path`` = file or hub name).
-
-Documents are joined with ``<|endoftext|>``. Training ids come first in the stream and validation
-ids after them; windows never cross that boundary (see :class:`TokenWindows`).
+Documents are joined with ``<|endoftext|>`` (GPT-2's separator; Raschka ch. 2.4). Training ids come
+first in the stream and validation ids after them; windows never cross that boundary (see
+:class:`TokenWindows`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader
 
+from llm_lab.data.corpus import Split
 from llm_lab.data.resumable import ResumableLoader, rank_and_world
 from llm_lab.data.text import TextDataModule
 from llm_lab.data.windows import TokenWindows, id_dtype, write_ids
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError, DataError
+from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.simple import ENDOFTEXT
-
-TOKENIZERS = ("word", "bpe", "hf")
-
-
-class Tokenizer(Protocol):
-    """What the language-model stages need of a tokenizer."""
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: Iterable[int]) -> str: ...
-
-    @property
-    def vocab_size(self) -> int: ...
-
-
-def build_tokenizer(
-    kind: str,
-    train_docs: list[str],
-    path: str | None = None,
-    vocab_size: int = 1024,
-    min_count: int = 1,
-) -> tuple[Tokenizer, int]:
-    """Return the tokenizer and the id of ``<|endoftext|>``."""
-    if kind == "word":
-        from llm_lab.tokenizers.simple import SimpleTokenizer
-
-        word = SimpleTokenizer.from_corpus(train_docs, min_count=min_count)
-        return word, word.vocab.stoi[ENDOFTEXT]
-    if kind == "bpe":
-        from llm_lab.tokenizers.bpe import BPETokenizer
-        from llm_lab.tokenizers.bpe_train import check_bpe_config
-
-        if path:
-            bpe = BPETokenizer.load(path)
-        else:
-            check_bpe_config(vocab_size, [ENDOFTEXT], prefix="data")
-            bpe = BPETokenizer.train(train_docs, vocab_size, special_tokens=[ENDOFTEXT])
-        if ENDOFTEXT not in bpe.special_tokens:
-            raise ConfigError("data.tokenizer_path", f"{path} has no {ENDOFTEXT} special token", "add one")
-        return bpe, bpe.special_tokens[ENDOFTEXT]
-    if kind == "hf":
-        from llm_lab.tokenizers.hf import HFTokenizer
-
-        if not path:
-            raise ConfigError(
-                "data.tokenizer_path", "tokenizer=hf needs a tokenizer.json or hub name", "set it"
-            )
-        hf = HFTokenizer(path)
-        eot = hf.token_to_id(ENDOFTEXT)
-        if eot is None:
-            raise ConfigError(
-                "data.tokenizer_path", f"{path} has no {ENDOFTEXT} token", "use a GPT-style one"
-            )
-        return hf, eot
-    raise ConfigError("data.tokenizer", f"unknown tokenizer {kind!r}", f"use one of {TOKENIZERS}")
 
 
 class LMDataModule(TextDataModule):
-    """Next-token windows of ``context_length`` ids.
+    """Next-token windows of ``context_length`` ids, ``stride`` apart (``None``: no overlap).
 
-    ``model_kwargs()`` hands the model ``vocab_size`` and the tokenizer (for samples and saving).
+    ``ids_dir`` streams the ids to ``<ids_dir>/ids.bin`` and memory-maps them (corpora larger than
+    memory). ``model_kwargs()`` hands the model its ``vocab_size``.
     """
 
     def __init__(
         self,
-        tokenizer: str = "bpe",
-        tokenizer_path: str | None = None,
-        vocab_size: int = 1024,
-        min_count: int = 1,
+        corpus: Split,
+        tokenizer: Tokenizer,
         context_length: int = 64,
         stride: int | None = None,
         ids_dir: str | None = None,
         shuffle: bool = True,
-        **corpus: Any,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
     ) -> None:
-        super().__init__(**corpus)
+        super().__init__(corpus, tokenizer, batch_size, num_workers, seed)
         if context_length < 1:
-            raise ConfigError("data.context_length", f"{context_length} < 1", "use a positive length")
-        self.tokenizer_kind = tokenizer
-        self.tokenizer_path = tokenizer_path
-        self.vocab_size = vocab_size
-        self.min_count = min_count
+            raise ArgumentError("context_length", f"{context_length} < 1", "use a positive length")
+        eot = tokenizer.token_to_id(ENDOFTEXT)
+        if eot is None:
+            raise DataError(
+                f"the tokenizer has no {ENDOFTEXT} token, which separates documents in a language "
+                "model's stream: use a GPT-style tokenizer (or train one: tokenizer=bpe)"
+            )
+        self.eot_id = eot
         self.context_length = context_length
         self.stride = stride
         self.ids_dir = ids_dir
         self.shuffle = shuffle
 
     def build(self, train_docs: list[str], val_docs: list[str]) -> None:
-        self.tokenizer, self.eot_id = build_tokenizer(
-            self.tokenizer_kind, train_docs, self.tokenizer_path, self.vocab_size, self.min_count
-        )
         n_train = 0
 
         def chunks() -> Iterable[list[int]]:
@@ -152,4 +95,4 @@ class LMDataModule(TextDataModule):
         return self.val_dataloader()
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {"vocab_size": self.tokenizer.vocab_size, "tokenizer": self.tokenizer}
+        return {"vocab_size": self.tokenizer.vocab_size}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 # Class k of "blobs" sits on a circle of this radius, so two blobs are split by the line x0 = 0.
 BLOB_RADIUS = 2.0
@@ -104,20 +104,20 @@ def make_toy2d(
     classes as balanced as N allows. The same arguments always give the same arrays.
     """
     if name not in GENERATORS:
-        raise ConfigError("data.name", f"unknown 2-D set {name!r}", f"choose one of {sorted(GENERATORS)}")
+        raise ArgumentError("name", f"unknown 2-D set {name!r}", f"choose one of {sorted(GENERATORS)}")
     generator, fixed_classes = GENERATORS[name]
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ConfigError("data.n_samples", f"must be a positive integer, got {n_samples!r}")
+        raise ArgumentError("n_samples", f"must be a positive integer, got {n_samples!r}")
     if not math.isfinite(noise) or noise < 0:
-        raise ConfigError("data.noise", f"must be a finite number >= 0, got {noise!r}")
+        raise ArgumentError("noise", f"must be a finite number >= 0, got {noise!r}")
     if fixed_classes is not None and num_classes != fixed_classes:
-        raise ConfigError(
-            "data.num_classes",
+        raise ArgumentError(
+            "num_classes",
             f"{name!r} always has {fixed_classes} classes, got {num_classes}",
-            f"set data.num_classes={fixed_classes} or use blobs/spirals",
+            f"set num_classes={fixed_classes} or use blobs/spirals",
         )
     if num_classes < 2:
-        raise ConfigError("data.num_classes", f"need at least 2 classes, got {num_classes}")
+        raise ArgumentError("num_classes", f"need at least 2 classes, got {num_classes}")
 
     rng = np.random.default_rng(seed)
     sizes = _class_sizes(n_samples, num_classes)
@@ -142,16 +142,16 @@ class Toy2DDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not 0 < val_fraction < 1:
-            raise ConfigError("data.val_fraction", f"must be in (0, 1), got {val_fraction}")
+            raise ArgumentError("val_fraction", f"must be in (0, 1), got {val_fraction}")
         if batch_size < 1:
-            raise ConfigError("data.batch_size", f"must be >= 1, got {batch_size}")
+            raise ArgumentError("batch_size", f"must be >= 1, got {batch_size}")
         x, y = make_toy2d(name, n_samples, noise, seed, num_classes)
         n_val = round(n_samples * val_fraction)
         if n_val < 1 or n_val >= n_samples:
-            raise ConfigError(
-                "data.val_fraction",
+            raise ArgumentError(
+                "val_fraction",
                 f"{val_fraction} of {n_samples} points leaves an empty train or val split",
-                "raise data.n_samples or change data.val_fraction",
+                "raise n_samples or change val_fraction",
             )
         self.name = name
         self.num_classes = num_classes

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError
 
 
 def id_dtype(vocab_size: int) -> type[np.unsignedinteger]:
@@ -60,15 +60,17 @@ class TokenWindows(Dataset):
         end: int | None = None,
     ) -> None:
         if context_length < 1:
-            raise ConfigError("data.context_length", f"{context_length} < 1", "use a positive length")
+            raise ArgumentError("context_length", f"{context_length} < 1", "use a positive length")
         stride = context_length if stride is None else stride
         if stride < 1:
-            raise ConfigError("data.stride", f"{stride} < 1", "use 1..context_length")
+            raise ArgumentError("stride", f"{stride} < 1", "use 1..context_length")
         end = len(ids) if end is None else end
         if end - start < context_length + 1:
-            raise DataError(
-                f"a split has {end - start} tokens, fewer than one window of data.context_length + 1 = "
-                f"{context_length + 1}; give more text or lower data.context_length"
+            raise ArgumentError(
+                "context_length",
+                f"a split has {end - start} tokens, fewer than one window of context_length + 1 = "
+                f"{context_length + 1}",
+                "give more text or lower the context length",
             )
         self.ids, self.context_length, self.stride = ids, context_length, stride
         self.start = start

@@ -34,11 +34,13 @@ class CBoWModule(LabModule):
         similarity_file: str | None = None,
         analogy_file: str | None = None,
         raw_words_per_example: float = 1.0,
+        tokenizer: Any = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
-        self.save_hyperparameters(ignore=["vocab", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["vocab", "tokenizer", "optimizer", "scheduler"], logger=False)
+        self.tokenizer = tokenizer  # the run's tokenizer (CBoW's own vocabulary is ``vocab``)
         self.vocab = vocab
         self.net = CBoW(len(vocab), embed_dim, loss, negatives, vocab.counts, noise_power)
         self.similarity_file = similarity_file

@@ -1,39 +1,96 @@
-"""Checkpoints that survive a crash mid-write and never execute code when read.
+"""Checkpoints that survive a crash mid-write, are never poisoned, and never execute code when read.
 
-Lightning's default writer serialises to memory and then writes the final file in place, so a
-``kill -9`` during the write can leave a truncated ``last.ckpt``. Here the bytes go to a temporary
-file in the same folder, are flushed to disk, and only then replace the old checkpoint with one
-atomic ``os.replace``: at every instant the path holds either the old or the new checkpoint.
-Reading always uses ``torch.load(weights_only=True)``, which refuses pickled code.
+Every checkpoint of a run goes through :class:`AtomicCheckpointIO`:
+- **atomic**: Lightning's default writer writes the final file in place, so a ``kill -9`` during the
+  write can leave a truncated ``last.ckpt``. Here the bytes go to a temporary file in the same
+  folder, are flushed to disk, and only then replace the old checkpoint with one atomic
+  ``os.replace``: at every instant the path holds either the old or the new checkpoint.
+- **never poisoned**: a checkpoint whose weights or optimizer state hold NaN or infinity is not
+  written (a diverged step would otherwise overwrite the last good one and be resumed from); the
+  run stops with a :class:`~llm_lab.errors.DivergedError` naming the checkpoint that is still good.
+- **a full disk is one line**: a failed write says which file could not be written and what is intact.
+- **read as data**: ``torch.load(weights_only=True)`` refuses pickled code; a truncated or foreign
+  file is a :class:`~llm_lab.errors.DataError` naming it.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from llm_lab.errors import DivergedError, StorageError
+from llm_lab.run_dir import read_checkpoint
+
+
+def float_tensors(tree: Any, name: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every floating-point tensor in nested dicts and lists, with its path (``state_dict.net.w``)."""
+    if isinstance(tree, torch.Tensor):
+        if tree.is_floating_point():
+            yield name, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from float_tensors(value, f"{name}.{key}" if name else str(key))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from float_tensors(value, f"{name}.{i}")
+
+
+def non_finite(checkpoint: dict[str, Any]) -> list[str]:
+    """The weights and optimizer states of a checkpoint that hold NaN or infinity."""
+    parts = {"state_dict": checkpoint.get("state_dict"), "optimizer_states": checkpoint.get("optimizer_states")}
+    return [name for name, t in float_tensors(parts) if not bool(torch.isfinite(t).all())]
+
+
+def describe(path: Path) -> str:
+    """``last.ckpt (step 40)``, or that there is none yet."""
+    if not path.is_file():
+        return "no earlier checkpoint"
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:  # noqa: BLE001 - only a description for a message
+        step = "?"
+    return f"{path} (step {step})"
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, fsync, then ``os.replace``; load with ``weights_only=True``."""
+    """Write to a temporary file, fsync, then ``os.replace``; refuse non-finite weights; load with
+    ``weights_only=True`` (see the module doc)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        bad = non_finite(checkpoint)
+        if bad:
+            raise DivergedError(
+                f"the weights became NaN or infinite by step {checkpoint.get('global_step')} "
+                f"({len(bad)} tensors, e.g. {bad[0]}); that checkpoint was not written, the last good "
+                f"one is {describe(path)} (lower optimizer.lr or set trainer.gradient_clip_val, then "
+                "resume with ckpt_path)"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as err:
+            raise StorageError(f"could not write {path}: {err.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            # torch reports a failed write (e.g. a full disk) as a RuntimeError of its C++ writer.
+            if isinstance(err, RuntimeError) and "write" not in str(err):
+                raise
+            reason = getattr(err, "strerror", None) or "the write failed (is the disk full?)"
+            raise StorageError(f"could not write {path}: {reason}; intact: {describe(path)}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -44,4 +101,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         map_location: Callable | None = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        return read_checkpoint(Path(path))

@@ -22,6 +22,7 @@ from torch import nn
 from llm_lab.errors import ConfigError
 from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory
 from llm_lab.nn.weight_decay import weight_decay_groups
+from llm_lab.run_dir import net_record, save_model_config
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -32,6 +33,8 @@ class NextTokenLM(LabModule):
     ``train/mfu`` on a GPU for nets that count their FLOPs. Writes ``model.safetensors`` at the end."""
 
     requires_causal = True  # a net that sees later positions would read the answer
+    extra_ids = 0  # ids the objective adds to the tokenizer's (the masked objective's [MASK])
+    net_takes_tokenizer = False  # the net is built with the tokenizer (to look words up)
 
     def __init__(
         self,
@@ -42,15 +45,16 @@ class NextTokenLM(LabModule):
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
-        self.save_hyperparameters(ignore=["net", "tokenizer", "optimizer", "scheduler"])
-        self.net = net(vocab_size=vocab_size)
+        self.save_hyperparameters(ignore=["net", "tokenizer", "optimizer", "scheduler"], logger=False)
+        self.tokenizer = tokenizer  # what callbacks encode prompts and decode samples with
+        with_tokenizer = {"tokenizer": tokenizer} if self.net_takes_tokenizer else {}
+        self.net = net(vocab_size=vocab_size + self.extra_ids, **with_tokenizer)
         if self.requires_causal and getattr(self.net, "causal", True) is False:
             raise ConfigError(
                 "model.net.causal",
                 "a next-token model must not see the tokens it predicts",
                 "keep model.net.causal=true (or train it on the masked-token task)",
             )
-        self.tokenizer = tokenizer
         self._tick = time.perf_counter()
         self._peak_flops: int | None = None
         self._val_sum = self._val_count = 0.0
@@ -120,11 +124,6 @@ class NextTokenLM(LabModule):
         """Weight decay on linear-layer weights only (see llm_lab/nn/weight_decay.py)."""
         return weight_decay_groups(self.net)
 
-    def on_fit_start(self) -> None:
-        # The run directory keeps the tokenizer next to the checkpoints, for generate.py.
-        if self.trainer.is_global_zero and hasattr(self.tokenizer, "save"):
-            self.tokenizer.save(self.run_dir / "tokenizer.json")
-
     def on_fit_end(self) -> None:
         """Export the trained net as ``model.safetensors`` (tensors only: loading it runs no code)."""
         # Every rank takes part: under FSDP gathering the full state dict is a collective operation.
@@ -137,3 +136,11 @@ class NextTokenLM(LabModule):
             tmp = self.run_dir / "model.safetensors.tmp"
             save_file(tensors, str(tmp))
             tmp.replace(self.run_dir / "model.safetensors")
+            save_model_config(self.net, self.run_dir)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The net's settings as plain values, so that the checkpoint alone rebuilds the model
+        # (generate.py) without instantiating anything a file names.
+        record = net_record(self.net)
+        if record is not None:
+            checkpoint["net"] = record

@@ -11,15 +11,9 @@ Everything else (logging, perplexity, optimizer groups) is :class:`~llm_lab.lit.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from llm_lab.lit.base import OptimizerFactory, SchedulerFactory
 from llm_lab.lit.lm import Batch, NextTokenLM
 
 
@@ -33,19 +27,12 @@ class MaskedTokenLM(NextTokenLM):
     """
 
     requires_causal = False  # the masked token is hidden in the input itself
+    extra_ids = 1  # id vocab_size is [MASK]
+    net_takes_tokenizer = True  # e.g. to start its embeddings from a CBoW run's vectors.txt
 
-    def __init__(
-        self,
-        net: Callable[..., nn.Module],
-        vocab_size: int,
-        tokenizer: Any = None,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-    ) -> None:
-        super().__init__(
-            functools.partial(net, tokenizer=tokenizer), vocab_size + 1, tokenizer, optimizer, scheduler
-        )
-        self.mask_id = vocab_size
+    @property
+    def mask_id(self) -> int:
+        return int(self.hparams["vocab_size"])
 
     def mask_centre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(B, T) ids → (ids with the centre replaced by [MASK], the centre ids, its position)."""

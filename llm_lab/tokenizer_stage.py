@@ -1,0 +1,142 @@
+"""Training a tokenizer as a stage of its own: ``python train.py experiment=bpe`` (or ``simple_tokenizer``).
+
+A tokenizer is not learned by gradient descent, so this stage runs a plain loop instead of
+Lightning — no optimizer, no batches. It still enters through ``train.py`` and writes the same run
+directory as every stage: the config snapshot, the loggers' files (TensorBoard), ``tokenizer.json``
+and ``metrics.json``.
+
+- ``bpe`` (Raschka ch. 2.5; Sennrich et al. 2016): the pre-tokens of the training documents are
+  counted once, then merges are made ``merges_per_step`` at a time. Each step logs
+  ``train/vocab_size``, ``train/merge_frequency`` (how often the newest merged pair occurred: it
+  falls, Zipf-like) and ``train/elapsed_sec``; every ``val_every_n_steps`` steps and at the end,
+  ``val/bytes_per_token`` (UTF-8 bytes per token of the validation documents: compression grows).
+- ``simple`` (Raschka ch. 2.2–2.4): one step builds the vocabulary; ``val/unk_rate`` is the share
+  of validation tokens that are ``<|unk|>``, and a few encode → decode round trips go to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+
+from llm_lab.data.corpus import Split
+from llm_lab.errors import ArgumentError
+from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.bpe_fast import BPETrainer, FastBPETokenizer
+from llm_lab.tokenizers.formats import token_to_str
+from llm_lab.tokenizers.pretokenize import count_source
+from llm_lab.tokenizers.simple import UNK, SimpleTokenizer
+
+log = logging.getLogger(__name__)
+Report = Callable[[int, dict[str, float]], None]
+
+
+def bytes_per_token(tokenizer: Tokenizer, docs: Sequence[str]) -> float:
+    """UTF-8 bytes per token over ``docs``: how much a tokenizer compresses text."""
+    n_tokens = sum(len(tokenizer.encode(d)) for d in docs)
+    return sum(len(d.encode("utf-8")) for d in docs) / max(n_tokens, 1)
+
+
+def train_bpe_in_steps(
+    corpus: Split,
+    report: Report,
+    vocab_size: int,
+    special_tokens: Sequence[str] = (),
+    merges_per_step: int = 10,
+    max_steps: int = -1,
+    val_every_n_steps: int = 10,
+) -> tuple[FastBPETokenizer, list[str]]:
+    """Byte-level BPE, ``merges_per_step`` merges per reported step; stops at ``vocab_size``, when no
+    pair is left, or after ``max_steps`` steps (-1: no limit). Returns the tokenizer and a markdown
+    table of its first merges."""
+    if merges_per_step < 1:
+        raise ArgumentError("merges_per_step", f"{merges_per_step} < 1", "use a positive number of merges")
+    specials = list(special_tokens)
+    check_special_tokens(specials)
+    check_vocab_size(vocab_size, specials)
+    start = time.perf_counter()
+    trainer = BPETrainer(count_corpus(documents=corpus.train, special_tokens=specials), specials)
+
+    def current() -> FastBPETokenizer:
+        return FastBPETokenizer(trainer.vocab, trainer.merges, specials)
+
+    step = 0
+    while len(trainer.vocab) < vocab_size and step != max_steps:
+        todo = min(merges_per_step, vocab_size - len(trainer.vocab))
+        done = trainer.merge(todo)
+        step += 1
+        metrics = {
+            "train/vocab_size": float(len(trainer.vocab)),
+            "train/elapsed_sec": time.perf_counter() - start,
+        }
+        if trainer.merge_counts:
+            metrics["train/merge_frequency"] = float(trainer.merge_counts[-1])
+        complete = done < todo or len(trainer.vocab) >= vocab_size or step == max_steps
+        if complete or step % val_every_n_steps == 0:
+            metrics["val/bytes_per_token"] = bytes_per_token(current(), corpus.val)
+        report(step, metrics)
+        if done < todo:  # every pre-token is a single token: nothing left to merge
+            break
+    rows = [
+        f"| {i + 1} | `{token_to_str(a)}` + `{token_to_str(b)}` | {count} |"
+        for i, ((a, b), count) in enumerate(zip(trainer.merges[:50], trainer.merge_counts, strict=False))
+    ]
+    return current(), ["| rank | merge | pair count |", "|---|---|---|", *rows]
+
+
+def build_simple(
+    corpus: Split, report: Report, n_examples: int = 3, **settings: Any
+) -> tuple[Tokenizer, list[str]]:
+    """The regex word tokenizer's vocabulary in one step; returns it and encode → decode round trips."""
+    tokenizer = SimpleTokenizer.from_corpus(corpus.train, **settings)
+    ids = [i for doc in corpus.val for i in tokenizer.encode(doc)]
+    unk = tokenizer.token_to_id(UNK)
+    report(
+        1,
+        {
+            "train/vocab_size": float(tokenizer.vocab_size),
+            "val/unk_rate": sum(i == unk for i in ids) / max(len(ids), 1),
+            "val/tokens": float(len(ids)),
+            "val/bytes_per_token": bytes_per_token(tokenizer, corpus.val),
+        },
+    )
+    rows = ["| text | ids | decode(encode(text)) |", "|---|---|---|"]
+    for doc in corpus.val[:n_examples]:
+        sentence = " ".join(doc.split()[:25])
+        encoded = tokenizer.encode(sentence)
+        rows.append(f"| {sentence} | {encoded[:25]} | {tokenizer.decode(encoded)} |")
+    return tokenizer, rows
+
+
+def run(
+    corpus: Split, kind: str, settings: dict[str, Any], stage: dict[str, Any], loggers: Sequence[Logger]
+) -> tuple[Tokenizer, dict[str, float]]:
+    """Train the tokenizer ``kind`` with its ``settings`` and this stage's ``stage`` settings; log
+    every step to ``loggers`` and the console; return the tokenizer and its final metrics."""
+    final: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        final.update(metrics)
+        for logger in loggers:
+            logger.log_metrics(metrics, step)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        log.info(f"[{time.perf_counter() - start:7.1f}s] step {step} {shown}")
+
+    tokenizer: Tokenizer
+    if kind == "bpe":
+        tokenizer, table = train_bpe_in_steps(corpus, report, **settings, **stage)
+        title = "bpe/first_merges"
+    elif kind == "simple":
+        tokenizer, table = build_simple(corpus, report, **settings, **stage)
+        title = "tokenizer/round_trips"
+    else:
+        raise ArgumentError("kind", f"a {kind!r} tokenizer is not trained", "use simple or bpe")
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text(title, "\n".join(table))
+    return tokenizer, final

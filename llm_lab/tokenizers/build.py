@@ -1,0 +1,114 @@
+"""The tokenizer step of every text stage: corpus → tokenizer, built once per corpus and settings.
+
+``train.py`` calls :func:`build_tokenizer` between the corpus and the DataModule and hands the one
+tokenizer it returns to the data, the model and the callbacks. A tokenizer *trained* on the corpus
+(the regex-word vocabulary of Raschka ch. 2.3, the byte-level BPE of ch. 2.5) depends only on the
+training documents and its settings, so it is stored under ``cache_dir`` keyed by both: a second
+run, every trial of a sweep and every DDP rank load it instead of training it again. A tokenizer
+given as a file (``path``) or a Hugging Face name is simply loaded.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from llm_lab.errors import ArgumentError
+from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
+from llm_lab.tokenizers.hf import HFTokenizer
+from llm_lab.tokenizers.simple import SimpleTokenizer
+
+KINDS = ("simple", "bpe", "hf")
+CACHE_VERSION = 1  # bump when a tokenizer trained from the same settings would come out different
+
+
+def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tokenizer:
+    """Train a ``simple`` (regex words) or ``bpe`` (byte-level BPE) tokenizer on ``documents``."""
+    if kind == "simple":
+        return SimpleTokenizer.from_corpus(documents, **settings)
+    if kind == "bpe":
+        vocab_size = settings.pop("vocab_size")
+        return FastBPETokenizer.train(vocab_size, documents=documents, **settings)
+    raise ArgumentError("kind", f"{kind!r} cannot be trained", "use simple or bpe, or give a path")
+
+
+def cache_key(kind: str, settings: dict[str, Any], fingerprint: str) -> str:
+    """Names a trained tokenizer: its kind, settings and the corpus fingerprint, hashed."""
+    text = json.dumps([CACHE_VERSION, kind, settings, fingerprint], sort_keys=True, default=str)
+    return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file``: of several processes (sweep trials, DDP ranks, two
+    runs at once) asking for the same tokenizer, the first trains it and the others wait, then load."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _save_atomically(tokenizer: Tokenizer, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tokenizer.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def build_tokenizer(
+    kind: str,
+    documents: Callable[[], Iterable[str]],
+    fingerprint: str,
+    cache_dir: str | Path | None = None,
+    path: str | Path | None = None,
+    on_train: Callable[[], None] | None = None,
+    **settings: Any,
+) -> Tokenizer:
+    """The tokenizer of a run: loaded from ``path`` (a file, or for ``hf`` a hub name), else
+    trained on ``documents()`` (called only when needed) or found in ``cache_dir``.
+
+    ``fingerprint`` names the training documents (see ``llm_lab.data.corpus.Corpus``); with
+    ``cache_dir=None`` nothing is cached. ``on_train`` is called before a tokenizer is trained
+    (to tell the user why the run pauses).
+    """
+    if kind not in KINDS:
+        raise ArgumentError("kind", f"unknown tokenizer {kind!r}", f"use one of {', '.join(KINDS)}")
+    if kind == "hf":
+        if not path:
+            raise ArgumentError(
+                "path", "a Hugging Face tokenizer needs a tokenizer.json or a hub name", "set it"
+            )
+        return HFTokenizer(path)
+    if path:
+        if kind != "bpe":
+            raise ArgumentError("path", f"a {kind} tokenizer is trained, not loaded", "use kind bpe or hf")
+        return load_tokenizer(path)
+    if cache_dir is None:
+        return train_tokenizer(kind, documents(), **settings)
+    folder = Path(cache_dir) / "tokenizers"
+    key = cache_key(kind, settings, fingerprint)
+    cached = folder / key / "tokenizer.json"
+    with _exclusive(folder / f"{key}.lock"):
+        if cached.is_file():
+            return load_tokenizer(cached)
+        if on_train is not None:
+            on_train()
+        tokenizer = train_tokenizer(kind, documents(), **settings)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomically(tokenizer, cached)
+    return tokenizer

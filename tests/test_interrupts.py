@@ -1,0 +1,115 @@
+"""Ctrl-C and pre-emption: a real ``train.py`` process gets SIGINT or SIGTERM mid-run, saves the
+step it is in, says how to resume, and the resumed run ends with the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import ROOT, TINY_GPT, final_weights, run_train
+from torch.utils.data import DataLoader, TensorDataset
+
+from llm_lab.callbacks.checkpoint import LastCheckpoint
+
+STEPS = 60
+RUN = [
+    *TINY_GPT,
+    "data.batch_size=8",
+    f"trainer.max_steps={STEPS}",
+    "trainer.limit_train_batches=7",  # several epochs: the interruption lands inside one
+    "trainer.deterministic=true",
+    "callbacks.model_checkpoint.every_n_train_steps=50",  # a periodic save far from the signal
+    "callbacks.text_samples.every_n_steps=25",
+    "callbacks.text_samples.max_new_tokens=4",
+    "progress_every_n_steps=1",  # one progress line per step: the test waits for step 5
+]
+
+
+def interrupt_at_step(run_dir: Path, signum: int, step: int = 5) -> subprocess.CompletedProcess[str]:
+    """Start train.py, wait for its progress line of ``step``, send ``signum``, wait for the end."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:
+        if f"step {step}/{STEPS}" in line:
+            proc.send_signal(signum)
+            break
+        assert time.monotonic() < deadline, "no progress line"
+    stdout, stderr = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly(signum: int, tmp_path: Path):
+    run_dir, straight = tmp_path / "interrupted", tmp_path / "straight"
+    stopped = interrupt_at_step(run_dir, signum)
+    assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
+    assert not (run_dir / "FAILED").exists() and not (run_dir / "metrics.json").exists()
+    step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 5 <= step < STEPS and step % 7 != 0  # mid-run, mid-epoch, not at a periodic save
+
+    # The last line says how to resume: run exactly that (from the repo root, as printed).
+    command = stopped.stderr.strip().splitlines()[-1]
+    assert command.startswith("python train.py") and f"ckpt_path={os.path.relpath(run_dir, ROOT)}" in command
+    words = shlex.split(command)
+    resumed = run_train(*words[2:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    reference = run_train(*RUN, f"hydra.run.dir={straight}")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected, actual = final_weights(straight, STEPS), final_weights(run_dir, STEPS)
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)
+
+
+class _Regression(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.lin(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
+    """With a clock that advances 4 minutes at every reading (one per step, one per save),
+    every_minutes=10 saves after steps 3, 6 and 9."""
+    minutes = iter(range(0, 10_000, 4))
+    saved: list[int] = []
+
+    class Recording(LastCheckpoint):
+        clock = staticmethod(lambda: 60.0 * next(minutes))
+
+        def _save_last_checkpoint(self, trainer, monitor_candidates):
+            saved.append(trainer.global_step)
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+
+    callback = Recording(dirpath=tmp_path, every_minutes=10)
+    data = DataLoader(TensorDataset(torch.randn(64, 2), torch.randn(64, 1)), batch_size=4)
+    trainer = L.Trainer(
+        max_steps=10, callbacks=[callback], logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(_Regression(), data)
+    assert saved[:-1] == [3, 6, 9] and saved[-1] == 10  # ... and once more after the final step
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 10
