@@ -9,8 +9,8 @@ import pytest
 
 from llm_lab.data.corpus import load_corpus, split_documents
 from llm_lab.data.lm import LMDataModule
-from llm_lab.errors import ConfigError
-from llm_lab.tokenizers.bpe import BPETokenizer
+from llm_lab.errors import ArgumentError, ConfigError
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
 EOT = "<|endoftext|>"
 
@@ -21,7 +21,7 @@ def _stream(tokenizer, docs: list[str], eot: int) -> list[int]:
 
 def test_hf_tokenizer_file_gives_the_ids_of_the_lab_tokenizer_that_wrote_it(tmp_path: Path):
     train, val = split_documents(load_corpus(max_documents=30), 0.1, seed=0)
-    bpe = BPETokenizer.train(train, 400, special_tokens=[EOT])
+    bpe = FastBPETokenizer.train(400, documents=train, special_tokens=[EOT])
     bpe.save(tmp_path / "tokenizer.json")
 
     dm = LMDataModule(
@@ -57,7 +57,7 @@ def test_memory_mapped_ids_equal_the_in_memory_ones(tmp_path: Path):
 def test_bad_tokenizer_settings_name_their_keys():
     with pytest.raises(ConfigError, match="data.tokenizer"):
         LMDataModule(tokenizer="sentencepiece", max_documents=5).setup("fit")
-    with pytest.raises(ConfigError, match="data.vocab_size"):
+    with pytest.raises(ArgumentError, match="vocab_size"):
         LMDataModule(tokenizer="bpe", vocab_size=100, max_documents=5).setup("fit")
     with pytest.raises(ConfigError, match="data.tokenizer_path"):
         LMDataModule(tokenizer="hf", max_documents=5).setup("fit")

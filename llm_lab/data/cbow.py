@@ -152,10 +152,10 @@ class CBoWDataModule(TextDataModule):
     def build(self, train_docs: list[str], val_docs: list[str]) -> None:
         if self.tokenizer == "bpe":
             # The "Pipeline BPE + CBoW": sub-word tokens instead of words, the rest unchanged.
-            from llm_lab.tokenizers.bpe import BPETokenizer
+            from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
             texts = [d.lower() for d in train_docs] if self.lowercase else train_docs
-            self.bpe = BPETokenizer.train(texts, self.bpe_vocab_size)
+            self.bpe = FastBPETokenizer.train(self.bpe_vocab_size, documents=texts)
         train_tokens = [self.tokenize(d) for d in train_docs]
         self.vocab = Vocabulary.from_tokens(
             (t for doc in train_tokens for t in doc), self.min_count, self.max_vocab_size

@@ -53,14 +53,12 @@ def build_tokenizer(
         word = SimpleTokenizer.from_corpus(train_docs, min_count=min_count)
         return word, word.vocab.stoi[ENDOFTEXT]
     if kind == "bpe":
-        from llm_lab.tokenizers.bpe import BPETokenizer
-        from llm_lab.tokenizers.bpe_train import check_bpe_config
+        from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
         if path:
-            bpe = BPETokenizer.load(path)
+            bpe = FastBPETokenizer.load(path)
         else:
-            check_bpe_config(vocab_size, [ENDOFTEXT], prefix="data")
-            bpe = BPETokenizer.train(train_docs, vocab_size, special_tokens=[ENDOFTEXT])
+            bpe = FastBPETokenizer.train(vocab_size, documents=train_docs, special_tokens=[ENDOFTEXT])
         if ENDOFTEXT not in bpe.special_tokens:
             raise ConfigError("data.tokenizer_path", f"{path} has no {ENDOFTEXT} special token", "add one")
         return bpe, bpe.special_tokens[ENDOFTEXT]

@@ -3,7 +3,7 @@
 Byte-pair encoding is not learned by gradient descent, but it enters through ``train.py`` like
 every stage, with the same corpus keys, loggers and run directory. One training step performs
 ``model.merges_per_step`` merges of the incremental merge loop
-(:class:`~llm_lab.tokenizers.bpe.BPETrainer`), so ``trainer.max_steps=N`` stops after N blocks of
+(:class:`~llm_lab.tokenizers.bpe_fast.BPETrainer`), so ``trainer.max_steps=N`` stops after N blocks of
 merges; without it, training ends when the vocabulary reaches ``model.vocab_size`` (or no pair
 is left to merge). The run directory receives ``tokenizer.json`` (HF format), and TensorBoard
 shows the vocabulary growing, the frequency of each new merge falling (Zipf), the training time,
@@ -22,10 +22,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from llm_lab.errors import ConfigError, DataError
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory
 from llm_lab.lit.scratch import HandWrittenModule
-from llm_lab.tokenizers.bpe import BPETokenizer
-from llm_lab.tokenizers.bpe_train import BPETrainer, check_bpe_config
+from llm_lab.tokenizers.bpe import check_special_tokens, check_vocab_size
+from llm_lab.tokenizers.bpe_fast import BPETrainer, FastBPETokenizer
 from llm_lab.tokenizers.formats import token_to_str
-from llm_lab.tokenizers.pretokenize import count_source
+from llm_lab.tokenizers.pretokenize import count_corpus
 
 
 class BPETraining(HandWrittenModule):
@@ -52,7 +52,8 @@ class BPETraining(HandWrittenModule):
     ) -> None:
         super().__init__(optimizer, scheduler)
         special_tokens = list(special_tokens)
-        check_bpe_config(vocab_size, special_tokens, prefix="model")
+        check_special_tokens(special_tokens)
+        check_vocab_size(vocab_size, special_tokens)
         if not isinstance(merges_per_step, int) or merges_per_step < 1:
             raise ConfigError("model.merges_per_step", f"{merges_per_step!r} is not a positive integer")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -66,15 +67,17 @@ class BPETraining(HandWrittenModule):
     def on_fit_start(self) -> None:
         datamodule: Any = self.trainer.datamodule  # type: ignore[attr-defined]
         self._start = time.perf_counter()
-        counts = count_source(datamodule.train_docs, self.special_tokens, self.num_workers)
+        counts = count_corpus(
+            documents=datamodule.train_docs, special_tokens=self.special_tokens, num_workers=self.num_workers
+        )
         if not counts:
             raise DataError("the training documents are empty: nothing to learn merges from")
         self.bpe = BPETrainer(counts, self.special_tokens)
 
-    def tokenizer(self) -> BPETokenizer:
+    def tokenizer(self) -> FastBPETokenizer:
         """The tokenizer learned so far."""
         assert self.bpe is not None, "fit() first: the merges are learned in training steps"
-        return BPETokenizer(self.bpe.vocab, self.bpe.merges, self.special_tokens)
+        return FastBPETokenizer(self.bpe.vocab, self.bpe.merges, self.special_tokens)
 
     def validation_step(self, batch: list[str], batch_idx: int) -> None:
         """UTF-8 bytes per token on the validation documents (higher: better compression)."""
