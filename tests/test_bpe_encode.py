@@ -1,4 +1,4 @@
-"""BPE encoding and decoding: the ids of tiktoken and HF `tokenizers`, round trips, streaming."""
+"""BPE encoding and decoding: the ids of tiktoken and HF `tokenizers`, fast = readable, streaming."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from llm_lab.errors import DataError
-from llm_lab.tokenizers import bpe
+from llm_lab.errors import ArgumentError, DataError
+from llm_lab.tokenizers import bpe_fast
 from llm_lab.tokenizers.bpe import BPETokenizer
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
 EOT = "<|endoftext|>"
 # Public knowledge: the pattern of GPT-2's encoder.py (as in tiktoken's gpt2 encoding).
@@ -44,15 +45,21 @@ def builtin_text() -> str:
 
 
 @cache
-def trained() -> BPETokenizer:
+def trained() -> FastBPETokenizer:
     """A small vocabulary trained here, so these tests need no shared fixtures."""
-    return BPETokenizer.train(builtin_text()[:150_000], 700, special_tokens=[EOT, "<|pad|>"])
+    return FastBPETokenizer.train(700, text=builtin_text()[:150_000], special_tokens=[EOT, "<|pad|>"])
 
 
 @cache
-def gpt2_pair() -> tuple[BPETokenizer, tiktoken.Encoding]:
+def readable() -> BPETokenizer:
+    """The readable tokenizer with the same vocabulary and merges as :func:`trained`."""
+    return BPETokenizer(trained().vocab, trained().merges, list(trained().special_tokens))
+
+
+@cache
+def gpt2_pair(cls: type[BPETokenizer] = FastBPETokenizer) -> tuple[BPETokenizer, tiktoken.Encoding]:
     """Our tokenizer and tiktoken, both built from GPT-2's files (ranks made here, offline)."""
-    ours = BPETokenizer.from_gpt2_files(
+    ours = cls.from_gpt2_files(
         FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", special_tokens=[EOT]
     )
     from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -67,9 +74,10 @@ def gpt2_pair() -> tuple[BPETokenizer, tiktoken.Encoding]:
 
 
 @needs_fixtures()
+@pytest.mark.parametrize("cls", [BPETokenizer, FastBPETokenizer])
 @pytest.mark.parametrize("text", HARD_TEXTS)
-def test_gpt2_ids_equal_tiktoken(text):
-    ours, ref = gpt2_pair()
+def test_gpt2_ids_equal_tiktoken(text, cls):
+    ours, ref = gpt2_pair(cls)
     assert ours.encode(text) == ref.encode(text, allowed_special="all")
     # A disallowed special token is plain text, as in tiktoken's encode_ordinary.
     assert ours.encode(text, allowed_special="none") == ref.encode_ordinary(text)
@@ -84,14 +92,23 @@ def test_gpt2_ids_equal_tiktoken_on_long_texts():
         assert ours.encode(text) == ref.encode(text, allowed_special="all"), name
 
 
-def test_trained_ids_equal_tiktoken_with_our_ranks():
-    tok = trained()
-    ref = tok.to_tiktoken()
-    text = builtin_text()[150_000:250_000] + "".join(HARD_TEXTS)
-    assert tok.encode(text) == ref.encode(text, allowed_special="all")
-    assert tok.encode(text, allowed_special={"<|pad|>"}) == ref.encode(
-        text, allowed_special={"<|pad|>"}, disallowed_special=()
-    )
+@settings(max_examples=200, deadline=None)
+@given(text=st.text())
+def test_fast_encoding_equals_the_readable_one(text):
+    assert trained().encode(text) == readable().encode(text)
+    assert trained().encode(text, "none") == readable().encode(text, "none")
+
+
+@pytest.mark.parametrize("text", HARD_TEXTS)
+def test_fast_encoding_equals_the_readable_one_on_hostile_texts(text):
+    text = text * 3 + " " * 40 + "7" * 50 + "z" * 300 + "\x00\x01\r\n"
+    assert trained().encode(text) == readable().encode(text)
+    assert trained().encode(text, {"<|pad|>"}) == readable().encode(text, {"<|pad|>"})
+
+
+def test_fast_encoding_equals_the_readable_one_on_natural_text():
+    text = builtin_text()[150_000:200_000]
+    assert trained().encode(text) == readable().encode(text)
 
 
 def test_hf_trained_vocabulary_gives_hf_ids(tmp_path: Path):
@@ -108,7 +125,7 @@ def test_hf_trained_vocabulary_gives_hf_ids(tmp_path: Path):
         ),
     )
     hf.save(str(tmp_path / "hf.json"))
-    ours = BPETokenizer.load(tmp_path / "hf.json")
+    ours = FastBPETokenizer.load(tmp_path / "hf.json")
     text = builtin_text() + EOT.join(HARD_TEXTS)
     assert len(text) > 400_000
     assert ours.encode(text) == hf.encode(text).ids
@@ -155,7 +172,7 @@ def test_encode_iterable_equals_encode(parts, cuts):
     pieces = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     tok = trained()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bpe, "_STREAM_BLOCK", 5)  # encode after almost every piece
+        patch.setattr(bpe_fast, "STREAM_BLOCK", 5)  # encode after almost every piece
         assert list(tok.encode_iterable(pieces)) == tok.encode(text)
         assert list(tok.encode_iterable(pieces, "none")) == tok.encode(text, "none")
 
@@ -165,7 +182,7 @@ def test_encode_iterable_equals_encode_at_every_cut(allowed):
     text = f"the  thing\n\n  {EOT}{EOT} in<|pad|>g  {EOT}\t"
     tok = trained()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bpe, "_STREAM_BLOCK", 1)
+        patch.setattr(bpe_fast, "STREAM_BLOCK", 1)
         for i in range(len(text) + 1):
             streamed = list(tok.encode_iterable([text[:i], text[i:]], allowed))
             assert streamed == tok.encode(text, allowed), i
@@ -184,8 +201,7 @@ def test_encode_iterable_memory_does_not_grow_with_the_file(tmp_path: Path):
         tok = trained()
         tok.encode(" ".join(words))  # fill the cache before measuring
         tracemalloc.start()
-        with path.open(encoding="utf-8") as f:
-            count = sum(1 for _ in tok.encode_iterable(f))
+        count = sum(1 for _ in tok.encode_file(path))
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert count > n_lines
@@ -209,6 +225,18 @@ def test_decode_rejects_unknown_ids(bad):
         trained().decode([1, 2, bad])
 
 
-def test_unknown_allowed_special_is_an_error():
-    with pytest.raises(ValueError, match=re.escape("<|nope|>")):
+def test_unknown_allowed_special_names_the_argument():
+    with pytest.raises(
+        ArgumentError, match=re.escape("allowed_special: names tokens that are not special here")
+    ):
         trained().encode("x", allowed_special={"<|nope|>"})
+
+
+def test_a_file_is_encoded_by_encode_file_never_by_encode(tmp_path: Path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(builtin_text()[:20_000] + EOT + "tail  ", encoding="utf-8")
+    assert list(trained().encode_file(path)) == trained().encode(path.read_text("utf-8"))
+    with pytest.raises(ArgumentError, match="text: is a PosixPath, not a str .*encode_file"):
+        trained().encode(path)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="nowhere.txt"):
+        list(trained().encode_file(tmp_path / "nowhere.txt"))

@@ -13,7 +13,9 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from llm_lab.errors import DataError
 from llm_lab.tokenizers.bpe import BPETokenizer
-from llm_lab.tokenizers.formats import BYTE_TO_CHAR, read_gpt2_files
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
+from llm_lab.tokenizers.compiled import tiktoken_encoding
+from llm_lab.tokenizers.formats import BYTE_TO_CHAR, read_gpt2_files, tiktoken_ranks
 
 EOT = "<|endoftext|>"
 TEXT = (
@@ -29,8 +31,8 @@ def builtin_text() -> str:
 
 
 @cache
-def trained() -> BPETokenizer:
-    return BPETokenizer.train(builtin_text()[:100_000], 600, special_tokens=[EOT, "<|pad|>"])
+def trained() -> FastBPETokenizer:
+    return FastBPETokenizer.train(600, text=builtin_text()[:100_000], special_tokens=[EOT, "<|pad|>"])
 
 
 def test_byte_to_char_table_equals_gpt2s():
@@ -49,7 +51,7 @@ def test_saved_tokenizer_json_gives_our_ids_in_hf(tmp_path: Path):
 
 def test_save_then_load_restores_the_tokenizer(tmp_path: Path):
     tok = trained()
-    back = BPETokenizer.load(tok.save(tmp_path / "tokenizer.json"))
+    back = FastBPETokenizer.load(tok.save(tmp_path / "tokenizer.json"))
     assert (back.vocab, back.merges, back.special_tokens) == (tok.vocab, tok.merges, tok.special_tokens)
 
 
@@ -58,7 +60,7 @@ def test_old_style_string_merges_are_read_like_hf(tmp_path: Path):
     document = json.loads(path.read_text("utf-8"))
     document["model"]["merges"] = [" ".join(pair) for pair in document["model"]["merges"]]
     path.write_text(json.dumps(document), encoding="utf-8")
-    ours, hf = BPETokenizer.load(path), Tokenizer.from_file(str(path))
+    ours, hf = FastBPETokenizer.load(path), Tokenizer.from_file(str(path))
     assert ours.merges == trained().merges
     assert ours.encode(TEXT) == hf.encode(TEXT).ids
 
@@ -70,7 +72,7 @@ def test_gpt2_files_give_the_ids_of_hf_gpt2_loader():
     )
     ref.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     ref.add_special_tokens([EOT])
-    ours = BPETokenizer.from_gpt2_files(
+    ours = FastBPETokenizer.from_gpt2_files(
         FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", special_tokens=[EOT]
     )
     assert len(ours.vocab) == ref.get_vocab_size() == 50257
@@ -81,7 +83,7 @@ def test_gpt2_files_give_the_ids_of_hf_gpt2_loader():
 
 @needs_fixtures()
 def test_gpt2_saved_as_tokenizer_json_keeps_its_ids(tmp_path: Path):
-    ours = BPETokenizer.from_gpt2_files(
+    ours = FastBPETokenizer.from_gpt2_files(
         FIXTURES / "gpt2_vocab.json", FIXTURES / "gpt2_merges.txt", special_tokens=[EOT]
     )
     hf = Tokenizer.from_file(str(ours.save(tmp_path / "gpt2.json")))
@@ -90,10 +92,11 @@ def test_gpt2_saved_as_tokenizer_json_keeps_its_ids(tmp_path: Path):
 
 def test_tiktoken_ranks_are_the_ordinary_tokens():
     tok = trained()
-    ranks = tok.tiktoken_ranks()
     special_ids = set(tok.special_tokens.values())
-    assert ranks == {b: i for i, b in tok.vocab.items() if i not in special_ids}
-    encoding = tok.to_tiktoken()
+    assert tiktoken_ranks(tok.vocab, special_ids) == {
+        b: i for i, b in tok.vocab.items() if i not in special_ids
+    }
+    encoding = tiktoken_encoding(tok)
     assert encoding.n_vocab == len(tok.vocab)
     assert encoding.decode_single_token_bytes(tok.special_tokens[EOT]) == EOT.encode()
 

@@ -20,7 +20,7 @@ from llm_lab.models import GPT
 from llm_lab.models.gpt import GPTConfig
 from llm_lab.models.sampling import sample_next, top_k_filter, top_p_filter
 from llm_lab.nn.attention import KVCache
-from llm_lab.tokenizers.bpe import BPETokenizer
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
 from llm_lab.tokenizers.simple import ENDOFTEXT
 
@@ -166,7 +166,7 @@ def hf_folder_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny GPT2LMHeadModel saved by transformers, plus a BPE tokenizer.json beside it."""
     folder = tmp_path_factory.mktemp("hf_with_tokenizer")
     text = "the cat sat on the mat. the dog sat on the log. " * 20
-    tokenizer = BPETokenizer.train(text, 300, special_tokens=[ENDOFTEXT])
+    tokenizer = FastBPETokenizer.train(300, text=text, special_tokens=[ENDOFTEXT])
     tokenizer.save(folder / "tokenizer.json")
     torch.manual_seed(0)
     GPT2LMHeadModel(
@@ -208,7 +208,7 @@ def test_generate_py_rejects_a_tokenizer_larger_than_the_model(
     hf_folder_with_tokenizer: Path, tmp_path: Path
 ) -> None:
     text = "".join(chr(c) for c in range(0x4E00, 0x4F00)) * 3  # many distinct multi-byte chars
-    BPETokenizer.train(text, 600, special_tokens=[ENDOFTEXT]).save(tmp_path / "tokenizer.json")
+    FastBPETokenizer.train(600, text=text, special_tokens=[ENDOFTEXT]).save(tmp_path / "tokenizer.json")
     cfg = OmegaConf.load(ROOT / "conf" / "generate.yaml")
     cfg.hf_path, cfg.tokenizer_path = str(hf_folder_with_tokenizer), str(tmp_path / "tokenizer.json")
     with pytest.raises(

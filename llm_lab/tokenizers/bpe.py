@@ -1,10 +1,14 @@
-"""Byte-level byte-pair encoding: the tokenizer — encoding, decoding, formats (GPT-2's tokenizer).
+"""Byte-level byte-pair encoding, the readable version: train, encode, decode (Raschka ch. 2.5).
 
 BPE (Sennrich et al. 2016, after Gage 1994) starts from single symbols and repeatedly merges the
 most frequent adjacent pair into a new symbol. GPT-2 (Radford et al. 2019, §2.2) runs it on the
-UTF-8 *bytes* of pre-tokenized text, so any string can be encoded with no unknown token. See
-Raschka, "Build a Large Language Model (From Scratch)", ch. 2.5, and Stanford CS336 assignment 1,
-§2 for the training algorithm, implemented in ``bpe_train.py``.
+UTF-8 *bytes* of pre-tokenized text (``pretokenize.py``), so any string can be encoded and no
+token is ever unknown. This file is the algorithm as its definition states it, in the shape of
+minbpe: :func:`get_stats` counts adjacent pairs, :func:`merge` replaces a pair by its new token,
+training recounts every pair before each merge (Stanford CS336 assignment 1, §2.4; ties go to the
+lexicographically greatest pair of byte strings), and encoding merges the lowest-ranked pair inside
+each pre-token until none is left. ``bpe_fast.py`` computes the same merges and the same ids with
+the tricks a large corpus needs; its tests hold it to this file.
 
 Id layout of a trained vocabulary (that of the CS336 reference and of HF `tokenizers`): special
 tokens first, then the 256 single bytes in GPT-2's order, then one id per merge in merge order.
@@ -12,37 +16,66 @@ tokens first, then the 256 single bytes in GPT-2's order, then one id per merge 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
-from itertools import chain, pairwise, repeat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
-from llm_lab.errors import ConfigError, DataError
-from llm_lab.tokenizers.bpe_train import check_bpe_config, check_special_tokens, train_bpe
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers.formats import (
+    GPT2_BYTE_ORDER,
     Merges,
     Vocab,
     hf_tokenizer_json,
     read_gpt2_files,
     read_hf_tokenizer_json,
-    tiktoken_ranks,
+    str_to_token,
+    token_to_str,
 )
-from llm_lab.tokenizers.pretokenize import GPT2_PATTERN, GPT2_REGEX, count_source, special_splitter
+from llm_lab.tokenizers.pretokenize import GPT2_REGEX, count_corpus, special_splitter
 
-# Encoding remembers the ids of about this many distinct pre-tokens (see _encode_pieces).
-_CACHE_SIZE = 1 << 16
-# encode_iterable encodes its buffer whenever it holds this many characters.
-_STREAM_BLOCK = 1 << 16
+Pair = tuple[int, int]
+AllowedSpecial = Literal["all", "none"] | Collection[str]
+T = TypeVar("T", bound="BPETokenizer")
+# The special-token splitter of each set of allowed tokens, compiled once per process.
+cached_splitter = lru_cache(maxsize=64)(special_splitter)
+
+
+def get_stats(ids: Sequence[int], stats: Counter[Pair] | None = None, weight: int = 1) -> Counter[Pair]:
+    """Add ``weight`` to the count of each adjacent pair of ``ids`` (into ``stats`` if given)."""
+    stats = Counter() if stats is None else stats
+    for pair in zip(ids, ids[1:], strict=False):
+        stats[pair] += weight
+    return stats
+
+
+def merge(ids: Sequence[int], pair: Pair, new_id: int) -> tuple[int, ...]:
+    """``ids`` with each occurrence of ``pair``, taken left to right, replaced by ``new_id``."""
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return tuple(out)
+
+
+def initial_vocab(special_tokens: Sequence[str]) -> Vocab:
+    """Special tokens, then the 256 single bytes in GPT-2's order: the vocabulary before any merge."""
+    vocab = {i: token.encode("utf-8") for i, token in enumerate(special_tokens)}
+    vocab.update({len(vocab) + k: bytes([b]) for k, b in enumerate(GPT2_BYTE_ORDER)})
+    return vocab
 
 
 class BPETokenizer:
-    """A byte-level BPE tokenizer: ``vocab`` {id: bytes}, ``merges`` in rank order, specials.
+    """A byte-level BPE tokenizer: ``vocab`` {id: bytes}, ``merges`` in rank order, special tokens.
 
     Encoding follows GPT-2 and tiktoken: special tokens are cut out first, the rest is split with
-    the GPT-2 pattern, and inside each pre-token the adjacent pair with the lowest merge rank is
-    merged until none is left. A special token that is not allowed (``allowed_special``) is
-    treated as plain text, like tiktoken's ``encode_ordinary``; it is never an error.
+    the GPT-2 pattern, and each pre-token is merged on its own. A special token that is not
+    allowed (``allowed_special``) is plain text, like tiktoken's ``encode_ordinary``.
     """
 
     def __init__(
@@ -51,7 +84,7 @@ class BPETokenizer:
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: Sequence[str] = (),
     ) -> None:
-        check_special_tokens(special_tokens, "tokenizer.special_tokens")
+        check_special_tokens(special_tokens)
         self.vocab: Vocab = dict(vocab)
         self.merges: Merges = list(merges)
         by_bytes = {token: i for i, token in sorted(self.vocab.items(), reverse=True)}
@@ -62,198 +95,129 @@ class BPETokenizer:
                 i = max(self.vocab, default=-1) + 1
                 self.vocab[i] = token.encode("utf-8")
             self.special_tokens[token] = i
-        # Ordinary tokens by their bytes: the lowest id wins if a byte string appears twice.
+        self._special_of = {i: s for s, i in self.special_tokens.items()}
+        # Ordinary tokens by their bytes; the lowest id wins if a byte string appears twice.
         special_ids = set(self.special_tokens.values())
-        ids = {t: i for i, t in sorted(self.vocab.items(), reverse=True) if i not in special_ids}
-        missing = [b for b in range(256) if bytes([b]) not in ids]
+        self._id_of = {t: i for i, t in sorted(self.vocab.items(), reverse=True) if i not in special_ids}
+        missing = [b for b in range(256) if bytes([b]) not in self._id_of]
         if missing:
-            raise DataError(f"the vocabulary lacks single bytes {missing[:8]}: not byte-level BPE")
-        self._byte_ids = [ids[bytes([b])] for b in range(256)]
-        # (id a, id b) → rank, and rank → id of a+b: what encoding looks up for every pair. A
-        # pair that is no merge gets the rank len(merges), larger than every real one.
-        self._rank: dict[tuple[int, int], int] = {}
+            raise ArgumentError(
+                "vocab", f"lacks the single bytes {missing[:8]}", "byte-level BPE needs all 256"
+            )
+        self._byte_ids = [self._id_of[bytes([b])] for b in range(256)]
+        # What encoding looks up: the rank of a pair of ids, and the id each merge creates.
+        self._rank: dict[Pair, int] = {}
         self._merged_id: list[int] = []
         for rank, (a, b) in enumerate(self.merges):
-            if a not in ids or b not in ids or a + b not in ids:
-                raise DataError(f"merge {rank} ({a!r}, {b!r}) uses a token not in the vocabulary")
-            self._rank.setdefault((ids[a], ids[b]), rank)
-            self._merged_id.append(ids[a + b])
-        self._cache: dict[str, list[int]] = {}
-        self._splitter = lru_cache(maxsize=8)(special_splitter)
+            if a not in self._id_of or b not in self._id_of or a + b not in self._id_of:
+                raise ArgumentError(
+                    "merges", f"merge {rank} ({a!r}, {b!r}) uses a token not in the vocabulary"
+                )
+            self._rank.setdefault((self._id_of[a], self._id_of[b]), rank)
+            self._merged_id.append(self._id_of[a + b])
 
-    # ----------------------------------------------------------------- training and loading
+    # ------------------------------------------------------------------------------- training
     @classmethod
     def train(
-        cls,
-        source: str | Path | Iterable[str],
+        cls: type[T],
         vocab_size: int,
+        *,
+        text: str | None = None,
+        files: Sequence[str | Path] | None = None,
+        documents: Iterable[str] | None = None,
         special_tokens: Sequence[str] = (),
         num_workers: int | None = None,
-    ) -> BPETokenizer:
-        """Train on ``source``: a ``str`` is the text itself, a ``pathlib.Path`` a UTF-8 file,
-        any other iterable of ``str`` a sequence of documents (see ``pretokenize.count_source``).
+    ) -> T:
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from exactly one source:
+        ``text`` (the text itself), ``files`` (a list of UTF-8 files) or ``documents`` (any
+        iterable of strings, e.g. a generator; no pre-token spans two documents).
 
-        Pre-tokens are counted in parallel (``num_workers`` processes, default one per CPU) when
-        the text is large. The vocabulary is special tokens, 256 bytes, then the merges.
+        Pre-tokens are counted by ``num_workers`` processes (default: one per CPU), in memory that
+        grows with the number of distinct pre-tokens, not with the corpus. Training stops early,
+        with a smaller vocabulary, when every pre-token has become a single token.
         """
-        check_bpe_config(vocab_size, special_tokens)
-        if isinstance(source, Path) and not source.is_file():
-            raise DataError(f"{source}: no such file to train on")
-        counts = count_source(source, special_tokens, num_workers)
+        check_special_tokens(special_tokens)
+        check_vocab_size(vocab_size, special_tokens)
+        counts = count_corpus(
+            text=text,
+            files=files,
+            documents=documents,
+            special_tokens=special_tokens,
+            num_workers=num_workers,
+        )
         if not counts:
             raise DataError("the training corpus is empty (no text outside special tokens)")
-        vocab, merges = train_bpe(counts, vocab_size, special_tokens)
-        return cls(vocab, merges, special_tokens)
+        return cls(*cls.learn_merges(counts, vocab_size, special_tokens), special_tokens)
 
-    @classmethod
-    def load(cls, path: str | Path) -> BPETokenizer:
-        """Read a byte-level BPE ``tokenizer.json`` (ours or one written by HF `tokenizers`)."""
-        vocab, merges, specials = read_hf_tokenizer_json(Path(path))
-        try:
-            return cls(vocab, merges, sorted(specials, key=specials.__getitem__))
-        except (DataError, ConfigError) as e:
-            raise DataError(f"{path}: {e}") from None
+    @staticmethod
+    def learn_merges(
+        counts: Mapping[str, int], vocab_size: int, special_tokens: Sequence[str] = ()
+    ) -> tuple[Vocab, Merges]:
+        """The merge loop over pre-token counts, recounting every pair before each merge."""
+        vocab = initial_vocab(special_tokens)
+        byte_id = {token[0]: i for i, token in vocab.items() if i >= len(special_tokens)}
+        words = {tuple(byte_id[b] for b in word.encode("utf-8")): n for word, n in counts.items()}
+        merges: Merges = []
+        while len(vocab) < vocab_size:
+            stats: Counter[Pair] = Counter()
+            for word, n in words.items():
+                get_stats(word, stats, n)
+            if not stats:  # every pre-token is a single token: nothing left to merge
+                break
+            a, b = max(stats, key=lambda p: (stats[p], vocab[p[0]], vocab[p[1]]))
+            new_id = len(vocab)
+            vocab[new_id] = vocab[a] + vocab[b]
+            merges.append((vocab[a], vocab[b]))
+            words = {merge(word, (a, b), new_id): n for word, n in words.items()}
+        return vocab, merges
 
-    @classmethod
-    def from_gpt2_files(
-        cls, vocab_json: str | Path, merges_txt: str | Path, special_tokens: Sequence[str] = ()
-    ) -> BPETokenizer:
-        """Load GPT-2's ``encoder.json`` + ``vocab.bpe``; ``<|endoftext|>`` keeps its id 50256
-        when it is named in ``special_tokens`` (otherwise it is plain text)."""
-        vocab, merges, literal = read_gpt2_files(Path(vocab_json), Path(merges_txt))
-        vocab.update({i: text.encode("utf-8") for text, i in literal.items()})
-        try:
-            return cls(vocab, merges, special_tokens)
-        except DataError as e:
-            raise DataError(f"{vocab_json}, {merges_txt}: {e}") from None
+    # ------------------------------------------------------------------------------- encoding
+    def encode(self, text: str, allowed_special: AllowedSpecial = "all") -> list[int]:
+        """Token ids of ``text``; ``allowed_special`` is "all", "none" or a set of special tokens."""
+        if not isinstance(text, str):
+            raise ArgumentError(
+                "text",
+                f"is a {type(text).__name__}, not a str",
+                "encode a file with FastBPETokenizer.encode_file",
+            )
+        splitter = cached_splitter(self._allowed(allowed_special))
+        ids: list[int] = []
+        self._encode_parts(splitter.split(text) if splitter else [text], ids)
+        return ids
 
-    def save(self, path: str | Path) -> Path:
-        """Write a HF ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file`` reads."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(hf_tokenizer_json(self.vocab, self.merges, self.special_tokens), encoding="utf-8")
-        return path
-
-    def tiktoken_ranks(self) -> dict[bytes, int]:
-        """``mergeable_ranks`` for ``tiktoken.Encoding`` (ordinary tokens' bytes → id)."""
-        return tiktoken_ranks(self.vocab, set(self.special_tokens.values()))
-
-    def to_tiktoken(self, name: str = "llm_lab_bpe") -> Any:
-        """A ``tiktoken.Encoding`` with our ranks, the GPT-2 pattern and our special tokens."""
-        import tiktoken  # optional dependency: only needed for this interop
-
-        return tiktoken.Encoding(
-            name,
-            pat_str=GPT2_PATTERN,
-            mergeable_ranks=self.tiktoken_ranks(),
-            special_tokens=dict(self.special_tokens),
-        )
-
-    @property
-    def vocab_size(self) -> int:
-        """Rows an embedding table needs: one more than the largest id."""
-        return max(self.vocab) + 1
-
-    # --------------------------------------------------------------------------- encoding
-    def _allowed(self, allowed_special: Literal["all", "none"] | Collection[str]) -> frozenset[str]:
+    def _allowed(self, allowed_special: AllowedSpecial) -> frozenset[str]:
         if allowed_special == "all":
             return frozenset(self.special_tokens)
         if allowed_special == "none":
             return frozenset()
         names = frozenset(allowed_special)
-        if not names <= self.special_tokens.keys():
-            unknown = sorted(names - self.special_tokens.keys())
-            raise ValueError(f"allowed_special names tokens that are not special here: {unknown}")
+        unknown = sorted(names - self.special_tokens.keys())
+        if unknown:
+            raise ArgumentError("allowed_special", f"names tokens that are not special here: {unknown}")
         return names
 
-    def _encode_piece(self, piece: str) -> list[int]:
-        """Merge inside one pre-token: the leftmost adjacent pair of lowest rank, until none.
-
-        As tiktoken's ``byte_pair_merge``: ``ranks[i]`` is the rank of the pair (ids[i], ids[i+1]),
-        and after a merge only the two pairs around the new token are looked up again, while
-        finding the lowest rank (``min``, then ``index`` for the leftmost) runs in C.
-        """
-        ids = list(map(self._byte_ids.__getitem__, piece.encode("utf-8")))
-        get, no_merge = self._rank.get, len(self.merges)
-        ranks = list(map(get, pairwise(ids), repeat(no_merge)))
-        while ranks:
-            rank = min(ranks)
-            if rank == no_merge:
-                break
-            i = ranks.index(rank)
-            ids[i : i + 2] = (self._merged_id[rank],)
-            del ranks[i]
-            if i > 0:
-                ranks[i - 1] = get((ids[i - 1], ids[i]), no_merge)
-            if i < len(ranks):
-                ranks[i] = get((ids[i], ids[i + 1]), no_merge)
-        return ids
-
-    def _encode_pieces(self, pieces: list[str], out: list[int]) -> None:
-        # Natural text repeats a small set of pre-tokens, so each distinct one is merged once and
-        # then looked up. The cache is emptied between calls once it is full: memory stays
-        # bounded in encode_iterable, and one call never holds more than its own pieces.
-        cache = self._cache
-        if len(cache) > _CACHE_SIZE:
-            cache.clear()
-        start = len(out)
-        try:  # the common case once the cache is warm: every piece is known
-            out.extend(chain.from_iterable(map(cache.__getitem__, pieces)))
-        except KeyError:
-            del out[start:]
-            for piece in set(pieces).difference(cache):
-                cache[piece] = self._encode_piece(piece)
-            out.extend(chain.from_iterable(map(cache.__getitem__, pieces)))
-
     def _encode_parts(self, parts: list[str], out: list[int]) -> None:
-        """Encode the result of a special-token split: specials at odd indices."""
+        """Append the ids of a special-token split: the special tokens are the odd-numbered parts."""
         for i, part in enumerate(parts):
             if i % 2:
                 out.append(self.special_tokens[part])
             elif part:
-                self._encode_pieces(GPT2_REGEX.findall(part), out)
+                self._encode_ordinary(part, out)
 
-    def encode(
-        self, text: str, allowed_special: Literal["all", "none"] | Collection[str] = "all"
-    ) -> list[int]:
-        """Token ids of ``text``; ``allowed_special`` is "all", "none" or a set of tokens."""
-        splitter = self._splitter(self._allowed(allowed_special))
-        ids: list[int] = []
-        self._encode_parts(splitter.split(text) if splitter else [text], ids)
-        return ids
+    def _encode_ordinary(self, text: str, out: list[int]) -> None:
+        """Append the ids of ``text`` (no special tokens in it): pre-token by pre-token."""
+        for piece in GPT2_REGEX.findall(text):
+            out.extend(self._encode_pretoken(piece))
 
-    def encode_iterable(
-        self, iterable: Iterable[str], allowed_special: Literal["all", "none"] | Collection[str] = "all"
-    ) -> Iterator[int]:
-        """Stream the ids of the concatenated strings (e.g. a file's lines) in bounded memory.
-
-        Ids equal ``encode("".join(iterable))``: text is encoded in blocks, and what the next
-        string could still change is held back — the last pre-token (a run of spaces may grow)
-        and any tail that begins a special token.
-        """
-        names = self._allowed(allowed_special)
-        splitter = self._splitter(names)
-        prefixes = {t[:k] for t in names for k in range(1, len(t))}
-        longest = max(map(len, prefixes), default=0)
-        buffer = ""
-        for text in iterable:
-            buffer += text
-            if len(buffer) < _STREAM_BLOCK:
-                continue
-            cut = len(buffer)
-            for k in range(min(longest, len(buffer)), 0, -1):
-                if buffer[-k:] in prefixes:
-                    cut -= k
-                    break
-            parts = splitter.split(buffer[:cut]) if splitter else [buffer[:cut]]
-            pieces = GPT2_REGEX.findall(parts[-1])
-            held = (pieces.pop() if pieces else "") + buffer[cut:]
-            ids: list[int] = []
-            self._encode_parts(parts[:-1], ids)
-            self._encode_pieces(pieces, ids)
-            yield from ids
-            buffer = held
-        yield from self.encode(buffer, allowed_special)
+    def _encode_pretoken(self, piece: str) -> list[int]:
+        """Merge the lowest-ranked adjacent pair of ``piece``'s bytes until no pair is a merge."""
+        ids: Sequence[int] = [self._byte_ids[b] for b in piece.encode("utf-8")]
+        while len(ids) >= 2:
+            pair = min(get_stats(ids), key=lambda p: self._rank.get(p, len(self.merges)))
+            if pair not in self._rank:
+                break
+            ids = merge(ids, pair, self._merged_id[self._rank[pair]])
+        return list(ids)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; byte sequences that are not valid UTF-8 become U+FFFD."""
@@ -265,3 +229,79 @@ class BPETokenizer:
             bad = next(i for i in ids if not isinstance(i, int) or i not in vocab)
             raise DataError(f"token id {bad!r} is not in the vocabulary (ids run 0..{max(vocab)})") from None
         return data.decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------------ the vocabulary
+    @property
+    def vocab_size(self) -> int:
+        """Rows an embedding table needs: one more than the largest id."""
+        return max(self.vocab) + 1
+
+    def id_to_token(self, i: int) -> str:
+        """A special token's text, or an ordinary token's bytes in GPT-2's printable form ("Ġthe")."""
+        if i not in self.vocab:
+            raise DataError(f"token id {i!r} is not in the vocabulary (ids run 0..{max(self.vocab)})")
+        return self._special_of.get(i) or token_to_str(self.vocab[i])
+
+    def token_to_id(self, token: str) -> int | None:
+        """Inverse of :meth:`id_to_token`; ``None`` for a token the vocabulary lacks."""
+        if token in self.special_tokens:
+            return self.special_tokens[token]
+        try:
+            return self._id_of.get(str_to_token(token))
+        except DataError:  # not GPT-2 printable characters: no byte-level token is spelled so
+            return None
+
+    # ---------------------------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        """Write a HF ``tokenizer.json`` that ``tokenizers.Tokenizer.from_file`` reads."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(hf_tokenizer_json(self.vocab, self.merges, self.special_tokens), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls: type[T], path: str | Path) -> T:
+        """Read a byte-level BPE ``tokenizer.json`` (ours or one written by HF `tokenizers`)."""
+        vocab, merges, specials = read_hf_tokenizer_json(Path(path))
+        try:
+            return cls(vocab, merges, sorted(specials, key=specials.__getitem__))
+        except ArgumentError as e:
+            raise DataError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_gpt2_files(
+        cls: type[T], vocab_json: str | Path, merges_txt: str | Path, special_tokens: Sequence[str] = ()
+    ) -> T:
+        """Load GPT-2's ``encoder.json`` + ``vocab.bpe``; ``<|endoftext|>`` keeps its id 50256
+        when it is named in ``special_tokens`` (otherwise it is plain text)."""
+        vocab, merges, literal = read_gpt2_files(Path(vocab_json), Path(merges_txt))
+        vocab.update({i: text.encode("utf-8") for text, i in literal.items()})
+        try:
+            return cls(vocab, merges, special_tokens)
+        except ArgumentError as e:
+            raise DataError(f"{vocab_json}, {merges_txt}: {e}") from None
+
+
+def check_vocab_size(vocab_size: int, special_tokens: Sequence[str]) -> None:
+    """A vocabulary holds at least the 256 bytes and the special tokens."""
+    smallest = 256 + len(special_tokens)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
+        raise ArgumentError(
+            "vocab_size",
+            f"{vocab_size!r} is too small",
+            f"use at least 256 bytes + {len(special_tokens)} special = {smallest}",
+        )
+
+
+def check_special_tokens(special_tokens: Sequence[str]) -> None:
+    """Special tokens are a list of distinct, non-empty strings."""
+    if isinstance(special_tokens, str):
+        raise ArgumentError(
+            "special_tokens", "must be a list of strings, got one string", f"write [{special_tokens!r}]"
+        )
+    for token in special_tokens:
+        if not isinstance(token, str) or not token:
+            raise ArgumentError("special_tokens", f"{token!r} is not a non-empty string")
+    duplicates = sorted({t for t in special_tokens if list(special_tokens).count(t) > 1})
+    if duplicates:
+        raise ArgumentError("special_tokens", f"listed twice: {duplicates}", "list each special token once")

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from llm_lab.errors import DataError
+from llm_lab.tokenizers.base import read_json
 
 Vocab = dict[int, bytes]
 Merges = list[tuple[bytes, bytes]]
@@ -56,15 +56,6 @@ def str_to_token(text: str, where: str = "token") -> bytes:
         raise DataError(f"{where}: {text!r} is not a GPT-2 byte-level token ({e})") from None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: corrupt or truncated JSON ({e})") from None
-
-
 def read_gpt2_files(vocab_json: Path, merges_txt: Path) -> tuple[Vocab, Merges, dict[str, int]]:
     """Read GPT-2's ``encoder.json`` and ``vocab.bpe`` (here ``gpt2_vocab.json``/``gpt2_merges.txt``).
 
@@ -73,7 +64,7 @@ def read_gpt2_files(vocab_json: Path, merges_txt: Path) -> tuple[Vocab, Merges, 
     special tokens when asked to.
     """
     vocab_json, merges_txt = Path(vocab_json), Path(merges_txt)
-    encoder = _read_json(vocab_json)
+    encoder = read_json(vocab_json, "GPT-2's encoder.json")
     if not isinstance(encoder, dict) or not all(isinstance(i, int) for i in encoder.values()):
         raise DataError(f"{vocab_json}: expected a JSON object mapping tokens to integer ids")
     vocab: Vocab = {}
@@ -153,7 +144,7 @@ def hf_tokenizer_json(vocab: Vocab, merges: Merges, special_tokens: Mapping[str,
 def read_hf_tokenizer_json(path: Path) -> tuple[Vocab, Merges, dict[str, int]]:
     """Read a byte-level BPE ``tokenizer.json`` (written by us or by HF `tokenizers`)."""
     path = Path(path)
-    document = _read_json(path)
+    document = read_json(path, "a byte-level BPE tokenizer.json")
     try:
         model = document["model"]
         if model.get("type", "BPE") != "BPE":

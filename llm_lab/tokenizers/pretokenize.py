@@ -8,22 +8,22 @@ split or merged (Stanford CS336 assignment 1, §2.4-2.5).
 
 Training only needs how often each pre-token occurs, which is why the corpus is reduced to a
 ``Counter`` of unique pre-tokens here; that count is computed in parallel over chunks whose
-boundaries are guaranteed pre-token boundaries, so the parallel result equals the serial one.
+boundaries are guaranteed pre-token boundaries, so the parallel result equals the serial one, and
+the chunks are streamed to the workers, so memory holds the counts, never the corpus.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from itertools import pairwise
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import regex
 
-from llm_lab.errors import DataError
+from llm_lab.errors import ArgumentError, DataError
+from llm_lab.tokenizers.workers import default_workers, imap_bounded
 
 # The pattern of GPT-2's encoder.py, written with a non-capturing group as tiktoken does. It is the
 # same expression that HF `tokenizers` uses for its ByteLevel pre-tokenizer, which is what makes
@@ -38,9 +38,9 @@ GPT2_REGEX = regex.compile(GPT2_PATTERN)
 _LINE_BOUNDARY = regex.compile(r"(?<=[!-~])\n(?=[!-~])")
 _LINE_BOUNDARY_BYTES = regex.compile(rb"(?<=[!-~])\n(?=[!-~])")
 
-# Below this many characters a worker pool costs more to start than it saves.
-PARALLEL_MIN_CHARS = 1 << 20
-Job = TypeVar("Job")
+# What one counting job reads: large enough that a job outweighs handing it to a worker, small
+# enough that a few of them in flight are nothing beside the counts.
+CHUNK_CHARS = 1 << 20
 
 
 def special_splitter(special_tokens: Iterable[str]) -> regex.Pattern[str] | None:
@@ -79,124 +79,149 @@ def _boundary_regex(special_tokens: Sequence[str], binary: bool) -> regex.Patter
     return _LINE_BOUNDARY_BYTES if binary else _LINE_BOUNDARY
 
 
-def chunk_text(text: str, n_chunks: int, special_tokens: Sequence[str] = ()) -> list[str]:
-    """Cut ``text`` into about ``n_chunks`` pieces at pre-token boundaries (see module doc)."""
+def chunk_text(text: str, size: int, special_tokens: Sequence[str] = ()) -> Iterator[str]:
+    """Cut ``text`` into pieces of about ``size`` characters at pre-token boundaries (see module
+    doc); a stretch with no boundary stays whole."""
     boundary = _boundary_regex(special_tokens, binary=False)
-    cuts = [0]
-    for i in range(1, n_chunks):
-        match = boundary.search(text, max(cuts[-1] + 1, len(text) * i // n_chunks))
-        if match is None:
-            break
+    start = 0
+    while start < len(text):
+        match = boundary.search(text, start + size) if start + size < len(text) else None
         # A line boundary is the position after the newline; a special token starts its chunk.
-        cuts.append(match.start() + (0 if special_tokens else 1))
-    cuts.append(len(text))
-    return [text[a:b] for a, b in pairwise(cuts) if b > a]
+        end = len(text) if match is None else match.start() + (0 if special_tokens else 1)
+        yield text[start:end]
+        start = end
 
 
-def file_chunk_offsets(path: Path, n_chunks: int, special_tokens: Sequence[str] = ()) -> list[int]:
-    """Byte offsets cutting a file into about ``n_chunks`` pieces at pre-token boundaries.
+def file_chunk_offsets(
+    path: Path, size: int, special_tokens: Sequence[str] = ()
+) -> Iterator[tuple[int, int]]:
+    """Byte ranges of about ``size`` bytes that cut a file at pre-token boundaries.
 
     Only a small window around each guessed offset is read, so the parent process never holds
-    the whole file (the CS336 assignment 1 suggestion for parallel pre-tokenization).
+    the file (the CS336 assignment 1 suggestion for parallel pre-tokenization).
     """
     boundary = _boundary_regex(special_tokens, binary=True)
-    size = path.stat().st_size
+    total = path.stat().st_size
     window = 1 << 16
     # Read a little past the window so that a boundary straddling its end is still found.
     overlap = max((len(t.encode("utf-8")) for t in special_tokens), default=1) + 1
-    offsets = [0]
+    start = 0
     with path.open("rb") as f:
-        for i in range(1, n_chunks):
-            position = max(offsets[-1] + 1, size * i // n_chunks)
-            while position < size:
+        while start < total:
+            position, end = start + size, total
+            while position < total:
                 f.seek(position)
-                block = f.read(window + overlap)
-                match = boundary.search(block)
+                match = boundary.search(f.read(window + overlap))
                 if match is not None and match.start() < window:
-                    offsets.append(position + match.start() + (0 if special_tokens else 1))
+                    end = position + match.start() + (0 if special_tokens else 1)
                     break
                 position += window
-    offsets.append(size)
-    return sorted(set(offsets))
+            yield start, end
+            start = end
 
 
-def _count_file_range(args: tuple[Path, int, int, Sequence[str]]) -> Counter[str]:
-    """Worker: decode one byte range of a file and count its pre-tokens."""
-    path, start, end, special_tokens = args
+def _count_job(job: tuple[Any, Sequence[str]]) -> Counter[str]:
+    """Worker: count the pre-tokens of a batch of texts, or of a byte range of a file."""
+    source, special_tokens = job
+    if isinstance(source, list):
+        counts: Counter[str] = Counter()
+        for text in source:
+            counts.update(count_pretokens(text, special_tokens))
+        return counts
+    path, start, end = source
     with path.open("rb") as f:
         f.seek(start)
         data = f.read(end - start)
     try:
-        text = data.decode("utf-8")
+        return count_pretokens(data.decode("utf-8"), special_tokens)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text near byte {start + e.start}") from None
-    return count_pretokens(text, special_tokens)
 
 
-def _count_texts(args: tuple[list[str], Sequence[str]]) -> Counter[str]:
-    """Worker: count the pre-tokens of a batch of documents, each pre-tokenized on its own."""
-    texts, special_tokens = args
-    counts: Counter[str] = Counter()
-    for text in texts:
-        counts.update(count_pretokens(text, special_tokens))
-    return counts
+def _batches(documents: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Consecutive documents grouped into lists of about ``size`` characters, read lazily."""
+    batch: list[str] = []
+    chars = 0
+    for doc in documents:
+        if not isinstance(doc, str):
+            raise ArgumentError("documents", f"yields a {type(doc).__name__}, not str")
+        batch.append(doc)
+        chars += len(doc)
+        if chars >= size:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
 
 
-def _pool_map(func: Callable[[Job], Counter[str]], jobs: list[Job], num_workers: int) -> Counter[str]:
-    """Run ``func`` over ``jobs`` (in a pool when there is more than one) and add the counts.
+def corpus_source(
+    text: str | None = None, files: Sequence[str | Path] | None = None, documents: Iterable[str] | None = None
+) -> str:
+    """Check that exactly one of ``text``, ``files``, ``documents`` is given, each of its own
+    type; return the name of the one given. A ``str`` is never taken for a file name."""
+    given = [
+        name
+        for name, value in (("text", text), ("files", files), ("documents", documents))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise ArgumentError(
+            "text" if not given else given[1],
+            "give exactly one source" + (f", not {' and '.join(given)}" if given else ""),
+            "text=the text itself, files=[paths of UTF-8 files], or documents=an iterable of str",
+        )
+    if text is not None and not isinstance(text, str):
+        raise ArgumentError(
+            "text", f"is a {type(text).__name__}, not the text itself", "for files use files=[path]"
+        )
+    if text is not None and len(text) < 4096 and os.path.isfile(text):
+        raise ArgumentError("text", f"{text!r} is the name of a file, not a text", f"use files=[{text!r}]")
+    if files is not None and isinstance(files, str | Path):
+        raise ArgumentError(
+            "files", f"is one {type(files).__name__}, not a list of paths", f"write [{str(files)!r}]"
+        )
+    if documents is not None and isinstance(documents, str | bytes):
+        raise ArgumentError(
+            "documents",
+            "is one string (it would be read as one document per character)",
+            "use text= or a list",
+        )
+    return given[0]
 
-    Workers are forked where the platform allows it: spawning would re-import the caller's
-    ``__main__`` (``train.py`` imports torch), which costs seconds per worker.
-    """
-    total: Counter[str] = Counter()
-    if num_workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            total.update(func(job))
-        return total
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with mp.get_context(method).Pool(min(num_workers, len(jobs))) as pool:
-        for counts in pool.imap_unordered(func, jobs):
-            total.update(counts)
-    return total
 
-
-def default_workers() -> int:
-    """One worker per CPU this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def count_source(
-    source: str | Path | Iterable[str],
+def count_corpus(
+    *,
+    text: str | None = None,
+    files: Sequence[str | Path] | None = None,
+    documents: Iterable[str] | None = None,
     special_tokens: Sequence[str] = (),
     num_workers: int | None = None,
 ) -> Counter[str]:
-    """Pre-token counts of a training source, computed in parallel when it is large.
+    """Pre-token counts of exactly one source: ``text`` (the text itself), ``files`` (UTF-8 files,
+    read in byte ranges by the workers) or ``documents`` (an iterable of str, e.g. a generator; no
+    pre-token spans two documents, as if a special token separated them).
 
-    ``source`` is a ``pathlib.Path`` (a UTF-8 file, read in byte ranges by the workers), a ``str``
-    (the text itself, never a file name) or an iterable of ``str`` (documents; no pre-token
-    spans two documents, as if a special token separated them).
+    The corpus is cut into jobs of about ``CHUNK_CHARS`` characters, produced lazily and counted by
+    ``num_workers`` processes (default: one per CPU) with a few jobs in flight, so memory grows
+    with the number of distinct pre-tokens, never with the size of the corpus.
     """
+    kind = corpus_source(text, files, documents)
+    sources: Iterable[Any]
+    if kind == "text":
+        assert text is not None
+        sources = ([chunk] for chunk in chunk_text(text, CHUNK_CHARS, special_tokens))
+    elif kind == "files":
+        assert files is not None
+        paths = [Path(f) for f in files]
+        for path in paths:
+            if not path.is_file():
+                raise DataError(f"{path}: no such file to train on")
+        sources = ((p, a, b) for p in paths for a, b in file_chunk_offsets(p, CHUNK_CHARS, special_tokens))
+    else:
+        assert documents is not None
+        sources = _batches(documents, CHUNK_CHARS)
     workers = default_workers() if num_workers is None else num_workers
-    if isinstance(source, Path):
-        size = source.stat().st_size
-        n = workers if size >= PARALLEL_MIN_CHARS else 1
-        offsets = file_chunk_offsets(source, n, special_tokens)
-        jobs_f = [(source, a, b, special_tokens) for a, b in pairwise(offsets)]
-        return _pool_map(_count_file_range, jobs_f, n)
-    if isinstance(source, str):
-        n = workers if len(source) >= PARALLEL_MIN_CHARS else 1
-        chunks = chunk_text(source, n, special_tokens)
-        return _pool_map(_count_texts, [([c], special_tokens) for c in chunks], n)
-    # Documents: batches of about PARALLEL_MIN_CHARS characters, one job each.
-    batches: list[list[str]] = [[]]
-    size = 0
-    for doc in source:
-        if not isinstance(doc, str):
-            raise TypeError(f"an iterable source must yield str, got {type(doc).__name__}")
-        if size >= PARALLEL_MIN_CHARS:
-            batches.append([])
-            size = 0
-        batches[-1].append(doc)
-        size += len(doc)
-    jobs_t = [(batch, special_tokens) for batch in batches if batch]
-    return _pool_map(_count_texts, jobs_t, workers)
+    total: Counter[str] = Counter()
+    for counts in imap_bounded(_count_job, ((s, tuple(special_tokens)) for s in sources), workers):
+        total.update(counts)
+    return total

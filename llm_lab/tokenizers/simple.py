@@ -7,13 +7,16 @@ splitting and vocabulary serve the word-level stages (CBoW, word language models
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import regex as re
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError, DataError
+from llm_lab.tokenizers.base import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +34,7 @@ _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.:;?!)\]}'\"])")
 
 
 def split_words(text: str, lowercase: bool = False, keep_punctuation: bool = True) -> list[str]:
-    """Split ``text`` into word (and, optionally, punctuation) tokens."""
+    """Split ``text`` into word (and, unless ``keep_punctuation=False``, punctuation) tokens."""
     if lowercase:
         text = text.lower()
     pattern = _TOKEN if keep_punctuation else _WORD_ONLY
@@ -62,13 +65,9 @@ class Vocabulary:
     ) -> Vocabulary:
         """Count ``tokens`` and keep those seen at least ``min_count`` times (at most ``max_size``)."""
         if min_count < 1:
-            raise ConfigError("data.min_count", f"{min_count} < 1", "use 1 or more")
+            raise ArgumentError("min_count", f"{min_count} < 1", "use 1 or more")
         if max_size is not None and max_size <= len(specials):
-            raise ConfigError(
-                "data.max_vocab_size",
-                f"{max_size} leaves no room for words",
-                "raise it or use null",
-            )
+            raise ArgumentError("max_size", f"{max_size} leaves no room for words", "raise it or use None")
         counter = Counter(tokens)
         for s in specials:
             counter.pop(s, None)
@@ -77,11 +76,11 @@ class Vocabulary:
             kept = kept[: max_size - len(specials)]
         if not kept:
             top = max(counter.values(), default=0)
-            raise ConfigError(
-                "data.min_count",
+            raise ArgumentError(
+                "min_count",
                 f"min_count={min_count} leaves the vocabulary empty "
                 f"({len(counter)} distinct tokens, the most frequent seen {top} times)",
-                "lower data.min_count or give a larger corpus",
+                "lower min_count or give a larger corpus",
             )
         words = [t for t, _ in kept] + list(specials)
         counts = [c for _, c in kept] + [0] * len(specials)
@@ -99,18 +98,26 @@ class SimpleTokenizer:
 
     ``strict=True`` is V1: an unknown word is an error that names it. ``strict=False`` is V2: unknown
     words become ``<|unk|>`` and :meth:`encode_documents` puts ``<|endoftext|>`` between documents.
+    ``lowercase`` folds case before splitting; ``punctuation=False`` drops punctuation tokens and
+    keeps words only (what the CBoW stage learns vectors for).
     """
 
-    def __init__(self, vocab: Vocabulary, strict: bool = False, lowercase: bool = False) -> None:
+    KIND = "llm_lab.SimpleTokenizer"  # the ``kind`` field of the file that ``save`` writes
+    VERSION = 1
+
+    def __init__(
+        self, vocab: Vocabulary, strict: bool = False, lowercase: bool = False, punctuation: bool = True
+    ) -> None:
         if not strict and (UNK not in vocab or ENDOFTEXT not in vocab):
-            raise ConfigError(
-                "tokenizer.strict",
+            raise ArgumentError(
+                "strict",
                 f"a non-strict tokenizer needs {UNK} and {ENDOFTEXT} in the vocabulary",
                 "build it with SimpleTokenizer.from_corpus or strict=True",
             )
         self.vocab = vocab
         self.strict = strict
         self.lowercase = lowercase
+        self.punctuation = punctuation
 
     @classmethod
     def from_corpus(
@@ -118,17 +125,25 @@ class SimpleTokenizer:
         docs: Iterable[str],
         strict: bool = False,
         lowercase: bool = False,
+        punctuation: bool = True,
         min_count: int = 1,
         max_size: int | None = None,
     ) -> SimpleTokenizer:
-        tokens = (t for d in docs for t in split_words(d, lowercase=lowercase))
+        """Build the vocabulary from ``docs``: the words seen ``min_count`` times, most frequent first."""
+        tokens = (t for d in docs for t in split_words(d, lowercase, punctuation))
         specials = () if strict else (UNK, ENDOFTEXT)
-        return cls(Vocabulary.from_tokens(tokens, min_count, max_size, specials), strict, lowercase)
+        return cls(
+            Vocabulary.from_tokens(tokens, min_count, max_size, specials), strict, lowercase, punctuation
+        )
+
+    def tokenize(self, text: str) -> list[str]:
+        """The words of ``text`` (and punctuation, unless ``punctuation=False``), as encoding splits them."""
+        return split_words(text, self.lowercase, self.punctuation)
 
     def encode(self, text: str) -> list[int]:
         stoi = self.vocab.stoi
         ids = []
-        for token in split_words(text, lowercase=self.lowercase):
+        for token in self.tokenize(text):
             if token in stoi:
                 ids.append(stoi[token])
             elif self.strict:
@@ -143,7 +158,7 @@ class SimpleTokenizer:
     def encode_documents(self, docs: Iterable[str]) -> list[int]:
         """Encode documents into one id stream with ``<|endoftext|>`` after each (V2 only)."""
         if self.strict:
-            raise ConfigError("tokenizer.strict", "V1 has no <|endoftext|>", "use strict=False")
+            raise ArgumentError("strict", "V1 has no <|endoftext|>", "use strict=False")
         eot = self.vocab.stoi[ENDOFTEXT]
         ids: list[int] = []
         for doc in docs:
@@ -152,17 +167,63 @@ class SimpleTokenizer:
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        itos = self.vocab.itos
-        tokens = []
-        for i in ids:
-            if not 0 <= i < len(itos):
-                raise DataError(f"id {i} is out of range for a vocabulary of {len(itos)}")
-            tokens.append(itos[i])
-        return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(tokens))
+        """The tokens of ``ids`` joined by spaces, with no space before closing punctuation."""
+        return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(map(self.id_to_token, ids)))
 
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.stoi.get(token)
+
+    def id_to_token(self, i: int) -> str:
+        if not 0 <= i < len(self.vocab):
+            raise DataError(f"id {i} is out of range for a vocabulary of {len(self.vocab)}")
+        return self.vocab.itos[i]
+
+    # ---------------------------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        """Write the vocabulary (tokens in id order, with their corpus counts) and the settings as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "kind": self.KIND,
+            "version": self.VERSION,
+            "strict": self.strict,
+            "lowercase": self.lowercase,
+            "punctuation": self.punctuation,
+            "tokens": self.vocab.itos,
+            "counts": self.vocab.counts,
+        }
+        path.write_text(json.dumps(document, ensure_ascii=False, indent=0), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SimpleTokenizer:
+        """Read what :meth:`save` wrote; any other file is a :class:`DataError` naming it."""
+        document = read_json(path, "a SimpleTokenizer file")
+        if not isinstance(document, dict) or document.get("kind") != cls.KIND:
+            raise DataError(f'{path}: not a SimpleTokenizer file (no "kind": "{cls.KIND}")')
+        if document.get("version") != cls.VERSION:
+            raise DataError(f"{path}: SimpleTokenizer file version {document.get('version')!r} is not 1")
+        tokens, counts = document.get("tokens"), document.get("counts")
+        strict, lowercase, punctuation = (document.get(k) for k in ("strict", "lowercase", "punctuation"))
+        if (
+            not isinstance(tokens, list)
+            or not all(isinstance(t, str) for t in tokens)
+            or not isinstance(counts, list)
+            or len(counts) != len(tokens)
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
+            or not (
+                isinstance(strict, bool) and isinstance(lowercase, bool) and isinstance(punctuation, bool)
+            )
+        ):
+            raise DataError(f"{path}: a SimpleTokenizer file needs tokens, counts and boolean settings")
+        try:
+            return cls(Vocabulary(tokens, counts), strict, lowercase, punctuation)
+        except (ArgumentError, DataError) as e:
+            raise DataError(f"{path}: {e}") from None
 
 
 def one_hot(ids: Sequence[int] | torch.Tensor, vocab_size: int) -> torch.Tensor:

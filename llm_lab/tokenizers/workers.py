@@ -1,0 +1,62 @@
+"""Worker processes fed from a stream: jobs handed out lazily, a bounded number in flight.
+
+Counting pre-tokens (``pretokenize.py``) and encoding a corpus (``llm_lab/data/prepare.py``) both
+map a function over batches of a corpus that may not fit in memory. ``multiprocessing.Pool.imap``
+does not bound that: its feeder thread pushes jobs into the pipe as fast as the pipe takes them,
+and finished results wait in the parent for as long as the parent is slower than the workers.
+:func:`imap_bounded` submits a job only when fewer than ``in_flight`` are pending, so memory holds
+at most that many batches and results, whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, islice
+from multiprocessing.pool import AsyncResult
+from typing import Any, TypeVar
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def imap_bounded(
+    func: Callable[[Job], Result],
+    jobs: Iterable[Job],
+    num_workers: int,
+    in_flight: int | None = None,
+    initializer: Callable[..., Any] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[Result]:
+    """``map(func, jobs)`` in ``num_workers`` processes, results in the order of the jobs.
+
+    At most ``in_flight`` jobs (default two per worker) are submitted and not yet consumed.
+    With one worker, or a single job, everything runs in this process (``initializer`` too): a
+    pool costs more to start than a small corpus takes. Workers are forked where the platform
+    allows it: spawning would re-import the caller's ``__main__`` (``train.py`` imports torch),
+    which costs seconds per worker. Closing the iterator early stops the workers.
+    """
+    jobs = iter(jobs)
+    head = list(islice(jobs, 2))
+    if num_workers <= 1 or len(head) < 2:
+        if initializer is not None:
+            initializer(*initargs)
+        yield from map(func, chain(head, jobs))
+        return
+    limit = in_flight or 2 * num_workers
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with mp.get_context(method).Pool(num_workers, initializer, initargs) as pool:
+        pending: deque[AsyncResult[Result]] = deque()
+        for job in chain(head, jobs):
+            pending.append(pool.apply_async(func, (job,)))
+            if len(pending) >= limit:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()

@@ -1,0 +1,114 @@
+"""Pre-token counting: parallel equals serial, chunks cut at pre-token boundaries, memory bounded."""
+
+from __future__ import annotations
+
+import random
+import tracemalloc
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm_lab.tokenizers import pretokenize
+from llm_lab.tokenizers.pretokenize import chunk_text, count_corpus, count_pretokens, file_chunk_offsets
+from llm_lab.tokenizers.workers import imap_bounded
+
+EOT = "<|endoftext|>"
+
+
+def noisy_text(seed: int, n: int) -> str:
+    rng = random.Random(seed)
+    parts = ["the", " cat", "  ", "\n", "\n\n", " 42", "é", "!", "\t", EOT, "'s", "\nX", "\n "]
+    return "".join(rng.choice(parts) for _ in range(n))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(["a", " ", "\n", "\t", "é", "1", "'s", EOT, "<|", "\n!"]), max_size=40),
+    size=st.integers(1, 30),
+    specials=st.booleans(),
+)
+def test_chunks_are_cut_at_pre_token_boundaries(parts, size, specials):
+    text = "".join(parts)
+    special_tokens = [EOT] if specials else []
+    chunks = list(chunk_text(text, size, special_tokens))
+    total: Counter[str] = Counter()
+    for chunk in chunks:
+        total.update(count_pretokens(chunk, special_tokens))
+    assert "".join(chunks) == text and all(chunks)
+    assert total == count_pretokens(text, special_tokens)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), size=st.integers(1, 200), specials=st.booleans())
+def test_file_ranges_are_cut_at_pre_token_boundaries(tmp_path_factory, seed, size, specials):
+    text = noisy_text(seed, 300)
+    path = tmp_path_factory.mktemp("ranges") / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    special_tokens = [EOT] if specials else []
+    data = path.read_bytes()
+    ranges = list(file_chunk_offsets(path, size, special_tokens))
+    assert [a for a, _ in ranges[1:]] == [b for _, b in ranges[:-1]] and ranges[-1][1] == len(data)
+    total: Counter[str] = Counter()
+    for a, b in ranges:
+        total.update(count_pretokens(data[a:b].decode("utf-8"), special_tokens))
+    assert total == count_pretokens(text, special_tokens)
+
+
+@pytest.mark.parametrize("specials", [[EOT], []])
+def test_parallel_counting_equals_serial_for_every_source(tmp_path: Path, monkeypatch, specials):
+    monkeypatch.setattr(pretokenize, "CHUNK_CHARS", 2000)
+    text = noisy_text(0, 20_000)
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    serial = count_pretokens(text, specials)
+    assert len(list(chunk_text(text, 2000, specials))) > 10  # really cut into many jobs
+    assert count_corpus(text=text, special_tokens=specials, num_workers=2) == serial
+    assert count_corpus(files=[path, path], special_tokens=specials, num_workers=2) == serial + serial
+    docs = text.split(EOT)
+    by_document = sum((count_pretokens(d, specials) for d in docs), Counter())
+    assert count_corpus(documents=iter(docs), special_tokens=specials, num_workers=2) == by_document
+
+
+def test_workers_never_hold_more_than_in_flight_jobs():
+    produced, consumed, ahead = 0, 0, []
+
+    def jobs() -> Iterator[int]:
+        nonlocal produced
+        for i in range(40):
+            produced += 1
+            ahead.append(produced - consumed)
+            yield i
+
+    results = []
+    for result in imap_bounded(abs, jobs(), num_workers=2, in_flight=3):
+        results.append(result)
+        consumed += 1
+    assert results == list(range(40))  # in order
+    assert max(ahead) == 3  # a job is drawn only when fewer than 3 are pending
+
+
+def test_counting_a_stream_of_documents_holds_the_counts_not_the_corpus(monkeypatch):
+    """The parent's peak memory is the same for a corpus of 1 MB and one of 4 MB (same words)."""
+    monkeypatch.setattr(pretokenize, "CHUNK_CHARS", 1 << 15)
+    letters = random.Random(1)
+    words = ["".join(letters.choices("abcdefghij", k=6)) for _ in range(2000)]
+
+    def documents(n: int) -> Iterator[str]:
+        rng = random.Random(0)
+        for _ in range(n):
+            yield " ".join(rng.choices(words, k=200))
+
+    def parent_peak(n: int) -> int:
+        tracemalloc.start()
+        counts = count_corpus(documents=documents(n), num_workers=2)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert sum(counts.values()) == 200 * n
+        return peak
+
+    small, large = parent_peak(600), parent_peak(2400)  # about 0.8 MB and 3.4 MB of text
+    assert large < 1.3 * small and large < 1 << 21, (small, large)
