@@ -30,17 +30,17 @@ import torch
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from llm_lab.tokenizers.base import Tokenizer
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from llm_lab import tokenizer_stage
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
-from llm_lab.config import as_config_error, build, flatten, keyed, register_resolvers, run_cli
+from llm_lab.config import as_config_error, build, flatten, keyed, plain, register_resolvers, run_cli
 from llm_lab.console import configure_console
 from llm_lab.data.corpus import Corpus, Split
-from llm_lab.run_dir import check_fits, checkpoint_path
 from llm_lab.errors import ArgumentError, ConfigError, LabError
+from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process
+from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import build_tokenizer
 
 register_resolvers()
@@ -87,15 +87,12 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 def read_corpus(cfg: DictConfig) -> Split:
     """Step 1: the corpus the ``data.*`` corpus keys describe, read and split by document."""
     with keyed(cfg.data, cfg):
-        settings = OmegaConf.to_container(cfg.data, resolve=True)
-        assert isinstance(settings, dict)
-        return Corpus.from_settings(settings).load()
+        return Corpus.from_settings(plain(cfg.data)).load()
 
 
 def make_tokenizer(cfg: DictConfig, corpus: Split) -> Tokenizer:
     """Step 2: the run's tokenizer, trained on the training documents or found in the cache."""
-    settings = OmegaConf.to_container(cfg.tokenizer, resolve=True)
-    assert isinstance(settings, dict)
+    settings = plain(cfg.tokenizer)
     kind = settings.pop("kind")
     with keyed(cfg.tokenizer, cfg):
         return build_tokenizer(
@@ -192,8 +189,7 @@ def hparams_record(cfg: DictConfig) -> dict[str, Any]:
     }
     record["seed"] = cfg.seed
     for group in HPARAM_GROUPS:
-        values = OmegaConf.to_container(cfg.get(group) or {}, resolve=True)
-        for key, value in flatten(values, f"{group}/").items():
+        for key, value in flatten(plain(cfg.get(group)), f"{group}/").items():
             if key.rsplit("/", 1)[-1].startswith("_") or (isinstance(value, str) and "_target_" in value):
                 continue
             record[key] = "null" if value is None else value
@@ -236,19 +232,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         corpus = read_corpus(cfg)
         if cfg.get("model") is None:  # a tokenizer stage: train it in a plain loop, and stop there
             loggers = build_loggers(cfg)
-            settings = OmegaConf.to_container(cfg.tokenizer, resolve=True)
-            assert isinstance(settings, dict)
+            settings = plain(cfg.tokenizer)
             kind = settings.pop("kind")
             settings.pop("path", None)
-            stage = OmegaConf.to_container(cfg.get("stage") or {}, resolve=True)
-            assert isinstance(stage, dict)
+            stage = plain(cfg.get("stage"))
             with keyed(cfg.tokenizer, cfg):
                 tokenizer, metrics = tokenizer_stage.run(corpus, kind, settings, stage, loggers)
             tokenizer.save(output_dir / "tokenizer.json")
             finish(cfg, metrics, loggers)
             return metrics
         tokenizer = make_tokenizer(cfg, corpus)
-        if L.fabric.utilities.rank_zero_only.rank == 0:
+        if is_first_process():
             # Beside the checkpoints, so that generate.py finds the tokenizer of the model.
             tokenizer.save(output_dir / "tokenizer.json")
     run = build_run(cfg, corpus, tokenizer)

@@ -56,7 +56,11 @@ def register_resolvers() -> None:
     ``${cwd:}`` (where the command was started) and ``${choice:group,default}`` (see
     :func:`group_choice`). Neither of the last two needs Hydra's runtime config, so paths built from
     them also resolve when a sweep computes its directory, before any job has started."""
-    resolvers = {"gensim_data": gensim_test_file, "cwd": os.getcwd, "choice": group_choice}
+    resolvers: dict[str, Callable[..., Any]] = {
+        "gensim_data": gensim_test_file,
+        "cwd": os.getcwd,
+        "choice": group_choice,
+    }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
@@ -80,6 +84,13 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     else:
         flat[prefix.rstrip("/")] = tree if isinstance(tree, int | float | str | bool) else str(tree)
     return flat
+
+
+def plain(node: Any) -> dict[str, Any]:
+    """A config node as a plain, resolved dict (``{}`` for None)."""
+    container = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    assert isinstance(container, dict)
+    return {str(k): v for k, v in container.items()}
 
 
 def leaf_keys(node: Any, prefix: str = "") -> list[str]:
@@ -162,7 +173,8 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             keys = leaf_keys(compose(config_name, overrides=kept))
         near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-        hint = f"did you mean {near[0]}?" if near else f"see the keys with: python {Path(sys.argv[0]).name} --cfg job"
+        script = Path(sys.argv[0]).name
+        hint = f"did you mean {near[0]}?" if near else f"list the keys with: python {script} --cfg job"
         return f"{key}: no such config key ({hint})"
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing:

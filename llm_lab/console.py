@@ -3,8 +3,9 @@
 Lightning gives its loggers a handler of their own when it is imported before logging is configured
 (as ``train.py`` imports it before Hydra sets logging up), so its lines never reach the run's
 ``train.log``; here they are handed back to the root logger that Hydra configured
-(``conf/hydra/default.yaml``). Advertisements are dropped, and so are the warnings a user cannot act
-on (each listed below with why); every other warning goes to the log like any line.
+(``conf/hydra/default.yaml``). Advertisements and notices about the lab's own choices are
+dropped, and so are the warnings a user cannot act on (each listed below with why); every other
+warning goes to the log like any line.
 """
 
 from __future__ import annotations
@@ -20,20 +21,27 @@ SILENCED_WARNINGS = [
 ]
 
 
-class NoAdvertisements(logging.Filter):
-    """Drop Lightning's "💡 Tip: try installing ..." lines."""
+# (start of a Lightning info line, why it is dropped)
+SILENCED_LINES = [
+    ("💡", "advertisements for other products"),
+    ("Trainer already configured with model summary", "the lab configures its own summary on purpose"),
+]
+
+
+class Silence(logging.Filter):
+    """Drop the Lightning lines listed in SILENCED_LINES."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡")
+        return not str(record.msg).startswith(tuple(start for start, _why in SILENCED_LINES))
 
 
 def configure_console() -> None:
     """Route Lightning's logging through the root logger, capture warnings, drop the noise."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoAdvertisements())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(Silence())
     for pattern, _why in SILENCED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     logging.captureWarnings(True)

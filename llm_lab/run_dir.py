@@ -40,7 +40,7 @@ def checkpoint_path(path: str | Path) -> Path:
         newest = newest_checkpoint(path)
         if newest is None:
             raise ArgumentError(
-                "ckpt_path", f"{path} holds no checkpoint", "the run stopped before its first step; start anew"
+                "ckpt_path", f"{path} holds no checkpoint", "it stopped before its first step"
             )
         return newest[0]
     if not path.is_file():
@@ -152,6 +152,12 @@ def resumes(ckpt_path: str | None, run_dir: Path) -> bool:
     return target == run_dir.resolve() or run_dir.resolve() in target.parents
 
 
+def is_first_process() -> bool:
+    """Whether this is rank 0 of its run (or the only process): the one that owns the run folder.
+    Lightning and torchrun tell the other processes their rank in the environment."""
+    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK"))
+
+
 _held_locks: list[Any] = []  # open lock files: a lock lasts as long as the process keeps the file
 
 
@@ -192,7 +198,7 @@ class OneRunPerDirectory(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "RANK")):
+        if not is_first_process():
             return
         try:
             claim(Path(config.hydra.run.dir), config.get("ckpt_path"))
@@ -220,5 +226,6 @@ def check_fits(file: Path, module: nn.Module) -> None:
     else:
         differ = [f"{k}: {tuple(theirs[k].shape) if k in theirs else 'absent'} there" for k in wrong[:3]]
     raise DataError(
-        f"{file} was made for another model ({'; '.join(differ)}): resume with the settings it was trained with"
+        f"{file} was made for another model ({'; '.join(differ)}): resume with the settings it was "
+        "trained with"
     )

@@ -26,9 +26,10 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from llm_lab.data.corpus import Split
 from llm_lab.errors import ArgumentError
 from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.bpe import check_special_tokens, check_vocab_size
 from llm_lab.tokenizers.bpe_fast import BPETrainer, FastBPETokenizer
 from llm_lab.tokenizers.formats import token_to_str
-from llm_lab.tokenizers.pretokenize import count_source
+from llm_lab.tokenizers.pretokenize import count_corpus
 from llm_lab.tokenizers.simple import UNK, SimpleTokenizer
 
 log = logging.getLogger(__name__)

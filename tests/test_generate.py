@@ -211,9 +211,7 @@ def test_generate_py_rejects_a_tokenizer_larger_than_the_model(
     FastBPETokenizer.train(600, text=text, special_tokens=[ENDOFTEXT]).save(tmp_path / "tokenizer.json")
     cfg = OmegaConf.load(ROOT / "conf" / "generate.yaml")
     cfg.hf_path, cfg.tokenizer_path = str(hf_folder_with_tokenizer), str(tmp_path / "tokenizer.json")
-    with pytest.raises(
-        ConfigError, match=r"tokenizer_path: the tokenizer has \d+ tokens but the model only"
-    ):
+    with pytest.raises(ConfigError, match=r"tokenizer_path: the tokenizer has \d+ tokens but the model only"):
         load_script("generate.py").generate(cfg)
     cfg.ckpt_path = "somewhere.ckpt"
     with pytest.raises(ConfigError, match="exactly one of ckpt_path and hf_path"):

@@ -107,9 +107,7 @@ def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
 
     callback = Recording(dirpath=tmp_path, every_minutes=10)
     data = DataLoader(TensorDataset(torch.randn(64, 2), torch.randn(64, 1)), batch_size=4)
-    trainer = L.Trainer(
-        max_steps=10, callbacks=[callback], logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
+    trainer = L.Trainer(max_steps=10, callbacks=[callback], logger=False, enable_progress_bar=False)
     trainer.fit(_Regression(), data)
     assert saved[:-1] == [3, 6, 9] and saved[-1] == 10  # ... and once more after the final step
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 10

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
 from llm_lab.data.corpus import Corpus
 from llm_lab.data.lm import LMDataModule
 from llm_lab.errors import ArgumentError, DataError
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.build import build_tokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
 from llm_lab.tokenizers.simple import SimpleTokenizer

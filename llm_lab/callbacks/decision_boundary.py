@@ -99,7 +99,7 @@ class DecisionBoundary(L.Callback):
                 f"{type(module).__name__} has no predict_classes(x) to draw regions with",
                 "use it only with 2-D classification experiments, or set it to null",
             )
-        if not hasattr(trainer.datamodule, "x_train"):
+        if not hasattr(getattr(trainer, "datamodule", None), "x_train"):
             raise ConfigError(
                 "callbacks.decision_boundary", "the data has no 2-D points (x_train)", "use data=toy2d"
             )
@@ -109,7 +109,7 @@ class DecisionBoundary(L.Callback):
         if not loggers or not trainer.is_global_zero or trainer.global_step == self._last_step:
             return
         self._last_step = trainer.global_step
-        datamodule: Any = trainer.datamodule
+        datamodule: Any = getattr(trainer, "datamodule", None)
         x, y = datamodule.x_train.numpy(), datamodule.y_train.numpy()
         was_training = module.training
         module.eval()

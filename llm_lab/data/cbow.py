@@ -191,4 +191,8 @@ class CBoWDataModule(TextDataModule):
         return self.val_dataloader()
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {"vocab": self.vocab, "raw_words_per_example": self.train_set.raw_words_per_example}
+        return {
+            "vocab": self.vocab,
+            "raw_words_per_example": self.train_set.raw_words_per_example,
+            "context_size": 2 * self.window,
+        }

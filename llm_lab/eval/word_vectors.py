@@ -20,12 +20,27 @@ import torch
 
 from llm_lab.errors import DataError
 
+# Below these, a score says more about which few items happened to be in the vocabulary than about
+# the vectors: a Spearman ρ over a handful of pairs swings wildly from run to run.
+MIN_COVERAGE = 0.5  # of the file's items
+MIN_ITEMS = 30
+
 
 @dataclass
 class EvalResult:
     score: float  # Spearman ρ, or analogy accuracy
     n_used: int
     n_skipped: int  # out-of-vocabulary
+
+    @property
+    def coverage(self) -> float:
+        """The share of the file's items whose words are all in the vocabulary."""
+        return self.n_used / max(self.n_used + self.n_skipped, 1)
+
+    @property
+    def meaningful(self) -> bool:
+        """Whether enough items were scored for the score to mean something (see MIN_COVERAGE)."""
+        return self.coverage >= MIN_COVERAGE and self.n_used >= MIN_ITEMS
 
 
 def unit_rows(vectors: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -43,7 +43,7 @@ def float_tensors(tree: Any, name: str = "") -> Iterator[tuple[str, torch.Tensor
 
 def non_finite(checkpoint: dict[str, Any]) -> list[str]:
     """The weights and optimizer states of a checkpoint that hold NaN or infinity."""
-    parts = {"state_dict": checkpoint.get("state_dict"), "optimizer_states": checkpoint.get("optimizer_states")}
+    parts = {key: checkpoint.get(key) for key in ("state_dict", "optimizer_states")}
     return [name for name, t in float_tensors(parts) if not bool(torch.isfinite(t).all())]
 
 

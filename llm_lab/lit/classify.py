@@ -61,6 +61,7 @@ class Classifier(LabModule):
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net(in_features=in_features, num_classes=num_classes)
+        self.example_input_array = torch.zeros(1, in_features)  # the model summary counts its FLOPs
         # A net without parameters keeps its weights as buffers and updates them by its own rule.
         self.hand_written = not any(True for _ in self.net.parameters())
         if self.hand_written:
@@ -88,7 +89,8 @@ class Classifier(LabModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch
         if self.hand_written:
-            loss = hand_written_step(self, lambda lr: self.net.train_step(x, y, lr))
+            net: Any = self.net  # e.g. MLPScratch: its own forward, backward and update
+            loss = hand_written_step(self, lambda lr: net.train_step(x, y, lr))
             self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
             return loss
         logits = self(x)
@@ -132,16 +134,21 @@ class PerceptronClassifier(Classifier):
         )
         self.epoch_mistakes = 0  # mistakes so far in the current (or last) epoch
 
+    @property
+    def perceptron(self) -> Perceptron:
+        assert isinstance(self.net, Perceptron)
+        return self.net
+
     @torch.no_grad()
     def predict_classes(self, x: Tensor) -> Tensor:
-        return self.net.predict(x)
+        return self.perceptron.predict(x)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_mistakes = 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:  # type: ignore[override]
         x, y = batch
-        self.epoch_mistakes += hand_written_step(self, lambda lr: self.net.update(x, y, lr))
+        self.epoch_mistakes += hand_written_step(self, lambda lr: self.perceptron.update(x, y, lr))
 
     def on_train_epoch_end(self) -> None:
         self.log("train/mistakes", float(self.epoch_mistakes))

@@ -48,7 +48,10 @@ class LearnedPositionalEmbedding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> Tensor:
         """Embeddings of positions offset..offset+length-1, shape (length, d_model)."""
         _check_span(self.context_length, length, offset)
-        return self.weight[offset : offset + length]
+        # A lookup rather than a slice: a slice of a parameter taken under no_grad is a view that
+        # "requires grad" with no grad_fn, which torch's module tracker (FLOP counting) rejects.
+        positions = torch.arange(offset, offset + length, device=self.weight.device)
+        return nn.functional.embedding(positions, self.weight)
 
 
 def sinusoidal_table(context_length: int, d_model: int) -> Tensor:

@@ -60,20 +60,22 @@ class Vocabulary:
         cls,
         tokens: Iterable[str],
         min_count: int = 1,
-        max_size: int | None = None,
+        max_vocab_size: int | None = None,
         specials: Sequence[str] = (),
     ) -> Vocabulary:
-        """Count ``tokens`` and keep those seen at least ``min_count`` times (at most ``max_size``)."""
+        """Count ``tokens`` and keep those seen at least ``min_count`` times (at most ``max_vocab_size``)."""
         if min_count < 1:
             raise ArgumentError("min_count", f"{min_count} < 1", "use 1 or more")
-        if max_size is not None and max_size <= len(specials):
-            raise ArgumentError("max_size", f"{max_size} leaves no room for words", "raise it or use None")
+        if max_vocab_size is not None and max_vocab_size <= len(specials):
+            raise ArgumentError(
+                "max_vocab_size", f"{max_vocab_size} leaves no room for words", "raise it or use None"
+            )
         counter = Counter(tokens)
         for s in specials:
             counter.pop(s, None)
         kept = sorted(((t, c) for t, c in counter.items() if c >= min_count), key=lambda tc: (-tc[1], tc[0]))
-        if max_size is not None:
-            kept = kept[: max_size - len(specials)]
+        if max_vocab_size is not None:
+            kept = kept[: max_vocab_size - len(specials)]
         if not kept:
             top = max(counter.values(), default=0)
             raise ArgumentError(
@@ -127,13 +129,16 @@ class SimpleTokenizer:
         lowercase: bool = False,
         punctuation: bool = True,
         min_count: int = 1,
-        max_size: int | None = None,
+        max_vocab_size: int | None = None,
     ) -> SimpleTokenizer:
         """Build the vocabulary from ``docs``: the words seen ``min_count`` times, most frequent first."""
         tokens = (t for d in docs for t in split_words(d, lowercase, punctuation))
         specials = () if strict else (UNK, ENDOFTEXT)
         return cls(
-            Vocabulary.from_tokens(tokens, min_count, max_size, specials), strict, lowercase, punctuation
+            Vocabulary.from_tokens(tokens, min_count, max_vocab_size, specials),
+            strict,
+            lowercase,
+            punctuation,
         )
 
     def tokenize(self, text: str) -> list[str]:
