@@ -8,12 +8,12 @@ at zero, so early on they are biased towards zero; dividing by ``1 - beta ** t``
 AdamW (Loshchilov & Hutter 2019, Algorithm 2) takes the weight decay out of the gradient: adding
 ``λ·θ`` to the gradient (L2 regularisation) would have Adam divide it by ``sqrt(v)`` too, so weights
 with large gradients would barely decay. Instead every weight shrinks by ``lr·λ·θ`` directly,
-before the Adam step (Raschka appendix D; CS336 assignment 1 §4.3).
+before the Adam step (CS336 assignment 1 §4.3; Raschka ch. 5 trains with the library twin).
 
 Subclassing ``torch.optim.Optimizer`` gives param groups (one ``weight_decay`` per group, as
 ``llm_lab/nn/weight_decay.py`` builds them), ``zero_grad``, and ``state_dict`` / ``load_state_dict``
 for checkpoints, so Lightning and ``llm_lab/nn/checkpoint.py`` save and resume it like any torch
-optimizer. The fused twin is ``torch.optim.AdamW``; tests/test_adamw.py pins the two together.
+optimizer. The library twin is ``torch.optim.AdamW``; tests/test_adamw.py pins the two together.
 """
 
 from __future__ import annotations

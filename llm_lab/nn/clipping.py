@@ -6,7 +6,7 @@ exceeds ``max_norm``: the direction is kept, only the step length is capped. The
 over all parameters taken as one long vector, so clipping never changes the relative sizes of the
 updates of different tensors (GPT-3 clips at 1.0; Raschka appendix D.3; CS336 assignment 1 §4.5).
 
-The fused twin is ``torch.nn.utils.clip_grad_norm_``; tests/test_clipping.py pins the two together.
+The library twin is ``torch.nn.utils.clip_grad_norm_``; tests/test_clipping.py pins the two together.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Softmax, log-softmax, cross-entropy and SiLU written out, the functions a language model trains on.
 
-The fused twins are ``torch.softmax``, ``F.log_softmax``, ``F.cross_entropy`` and ``F.silu``;
+The library twins are ``torch.softmax``, ``F.log_softmax``, ``F.cross_entropy`` and ``F.silu``;
 tests/test_functional.py pins each of these to its twin.
 
 Exponentials overflow: ``exp(1000.)`` is ``inf`` in every float type, and a softmax over logits
@@ -53,6 +53,6 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 def silu(x: Tensor) -> Tensor:
     """SiLU (Swish): ``x * sigmoid(x)`` (Elfwing et al. 2018; Ramachandran et al. 2017), the
-    activation inside SwiGLU (CS336 assignment 1 §3.5.2). ``torch.sigmoid`` is used as the
+    activation inside SwiGLU (CS336 assignment 1 §3). ``torch.sigmoid`` is used as the
     assignment allows: it already saturates cleanly at both ends."""
     return x * torch.sigmoid(x)

@@ -19,12 +19,12 @@ Two conventions for the warm-up are in use, and they differ by one step:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 from llm_lab.errors import ArgumentError
 
 WarmupStart = Literal["zero", "one_step"]
-WARMUP_STARTS: tuple[str, ...] = ("zero", "one_step")
+WARMUP_STARTS: tuple[str, ...] = get_args(WarmupStart)
 
 
 def lr_warmup_cosine(
