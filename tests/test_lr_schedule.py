@@ -53,7 +53,7 @@ def test_the_two_conventions_differ_by_one_warmup_step_and_agree_after_it() -> N
 
 
 def test_no_warmup_starts_at_the_peak_and_decays_monotonically() -> None:
-    lrs = [lr_warmup_cosine(s, MAX_LR, MIN_LR, 0, CYCLE) for s in range(CYCLE + 2)]
+    lrs = [lr_warmup_cosine(s, MAX_LR, MIN_LR, 0, CYCLE, "zero") for s in range(CYCLE + 2)]
     assert lrs[0] == MAX_LR and lrs[-1] == MIN_LR
     assert all(a > b for a, b in pairwise(lrs[: CYCLE + 1]))
 

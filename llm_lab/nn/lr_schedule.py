@@ -33,9 +33,10 @@ def lr_warmup_cosine(
     min_lr: float,
     warmup_steps: int,
     cycle_steps: int,
-    warmup_start: WarmupStart = "zero",
+    warmup_start: WarmupStart,
 ) -> float:
-    """The learning rate at ``step`` (counted from 0).
+    """The learning rate at ``step`` (counted from 0), with the warm-up convention named by
+    ``warmup_start`` (no default: the two are easy to confuse, so every caller says which).
 
     - ``step < warmup_steps``: linear warm-up towards ``max_lr`` (see the module's two conventions);
     - ``warmup_steps <= step < cycle_steps``: ``min_lr + (max_lr - min_lr) · (1 + cos(π·p)) / 2``
