@@ -39,6 +39,7 @@ from llm_lab.config import as_config_error, build, flatten, keyed, plain, regist
 from llm_lab.console import configure_console
 from llm_lab.data.corpus import Corpus, Split
 from llm_lab.errors import ArgumentError, ConfigError, LabError
+from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import build_tokenizer
@@ -107,6 +108,12 @@ def make_tokenizer(cfg: DictConfig, corpus: Split) -> Tokenizer:
 
 def check_trainer(trainer: DictConfig) -> None:
     """Settings Lightning accepts but that cannot give a result here, each with its way out."""
+    if trainer.get("gradient_clip_backend", "torch") not in CLIP_BACKENDS:
+        raise ConfigError(
+            "trainer.gradient_clip_backend",
+            f"unknown value {trainer.gradient_clip_backend!r}",
+            f"use one of {', '.join(CLIP_BACKENDS)}",
+        )
     for key in ("max_steps", "max_epochs"):
         if trainer.get(key) == 0:
             raise ConfigError(f"trainer.{key}", "0 trains nothing", "use -1 (no limit) or a positive number")
@@ -140,10 +147,12 @@ def build_run(cfg: DictConfig, corpus: Split | None = None, tokenizer: Tokenizer
     if cfg.get("scheduler") is not None:
         optim["scheduler"] = build(cfg.scheduler, cfg)
     module = build(cfg.model, cfg, **optim, **data, **datamodule.model_kwargs())
+    module.gradient_clip_backend = cfg.trainer.get("gradient_clip_backend", "torch")
     loggers = build_loggers(cfg)
     trainer: L.Trainer = build(
         cfg.trainer,
         cfg,
+        exclude=["gradient_clip_backend"],  # the lab's setting (LabModule), not a Trainer argument
         callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
         logger=loggers or False,
         enable_progress_bar=sys.stdout.isatty(),

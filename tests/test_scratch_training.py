@@ -61,3 +61,21 @@ def test_a_resumed_run_on_the_labs_adamw_ends_with_the_uninterrupted_weights(tmp
     expected, actual = final_weights(straight, 12), final_weights(resumed, 12)
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)
+
+
+def test_the_labs_gradient_clipping_trains_the_gpt_like_torchs(tmp_path: Path) -> None:
+    """trainer.gradient_clip_backend=lab clips with llm_lab/nn/clipping.py: the same weights as
+    torch's clipping, bit for bit (Adam hardly reacts to a rescaled gradient, so only exact equality
+    shows that the lab's clip ran at all), and other weights than no clipping."""
+    runs = {}
+    for name, extra in (
+        ("torch", ["trainer.gradient_clip_val=0.05"]),
+        ("lab", ["trainer.gradient_clip_val=0.05", "trainer.gradient_clip_backend=lab"]),
+        ("none", ["trainer.gradient_clip_val=null"]),
+    ):
+        runs[name] = tmp_path / name
+        run_in_process(runs[name], "gpt", *TINY, *extra, "trainer.max_steps=6", "scheduler.warmup_steps=2")
+    torch_clip, lab_clip, unclipped = (final_weights(runs[n], 6) for n in ("torch", "lab", "none"))
+    for name, tensor in torch_clip.items():
+        torch.testing.assert_close(lab_clip[name], tensor, atol=0, rtol=0, msg=name)
+    assert any(not torch.equal(unclipped[n], t) for n, t in torch_clip.items())

@@ -14,16 +14,26 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError, ConfigError
+from llm_lab.nn.clipping import clip_grad_norm
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 # Called as factory(optimizer, total_steps=...): see llm_lab/lit/schedules.py.
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
+CLIP_BACKENDS = ("torch", "lab")
+
+
 class LabModule(L.LightningModule):
-    """Base LightningModule: builds the configured optimizer and a per-step scheduler."""
+    """Base LightningModule: builds the configured optimizer and a per-step scheduler, and clips
+    gradients at ``trainer.gradient_clip_val`` with torch's ``clip_grad_norm_`` or, with
+    ``gradient_clip_backend = "lab"`` (``trainer.gradient_clip_backend``), the lab's own
+    :func:`llm_lab.nn.clipping.clip_grad_norm`."""
+
+    gradient_clip_backend = "torch"
 
     def __init__(
         self,
@@ -43,6 +53,8 @@ class LabModule(L.LightningModule):
             return None
         try:
             optimizer = self.optimizer_factory(self.param_groups())
+        except ArgumentError:
+            raise  # the lab's optimizers name their argument: train.py maps it to optimizer.<arg>
         except ValueError as err:  # torch's own checks, e.g. "Invalid learning rate: -1"
             raise ConfigError("optimizer", str(err), "check the optimizer.* values") from None
         if self.scheduler_factory is None:
@@ -53,6 +65,23 @@ class LabModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        if self.gradient_clip_backend == "torch" or not gradient_clip_val:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        if gradient_clip_algorithm not in (None, "norm") or isinstance(self.trainer.strategy, FSDPStrategy):
+            raise ConfigError(
+                "trainer.gradient_clip_backend",
+                "the lab clips the global norm of whole (unsharded) gradients",
+                "use trainer.gradient_clip_algorithm=norm without FSDP, or gradient_clip_backend=torch",
+            )
+        clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]], gradient_clip_val)
 
     @property
     def run_dir(self) -> Path:

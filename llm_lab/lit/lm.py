@@ -56,10 +56,10 @@ class NextTokenLM(LabModule):
                 "keep model.net.causal=true (or train it on the masked-token task)",
             )
         # One window of ids: Lightning's model summary runs it to count real FLOPs.
-        length: Any = (
-            getattr(self.net, "context_length", None) or getattr(self.net, "config", self).context_length
-        )
-        self.example_input_array = torch.zeros(1, int(length), dtype=torch.long)
+        length = getattr(self.net, "context_length", None)
+        length = length or getattr(getattr(self.net, "config", None), "context_length", None)
+        if isinstance(length, int):
+            self.example_input_array = torch.zeros(1, length, dtype=torch.long)
         self._tick = time.perf_counter()
         self._peak_flops: int | None = None
         self._val_sum = self._val_count = 0.0
