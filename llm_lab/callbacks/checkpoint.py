@@ -72,7 +72,7 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         # Installed here, after Lightning's own SIGTERM handler (which would end the run at the next
-        # batch without a checkpoint), and removed at teardown.
+        # batch without a checkpoint), and removed when training ends.
         self._launcher = trainer.strategy.launcher
         if self.save_last:
             for signum in SIGNALS:
@@ -81,11 +81,21 @@ class LastCheckpoint(ModelCheckpoint):
                 except ValueError:  # not the main thread: signals cannot be caught here
                     return
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        super().teardown(trainer, pl_module, stage)
+    def _restore_handlers(self) -> None:
+        # Before Lightning's teardown, which then restores the handlers it found when fit started.
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers.clear()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._restore_handlers()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, err)
+        self._restore_handlers()
 
     def _interrupted(self, trainer: L.Trainer) -> bool:
         """Whether any process of the run received a signal (all of them must stop together)."""
