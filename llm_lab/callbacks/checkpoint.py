@@ -94,7 +94,7 @@ class LastCheckpoint(ModelCheckpoint):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        super().on_exception(trainer, pl_module, err)
+        super().on_exception(trainer, pl_module, exception)
         self._restore_handlers()
 
     def _interrupted(self, trainer: L.Trainer) -> bool:
