@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.attention import (
     CausalSelfAttention,
     KVCache,
@@ -261,37 +261,37 @@ def test_stored_weights_are_causal_distributions(backend: str) -> None:
 # ---------------------------------------------------------------- bad input
 def test_heads_must_divide_width() -> None:
     for build in (MultiHeadAttention, MultiHeadAttentionWrapper):
-        with pytest.raises(ConfigError, match="not divisible") as err:
+        with pytest.raises(ArgumentError, match="not divisible") as err:
             build(8, 10, 4, num_heads=3)
-        assert err.value.key == "model.net.num_heads"
+        assert err.value.arg == "num_heads"
 
 
 def test_sequence_longer_than_context() -> None:
     module = MultiHeadAttention(4, 4, context_length=5, num_heads=2)
-    with pytest.raises(ConfigError, match="longer than context_length=5") as err:
+    with pytest.raises(ArgumentError, match="longer than context_length=5") as err:
         module(torch.randn(1, 6, 4))
-    assert err.value.key == "model.net.context_length"
+    assert err.value.arg == "context_length"
     cache = KVCache()
     module(torch.randn(1, 4, 4), kv_cache=cache)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
         module(torch.randn(1, 2, 4), kv_cache=cache)  # 4 cached + 2 new > 5
-    assert err.value.key == "model.net.context_length"
-    with pytest.raises(ConfigError) as err:
+    assert err.value.arg == "context_length"
+    with pytest.raises(ArgumentError) as err:
         CausalSelfAttention(4, 4, context_length=3)(torch.randn(1, 4, 4))
-    assert err.value.key == "model.net.context_length"
+    assert err.value.arg == "context_length"
 
 
 def test_unknown_backend_lists_valid_ones() -> None:
     for build in (MultiHeadAttention, MultiHeadAttentionWrapper):
-        with pytest.raises(ConfigError, match="naive, sdpa") as err:
+        with pytest.raises(ArgumentError, match="naive, sdpa") as err:
             build(4, 4, 4, num_heads=2, backend="flash")
-        assert err.value.key == "model.net.backend"
+        assert err.value.arg == "backend"
 
 
 def test_bad_dropout() -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
         CausalSelfAttention(4, 4, context_length=4, dropout=1.0)
-    assert err.value.key == "model.net.dropout"
+    assert err.value.arg == "dropout"
 
 
 def test_softmax_reference_sanity() -> None:

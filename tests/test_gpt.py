@@ -8,11 +8,14 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
 from transformers import GPT2Config, LlamaConfig
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from llm_lab.errors import ConfigError
+from llm_lab.config import build
+from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.models import GPT
 from llm_lab.models.gpt import NAMED_SIZES, Block, GPTConfig
 from llm_lab.nn.feedforward import FeedForward, SwiGLU, gelu_tanh
@@ -154,23 +157,40 @@ def test_a_tiny_gpt_memorises_a_batch() -> None:
 # --- errors -----------------------------------------------------------------------------------------
 
 
-def test_bad_config_fails_early_with_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"model.net.n_head.*n_embd=30.*n_head=4"):
+def test_bad_config_fails_early_naming_the_setting() -> None:
+    with pytest.raises(ArgumentError, match=r"^n_head: n_embd=30.*n_head=4"):
         GPTConfig(**{**TINY, "n_embd": 30, "n_head": 4})
-    with pytest.raises(ConfigError, match="model.net.size.*" + ", ".join(NAMED_SIZES)):
+    with pytest.raises(ArgumentError, match="^size: .*" + ", ".join(NAMED_SIZES)):
         GPT.from_size("gpt5")
-    with pytest.raises(ConfigError, match="model.net.norm"):
+    with pytest.raises(ArgumentError, match="^norm: "):
         GPTConfig(norm="batchnorm")
-    with pytest.raises(ConfigError, match="model.net.n_layr.*is not a GPT setting"):
+    with pytest.raises(ArgumentError, match="^n_layr: is not a GPT setting"):
         GPTConfig.from_name("lab-tiny", n_layr=3)
 
 
-def test_too_long_input_and_too_large_vocabulary_are_config_errors() -> None:
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.net.n_head=3", "model.net.n_head"),
+        ("model.net.norm=batchnorm", "model.net.norm"),
+        ("model.net.size=gpt5", "model.net.size"),
+    ],
+)
+def test_config_build_names_the_full_key(override: str, key: str) -> None:
+    """The library names its argument; ``config.build`` turns it into the key a user sets."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=gpt", override])
+    with pytest.raises(ConfigError) as err:
+        build(cfg.model, cfg, vocab_size=100)
+    assert err.value.key == key
+
+
+def test_too_long_input_and_too_large_vocabulary_are_refused() -> None:
     model = tiny()
-    with pytest.raises(ConfigError, match="model.net.context_length.*17 tokens.*16"):
+    with pytest.raises(ArgumentError, match="^context_length: 17 tokens.*16"):
         model(torch.zeros(1, 17, dtype=torch.long))
     model.check_vocab(50)
-    with pytest.raises(ConfigError, match="model.vocab_size.*51 tokens"):
+    with pytest.raises(ArgumentError, match="^vocab_size: .*51 tokens"):
         model.check_vocab(51)
 
 

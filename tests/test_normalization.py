@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.normalization import LayerNorm, RMSNorm, make_norm
 
 D = 48
@@ -72,6 +72,6 @@ def test_rmsnorm_in_bfloat16_stays_close_to_float32() -> None:
     torch.testing.assert_close(y16.float(), nn.RMSNorm(D, eps=1e-6)(x), atol=2e-2, rtol=2e-2)
 
 
-def test_unknown_norm_names_the_key() -> None:
-    with pytest.raises(ConfigError, match="model.net.norm.*layernorm, rmsnorm"):
+def test_unknown_norm_names_the_argument() -> None:
+    with pytest.raises(ArgumentError, match="^norm: .*layernorm, rmsnorm"):
         make_norm("batchnorm", D)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError
 from llm_lab.models.sampling import sample_next
 from llm_lab.nn.attention import BACKENDS, KVCache, MultiHeadAttention
 from llm_lab.nn.feedforward import MLPS, make_mlp
@@ -63,39 +63,37 @@ class GPTConfig:
     def from_name(cls, size: str, **overrides: Any) -> GPTConfig:
         """The config of a named size (see ``NAMED_SIZES``), with some fields overridden."""
         if size not in NAMED_SIZES:
-            raise ConfigError(
-                "model.net.size", f"unknown size {size!r}", f"use one of {', '.join(NAMED_SIZES)}"
-            )
+            raise ArgumentError("size", f"unknown size {size!r}", f"use one of {', '.join(NAMED_SIZES)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(
-                f"model.net.{unknown[0]}",
+            raise ArgumentError(
+                unknown[0],
                 "is not a GPT setting",
                 f"valid settings: {', '.join(sorted(known))}",
             )
         return cls(**{**NAMED_SIZES[size], **overrides})
 
     def __post_init__(self) -> None:
-        # Fail here, with the key a user sets, before any layer is built.
+        # Fail here, naming the setting to change, before any layer is built.
         for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
             if getattr(self, key) <= 0:
-                raise ConfigError(f"model.net.{key}", f"must be positive, got {getattr(self, key)}")
+                raise ArgumentError(key, f"must be positive, got {getattr(self, key)}")
         if self.n_embd % self.n_head != 0:
-            raise ConfigError(
-                "model.net.n_head",
+            raise ArgumentError(
+                "n_head",
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",
                 "pick n_head dividing n_embd",
             )
         for key, valid in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS), ("backend", BACKENDS)):
             if getattr(self, key) not in valid:
-                raise ConfigError(
-                    f"model.net.{key}",
+                raise ArgumentError(
+                    key,
                     f"unknown value {getattr(self, key)!r}",
                     f"use one of {', '.join(valid)}",
                 )
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("model.net.dropout", f"dropout={self.dropout} is outside [0, 1)")
+            raise ArgumentError("dropout", f"dropout={self.dropout} is outside [0, 1)")
 
     @property
     def head_dim(self) -> int:
@@ -210,10 +208,10 @@ class GPT(nn.Module):
         offset = kv_cache[0].length if kv_cache is not None else 0
         t = idx.shape[1]
         if offset + t > self.config.context_length:
-            raise ConfigError(
-                "model.net.context_length",
+            raise ArgumentError(
+                "context_length",
                 f"{offset + t} tokens exceed context_length={self.config.context_length}",
-                "use windows no longer than the model's context_length",
+                "feed sequences no longer than the model's context_length",
             )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
@@ -223,13 +221,13 @@ class GPT(nn.Module):
             x = block(x, rope=self.rope, kv_cache=kv_cache[i] if kv_cache is not None else None)
         return self.lm_head(self.ln_f(x))
 
-    def check_vocab(self, tokenizer_vocab_size: int) -> None:
-        """Raise a ConfigError if a tokenizer can produce ids the embedding has no row for."""
-        if tokenizer_vocab_size > self.config.vocab_size:
-            raise ConfigError(
-                "model.vocab_size",
-                f"the tokenizer has {tokenizer_vocab_size} tokens but the model only "
-                f"{self.config.vocab_size}",
+    def check_vocab(self, vocab_size: int) -> None:
+        """Raise an ArgumentError if a tokenizer of ``vocab_size`` ids can produce ids the
+        embedding has no row for."""
+        if vocab_size > self.config.vocab_size:
+            raise ArgumentError(
+                "vocab_size",
+                f"the tokenizer has {vocab_size} tokens but the model only {self.config.vocab_size}",
                 "use the tokenizer the model was trained with",
             )
 
@@ -283,7 +281,9 @@ class GPT(nn.Module):
         learned positions a sliding cache would shift every position, so it cannot be reused).
         """
         if idx.dim() != 2 or idx.shape[1] == 0:
-            raise DataError(f"generate needs ids of shape (B, T) with T ≥ 1, got {tuple(idx.shape)}")
+            raise ArgumentError(
+                "idx", f"generate needs ids of shape (B, T) with T ≥ 1, got {tuple(idx.shape)}"
+            )
         ctx = self.config.context_length
         was_training = self.training
         self.eval()

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.models.gpt import GPT, GPTConfig
 
 # (HF name inside block i, our name inside block i, stored transposed by Conv1D?)
@@ -84,8 +84,8 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
         ("qkv_bias", True),
     ):
         if getattr(config, key) != gpt2_value:
-            raise ConfigError(
-                f"model.net.{key}",
+            raise ArgumentError(
+                key,
                 f"is {getattr(config, key)!r}, which the HF GPT-2 format cannot hold",
                 f"only {gpt2_value!r} can be exported",
             )

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.positions import check_context_length
 
 if TYPE_CHECKING:
@@ -69,10 +69,10 @@ def scaled_dot_product(
 
 
 def check_backend(backend: str) -> None:
-    """Raise a ConfigError naming ``model.backend`` unless ``backend`` is one we implement."""
+    """Raise an ArgumentError naming ``backend`` unless it is one we implement."""
     if backend not in BACKENDS:
-        raise ConfigError(
-            "model.net.backend", f"unknown attention backend {backend!r}", f"use one of {', '.join(BACKENDS)}"
+        raise ArgumentError(
+            "backend", f"unknown attention backend {backend!r}", f"use one of {', '.join(BACKENDS)}"
         )
 
 
@@ -94,9 +94,7 @@ class AttentionBase(nn.Module):
         super().__init__()
         check_backend(backend)
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(
-                "model.net.dropout", f"dropout={dropout} is outside [0, 1)", "use e.g. 0.0 or 0.1"
-            )
+            raise ArgumentError("dropout", f"dropout={dropout} is outside [0, 1)", "use e.g. 0.0 or 0.1")
         if context_length is not None:
             check_context_length(context_length)
         self.context_length = context_length
@@ -108,10 +106,10 @@ class AttentionBase(nn.Module):
 
     def _check_length(self, total: int) -> None:
         if self.context_length is not None and total > self.context_length:
-            raise ConfigError(
-                "model.net.context_length",
+            raise ArgumentError(
+                "context_length",
                 f"sequence of {total} tokens is longer than context_length={self.context_length}",
-                "feed shorter windows or raise model.context_length",
+                "feed shorter sequences or build the module with a larger context_length",
             )
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
@@ -203,10 +201,10 @@ class CausalSelfAttention(SelfAttention):
 
 def _head_dim(d_out: int, num_heads: int) -> int:
     if num_heads <= 0 or d_out % num_heads != 0:
-        raise ConfigError(
-            "model.net.num_heads",
-            f"d_out={d_out} is not divisible by n_heads={num_heads}",
-            "pick n_heads dividing the model width",
+        raise ArgumentError(
+            "num_heads",
+            f"d_out={d_out} is not divisible by num_heads={num_heads}",
+            "pick num_heads dividing d_out",
         )
     return d_out // num_heads
 

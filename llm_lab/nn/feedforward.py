@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -74,10 +74,10 @@ class SwiGLU(nn.Module):
 MLPS = ("gelu", "swiglu")
 
 
-def make_mlp(kind: str, d_model: int, bias: bool = True, key: str = "model.net.mlp") -> nn.Module:
+def make_mlp(mlp: str, d_model: int, bias: bool = True) -> nn.Module:
     """Build the feed-forward network named by a config value (``gelu`` or ``swiglu``)."""
-    if kind == "gelu":
+    if mlp == "gelu":
         return FeedForward(d_model, bias=bias)
-    if kind == "swiglu":
+    if mlp == "swiglu":
         return SwiGLU(d_model, bias=bias)
-    raise ConfigError(key, f"unknown feed-forward {kind!r}", f"use one of {', '.join(MLPS)}")
+    raise ArgumentError("mlp", f"unknown feed-forward {mlp!r}", f"use one of {', '.join(MLPS)}")

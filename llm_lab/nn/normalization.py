@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 
 class LayerNorm(nn.Module):
@@ -65,10 +65,10 @@ class RMSNorm(nn.Module):
 NORMS = ("layernorm", "rmsnorm")
 
 
-def make_norm(kind: str, d_model: int, key: str = "model.net.norm") -> nn.Module:
+def make_norm(norm: str, d_model: int) -> nn.Module:
     """Build the normalization layer named by a config value (``layernorm`` or ``rmsnorm``)."""
-    if kind == "layernorm":
+    if norm == "layernorm":
         return LayerNorm(d_model)
-    if kind == "rmsnorm":
+    if norm == "rmsnorm":
         return RMSNorm(d_model)
-    raise ConfigError(key, f"unknown normalization {kind!r}", f"use one of {', '.join(NORMS)}")
+    raise ArgumentError("norm", f"unknown normalization {norm!r}", f"use one of {', '.join(NORMS)}")

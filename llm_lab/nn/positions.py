@@ -16,22 +16,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 
 def _check_span(context_length: int, length: int, offset: int) -> None:
     if offset < 0 or offset + length > context_length:
-        raise ConfigError(
-            "model.net.context_length",
+        raise ArgumentError(
+            "context_length",
             f"positions {offset}..{offset + length - 1} do not fit context_length={context_length}",
-            "feed shorter windows or raise model.context_length",
+            "feed shorter sequences or build the module with a larger context_length",
         )
 
 
 def check_context_length(context_length: int) -> None:
-    """Raise a ConfigError naming ``model.context_length`` unless it is positive."""
+    """Raise an ArgumentError naming ``context_length`` unless it is positive."""
     if context_length <= 0:
-        raise ConfigError("model.net.context_length", f"context_length={context_length} must be > 0")
+        raise ArgumentError("context_length", f"context_length={context_length} must be > 0")
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -96,11 +96,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         check_context_length(context_length)
         if head_dim % 2 != 0:
-            raise ConfigError(
-                "model.net.num_heads",
-                f"RoPE needs an even head_dim, got {head_dim}",
-                "choose n_heads so that d_model / n_heads is even",
-            )
+            raise ArgumentError("head_dim", f"RoPE rotates pairs of features: head_dim={head_dim} is odd")
         self.context_length = context_length
         theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         angles = torch.arange(context_length, dtype=torch.float64)[:, None] * theta  # (T, d/2)
