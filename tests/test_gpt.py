@@ -245,6 +245,23 @@ def test_config_build_names_the_full_key(override: str, key: str) -> None:
     assert err.value.key == key
 
 
+@pytest.mark.parametrize("preset", ["gpt", "gpt_modern", "llama"])
+def test_model_presets_compose_into_the_architecture_they_name(preset: str) -> None:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=gpt", f"model={preset}"])
+    net = build(cfg.model, cfg, vocab_size=100).net
+    assert isinstance(net, GPT)
+    expected = {"gpt": ("layernorm", "learned", 4, True), "gpt_modern": ("rmsnorm", "rope", 4, True)}
+    expected["llama"] = ("rmsnorm", "rope", 2, False)
+    config = net.config
+    assert (config.norm, config.positions, config.kv_heads, config.tie_embeddings) == expected[preset]
+    if preset == "llama":  # no bias anywhere
+        assert not any(name.endswith("bias") for name, _ in net.named_parameters())
+    F.cross_entropy(
+        net(torch.randint(0, 100, (2, 8))).flatten(0, 1), torch.zeros(16, dtype=torch.long)
+    ).backward()
+
+
 def test_too_long_input_and_too_large_vocabulary_are_refused() -> None:
     model = tiny()
     with pytest.raises(ArgumentError, match="^context_length: 17 tokens.*16"):
