@@ -183,10 +183,12 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # every key/value so far: (B, n_kv_head, offset + T, hd)
         dropout_p = self.dropout if self.training else 0.0
-        # The queries are the last T of the keys' positions. Without a cache they are the same
-        # positions and the kernel's own causal mask is right; after a cache it would be aligned
-        # top-left, so we give the mask ourselves.
-        mask = causal_mask(length, k.shape[-2], x.device) if offset else None
+        # Which keys each query may see. The queries are the last T of the keys' positions: without
+        # a cache they are the same positions (the kernels' own causal mask); one new token after a
+        # cache sees every key (no mask); a chunk after a cache needs the mask shifted by the cache
+        # (is_causal would align it top-left).
+        is_causal = offset == 0
+        mask = causal_mask(length, k.shape[-2], x.device) if offset and length > 1 else None
         if self.fused and not self.keep_weights:
             y = F.scaled_dot_product_attention(
                 q,
@@ -194,7 +196,7 @@ class Attention(nn.Module):
                 v,
                 attn_mask=mask,
                 dropout_p=dropout_p,
-                is_causal=mask is None,
+                is_causal=is_causal,
                 enable_gqa=self.n_kv_head != self.n_head,
             )
         else:
@@ -203,9 +205,11 @@ class Attention(nn.Module):
             group = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T_k)
-            visible = mask if mask is not None else causal_mask(length, length, x.device)
-            # -inf becomes exactly 0 after the softmax: a later token contributes nothing.
-            weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+            if is_causal:
+                mask = causal_mask(length, length, x.device)
+            if mask is not None:  # -inf becomes exactly 0 after the softmax: no weight at all
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
             if self.keep_weights:
                 self.weights = weights.detach()
             y = F.dropout(weights, dropout_p) @ v
