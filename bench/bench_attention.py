@@ -11,30 +11,13 @@ All three run on the same inputs in the same process, so the ratios compare like
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from common import median_ms
 from torch import nn
 
 from llm_lab.nn.attention import MultiHeadAttention
-
-
-def median_ms(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median wall time of each step in milliseconds, after ``warmup`` untimed rounds.
-
-    The steps take turns within each round, so a burst of load on a shared machine slows all of
-    them alike instead of skewing one column.
-    """
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(warmup + repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            if round_ >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def train_step(

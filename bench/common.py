@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import html
 import re
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,22 @@ def median_seconds(step: Callable[[], object], repeats: int = 5, warmup: int = 1
         step()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def median_ms(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, float]:
+    """Median wall time of each step in milliseconds, after ``warmup`` untimed rounds.
+
+    The steps take turns within each round, so a burst of load on a shared machine slows all of
+    them alike instead of skewing one column.
+    """
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(warmup + repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            if round_ >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

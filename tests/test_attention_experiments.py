@@ -16,7 +16,7 @@ from conftest import run_in_process, run_train
 from torch import nn
 
 from llm_lab.callbacks.attention_maps import heatmap_image
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.lit.masked_lm import MaskedTokenLM
 from llm_lab.models.attention_lm import AttentionLM
 
@@ -62,15 +62,15 @@ def test_without_positions_attention_ignores_order(positions: str) -> None:
         assert (permuted_out - out_permuted).abs().max() > 1e-3
 
 
-def test_bad_choices_name_their_keys() -> None:
-    for kwargs, key in (
-        ({"attention": "conv"}, "model.net.attention"),
-        ({"positions": "rope"}, "model.net.positions"),
-        ({"attention": "multihead", "num_heads": 3}, "model.net.num_heads"),
+def test_bad_choices_name_their_argument() -> None:
+    for kwargs, arg in (
+        ({"attention": "conv"}, "attention"),
+        ({"positions": "rope"}, "positions"),
+        ({"attention": "multihead", "num_heads": 3}, "num_heads"),
     ):
-        with pytest.raises(ConfigError) as err:
+        with pytest.raises(ArgumentError) as err:
             build(**kwargs)
-        assert err.value.key == key
+        assert err.value.arg == arg
 
 
 # ---------------------------------------------------------------- embeddings from word vectors
@@ -111,11 +111,11 @@ def test_embeddings_start_from_word_vectors(vectors_file: Path, freeze: bool) ->
 
 
 def test_word_vectors_of_another_width_are_refused(vectors_file: Path) -> None:
-    with pytest.raises(ConfigError, match="4-dimensional") as err:
+    with pytest.raises(ArgumentError, match="4-dimensional") as err:
         AttentionLM(
             V, d_model=8, context_length=T, embeddings=vectors_file, tokenizer=WordTokenizer(["the"] * V)
         )
-    assert err.value.key == "model.net.embeddings"
+    assert err.value.arg == "embeddings"
 
 
 # ---------------------------------------------------------------- the masked objective

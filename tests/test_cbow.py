@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from llm_lab.data.cbow import CBoWBatches, keep_probabilities
+from llm_lab.errors import ArgumentError
 from llm_lab.eval.word_vectors import spearman, word_analogies, word_similarity
 from llm_lab.models.cbow import CBoW, load_word2vec_text, negative_sampling_loss, save_word2vec_text
 
@@ -56,6 +57,16 @@ def test_noise_words_follow_unigram_to_the_three_quarters():
     # the sampling table gives each word its share of slots, up to one slot
     share = np.bincount(model.noise_table.numpy(), minlength=4) / len(model.noise_table)
     np.testing.assert_allclose(share, p / p.sum(), atol=1 / len(model.noise_table))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "arg"),
+    [({"embed_dim": 0}, "embed_dim"), ({"loss": "hinge"}, "loss"), ({"negatives": 0}, "negatives")],
+)
+def test_bad_arguments_are_named(kwargs: dict, arg: str):
+    with pytest.raises(ArgumentError) as err:
+        CBoW(10, **kwargs)
+    assert err.value.arg == arg
 
 
 def test_keep_probability_is_word2vec_formula():

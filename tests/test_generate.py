@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.models import GPT
 from llm_lab.models.gpt import GPTConfig
 from llm_lab.models.sampling import sample_next, top_k_filter, top_p_filter
@@ -68,7 +68,7 @@ def test_bad_sampling_settings_name_their_key() -> None:
         ({"top_k": 0}, "top_k"),
         ({"top_p": 1.5}, "top_p"),
     ]:
-        with pytest.raises(ConfigError, match=key):
+        with pytest.raises(ArgumentError, match=f"^{key}: "):
             sample_next(logits, **kwargs)  # type: ignore[arg-type]
 
 
@@ -154,7 +154,7 @@ def test_generate_keeps_training_mode_and_rejects_empty_prompts() -> None:
     model = tiny().train()
     model.generate(torch.zeros(1, 2, dtype=torch.long), 2)
     assert model.training
-    with pytest.raises(DataError, match="T ≥ 1"):
+    with pytest.raises(ArgumentError, match="T ≥ 1"):
         model.generate(torch.zeros(1, 0, dtype=torch.long), 2)
 
 

@@ -1,64 +1,35 @@
-"""The GPT model: its building blocks against references, its sizes, init, errors and causality."""
+"""The GPT model: sizes, init, the kernels switch, the decoder settings (GQA, untied head, biases,
+d_ff), the KV cache on every combination, FLOPs against PyTorch's counter, errors and causality."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import GPT2Config, LlamaConfig
-from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
-from transformers.models.llama.modeling_llama import LlamaMLP
+from conftest import ROOT
+from hydra import compose, initialize_config_dir
+from torch.utils.flop_counter import FlopCounterMode
 
-from llm_lab.errors import ConfigError
+from llm_lab.config import build
+from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.models import GPT
 from llm_lab.models.gpt import NAMED_SIZES, Block, GPTConfig
-from llm_lab.nn.feedforward import FeedForward, SwiGLU, gelu_tanh
+from llm_lab.nn.attention import KVCache
+from llm_lab.nn.feedforward import FeedForward, SwiGLU, swiglu_hidden
 
 TINY: dict[str, Any] = {"vocab_size": 50, "context_length": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
 MODERN = {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rope", "qkv_bias": False}
+LLAMA = {**MODERN, "attn_out_bias": False, "mlp_bias": False, "tie_embeddings": False, "n_kv_head": 1}
+VARIANTS = pytest.mark.parametrize("variant", [{}, MODERN, LLAMA], ids=["gpt2", "modern", "llama"])
 
 
 def tiny(**changes: object) -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(**{**TINY, **changes})).eval()  # type: ignore[arg-type]
-
-
-# --- feed-forward blocks -------------------------------------------------------------------------
-
-
-def test_gelu_tanh_matches_torch() -> None:
-    x = torch.linspace(-8, 8, 1001)
-    torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"), atol=1e-6, rtol=1e-6)
-
-
-def test_feedforward_matches_hf_gpt2_mlp() -> None:
-    torch.manual_seed(0)
-    ours = FeedForward(32)
-    reference = GPT2MLP(4 * 32, GPT2Config(n_embd=32, activation_function="gelu_new")).eval()
-    with torch.no_grad():  # HF's Conv1D stores (in, out): the transpose of nn.Linear
-        ours.fc.weight.copy_(reference.c_fc.weight.t())
-        ours.fc.bias.copy_(reference.c_fc.bias)
-        ours.proj.weight.copy_(reference.c_proj.weight.t())
-        ours.proj.bias.copy_(reference.c_proj.bias)
-    x = torch.randn(2, 5, 32)
-    torch.testing.assert_close(ours(x), reference(x), atol=1e-5, rtol=1e-5)
-
-
-def test_swiglu_matches_hf_llama_mlp() -> None:
-    torch.manual_seed(0)
-    ours = SwiGLU(32)
-    hidden = ours.gate.out_features
-    assert hidden % 8 == 0 and abs(3 * hidden - 8 * 32) <= 3 * 8  # ≈ ⅔·4d, parameter-matched
-    reference = LlamaMLP(LlamaConfig(hidden_size=32, intermediate_size=hidden, hidden_act="silu"))
-    with torch.no_grad():
-        ours.gate.weight.copy_(reference.gate_proj.weight)
-        ours.up.weight.copy_(reference.up_proj.weight)
-        ours.proj.weight.copy_(reference.down_proj.weight)
-    x = torch.randn(2, 5, 32)
-    torch.testing.assert_close(ours(x), reference(x), atol=1e-5, rtol=1e-5)
 
 
 # --- sizes and initialisation ----------------------------------------------------------------------
@@ -111,7 +82,7 @@ def test_param_groups_decay_only_matrices() -> None:
 # --- forward properties ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", [{}, MODERN], ids=["gpt2", "modern"])
+@VARIANTS
 def test_future_tokens_do_not_change_past_logits(variant: dict[str, object]) -> None:
     model = tiny(**variant)
     x = torch.randint(0, 50, (2, 12))
@@ -125,14 +96,96 @@ def test_future_tokens_do_not_change_past_logits(variant: dict[str, object]) -> 
     assert not torch.allclose(a[:, 8:], b[:, 8:])
 
 
-@pytest.mark.parametrize("variant", [{}, MODERN], ids=["gpt2", "modern"])
-def test_naive_and_sdpa_backends_agree(variant: dict[str, object]) -> None:
-    sdpa = tiny(backend="sdpa", **variant)
-    naive = tiny(backend="naive", **variant)
-    naive.load_state_dict(sdpa.state_dict())
+@VARIANTS
+def test_written_out_kernels_equal_fused_values_and_gradients(variant: dict[str, object]) -> None:
+    """One switch, the same parameters: the lab's formulas and PyTorch's fused kernels give the
+    same logits and the same gradient for every parameter (float32, within 1e-5 / 1e-4)."""
+    fused = tiny(kernels="fused", **variant).train()
+    written = tiny(kernels="written_out", **variant).train()
+    assert list(fused.state_dict()) == list(written.state_dict())
+    written.load_state_dict(fused.state_dict())
     x = torch.randint(0, 50, (3, 16))
+    logits = {}
+    for name, model in (("fused", fused), ("written", written)):
+        logits[name] = model(x)
+        F.cross_entropy(logits[name].flatten(0, 1), torch.roll(x, -1, 1).flatten()).backward()
+    torch.testing.assert_close(logits["written"], logits["fused"], atol=1e-5, rtol=1e-5)
+    for (name, p_fused), p_written in zip(fused.named_parameters(), written.parameters(), strict=True):
+        torch.testing.assert_close(p_written.grad, p_fused.grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+# --- the settings of modern decoders ---------------------------------------------------------------
+
+
+def test_settings_shape_the_layers() -> None:
+    model = tiny(**LLAMA, n_head=4, d_ff=40)
+    block = model.blocks[0]
+    assert isinstance(block, Block) and isinstance(block.mlp, SwiGLU)
+    # GQA: 4 query heads of width 8, one shared key/value head: 32 + 2·8 projection rows.
+    assert block.attn.qkv.weight.shape == (32 + 2 * 8, 32)
+    assert block.mlp.up.weight.shape == (40, 32)
+    assert block.attn.qkv.bias is None and block.attn.out_proj.bias is None and block.mlp.up.bias is None
+    assert model.lm_head.weight is not model.tok_emb.weight and model.pos_emb is None
+    assert model.rope is not None and model.rope.sin.shape == (16, 8)  # context_length × head_dim
+
+
+def test_d_ff_defaults() -> None:
+    """null: 4·n_embd for GPT-2's MLP, the parameter-matched ≈ 8/3·n_embd for SwiGLU."""
+    gelu, swiglu = tiny().blocks[0], tiny(mlp="swiglu").blocks[0]
+    assert isinstance(gelu, Block) and isinstance(gelu.mlp, FeedForward) and gelu.mlp.fc.out_features == 128
+    assert isinstance(swiglu, Block) and isinstance(swiglu.mlp, SwiGLU)
+    assert swiglu.mlp.up.out_features == swiglu_hidden(32) == 88
+
+
+def test_rope_theta_and_norm_eps_reach_the_layers() -> None:
+    model = tiny(positions="rope", rope_theta=500.0, norm="rmsnorm", norm_eps=1e-3)
+    assert model.rope is not None
+    # Position 1, feature pair 1 (features 2 and 3) of head_dim 16: the angle 1·θ^(-2/16).
+    assert model.rope.cos[1, 2].item() == pytest.approx(math.cos(500.0 ** (-2 / 16)), rel=1e-6)
+    assert all(m.eps == 1e-3 for m in model.modules() if hasattr(m, "eps"))
+
+
+def test_an_untied_head_trains_its_own_matrix() -> None:
+    model = tiny(tie_embeddings=False).train()
+    F.cross_entropy(
+        model(torch.randint(0, 50, (2, 8))).flatten(0, 1), torch.zeros(16, dtype=torch.long)
+    ).backward()
+    assert model.lm_head.weight.grad is not None and model.tok_emb.weight.grad is not None
+    assert not torch.equal(model.lm_head.weight.grad, model.tok_emb.weight.grad)
+    assert "lm_head.weight" in dict(model.named_parameters())
+
+
+# Every switch that changes the computation, crossed (2·2·2·3·2·2 = 96 models, a few ms each).
+GRID = [
+    dict(zip(("norm", "mlp", "positions", "n_kv_head", "tie_embeddings", "kernels"), values, strict=True))
+    for values in itertools.product(
+        ["layernorm", "rmsnorm"],
+        ["gelu", "swiglu"],
+        ["learned", "rope"],
+        [4, 2, 1],
+        [True, False],
+        ["fused", "written_out"],
+    )
+]
+
+
+@pytest.mark.parametrize("settings", GRID, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_kv_cache_generation_equals_no_cache_for_every_combination(settings: dict[str, Any]) -> None:
+    """Greedy generation with the cache yields the tokens of generation without it, token for token,
+    and the cached forward passes give the full forward's logits."""
+    biases = settings["mlp"] == "gelu"  # biases on with one MLP, off with the other: both covered
+    model = tiny(n_head=4, **settings, qkv_bias=biases, attn_out_bias=biases, mlp_bias=biases)
+    x = torch.randint(0, 50, (2, 16))
+    caches = [KVCache() for _ in model.blocks]
     with torch.no_grad():
-        torch.testing.assert_close(naive(x), sdpa(x), atol=1e-5, rtol=1e-5)
+        full = model(x)
+        steps = [model(x[:, :6], kv_cache=caches)] + [
+            model(x[:, t : t + 1], kv_cache=caches) for t in range(6, 16)
+        ]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    prompt = x[:, :4]
+    cached, uncached = (model.generate(prompt, 12, temperature=0, use_cache=c) for c in (True, False))
+    assert torch.equal(cached, uncached)
 
 
 def test_a_tiny_gpt_memorises_a_batch() -> None:
@@ -154,23 +207,67 @@ def test_a_tiny_gpt_memorises_a_batch() -> None:
 # --- errors -----------------------------------------------------------------------------------------
 
 
-def test_bad_config_fails_early_with_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"model.net.n_head.*n_embd=30.*n_head=4"):
+def test_bad_config_fails_early_naming_the_setting() -> None:
+    with pytest.raises(ArgumentError, match=r"^n_head: n_embd=30.*n_head=4"):
         GPTConfig(**{**TINY, "n_embd": 30, "n_head": 4})
-    with pytest.raises(ConfigError, match="model.net.size.*" + ", ".join(NAMED_SIZES)):
+    with pytest.raises(ArgumentError, match="^size: .*" + ", ".join(NAMED_SIZES)):
         GPT.from_size("gpt5")
-    with pytest.raises(ConfigError, match="model.net.norm"):
+    with pytest.raises(ArgumentError, match="^norm: "):
         GPTConfig(norm="batchnorm")
-    with pytest.raises(ConfigError, match="model.net.n_layr.*is not a GPT setting"):
+    with pytest.raises(ArgumentError, match="^n_layr: is not a GPT setting"):
         GPTConfig.from_name("lab-tiny", n_layr=3)
+    with pytest.raises(ArgumentError, match="^n_kv_head: n_head=4 is not divisible by n_kv_head=3"):
+        GPTConfig(**{**TINY, "n_head": 4, "n_kv_head": 3})
+    with pytest.raises(ArgumentError, match="^n_head: RoPE .* head_dim = n_embd / n_head = 5 is odd"):
+        GPTConfig(**{**TINY, "n_embd": 10, "positions": "rope"})
+    with pytest.raises(ArgumentError, match="^kernels: .*fused, written_out"):
+        GPTConfig(kernels="naive")
+    for key in ("d_ff", "n_kv_head", "norm_eps", "rope_theta"):
+        with pytest.raises(ArgumentError, match=f"^{key}: must be positive"):
+            GPTConfig(**{key: 0})
 
 
-def test_too_long_input_and_too_large_vocabulary_are_config_errors() -> None:
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.net.n_head=3", "model.net.n_head"),
+        ("model.net.norm=batchnorm", "model.net.norm"),
+        ("model.net.size=gpt5", "model.net.size"),
+        ("model.net.n_kv_head=3", "model.net.n_kv_head"),
+    ],
+)
+def test_config_build_names_the_full_key(override: str, key: str) -> None:
+    """The library names its argument; ``config.build`` turns it into the key a user sets."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=gpt", override])
+    with pytest.raises(ConfigError) as err:
+        build(cfg.model, cfg, vocab_size=100)
+    assert err.value.key == key
+
+
+@pytest.mark.parametrize("preset", ["gpt", "gpt_modern", "llama"])
+def test_model_presets_compose_into_the_architecture_they_name(preset: str) -> None:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=gpt", f"model={preset}"])
+    net = build(cfg.model, cfg, vocab_size=100).net
+    assert isinstance(net, GPT)
+    expected = {"gpt": ("layernorm", "learned", 4, True), "gpt_modern": ("rmsnorm", "rope", 4, True)}
+    expected["llama"] = ("rmsnorm", "rope", 2, False)
+    config = net.config
+    assert (config.norm, config.positions, config.kv_heads, config.tie_embeddings) == expected[preset]
+    if preset == "llama":  # no bias anywhere
+        assert not any(name.endswith("bias") for name, _ in net.named_parameters())
+    F.cross_entropy(
+        net(torch.randint(0, 100, (2, 8))).flatten(0, 1), torch.zeros(16, dtype=torch.long)
+    ).backward()
+
+
+def test_too_long_input_and_too_large_vocabulary_are_refused() -> None:
     model = tiny()
-    with pytest.raises(ConfigError, match="model.net.context_length.*17 tokens.*16"):
+    with pytest.raises(ArgumentError, match="^context_length: 17 tokens.*16"):
         model(torch.zeros(1, 17, dtype=torch.long))
     model.check_vocab(50)
-    with pytest.raises(ConfigError, match="model.vocab_size.*51 tokens"):
+    with pytest.raises(ArgumentError, match="^vocab_size: .*51 tokens"):
         model.check_vocab(51)
 
 
@@ -180,10 +277,28 @@ def test_from_size_keeps_size_values_for_null_overrides() -> None:
     assert (model.config.vocab_size, model.config.dropout) == (77, 0.2)
 
 
-def test_flops_per_token_follows_palm_formula() -> None:
-    """PaLM appendix B: 6N + 12·L·H·Q·T, with N the non-embedding parameter count."""
-    model = tiny()
-    cfg = model.config
-    n = sum(p.numel() for p in model.parameters()) - model.pos_emb.weight.numel()  # type: ignore
-    expected = 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * 16
-    assert model.flops_per_token(16) == expected
+@pytest.mark.parametrize(
+    "variant", [{}, LLAMA, {**LLAMA, "n_kv_head": 2, "d_ff": 40}], ids=["gpt2", "llama", "gqa"]
+)
+def test_flops_per_token_equals_pytorchs_flop_counter(variant: dict[str, object]) -> None:
+    """PyTorch's FlopCounterMode counts every matrix multiply of a training step (forward and
+    backward). The PaLM formula 6N + 12·L·H·Q·T also counts 6 FLOPs per token for each bias and
+    gain (element-wise, which the counter skips): with those taken out the two agree exactly.
+    (The written-out kernels, because the counter does not see inside CPU sdpa.)"""
+    model = tiny(n_head=4, kernels="written_out", **variant).train()
+    batch, length = 3, 16
+    x = torch.randint(0, 50, (batch, length))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x).flatten(0, 1), x.flatten()).backward()
+    vectors = sum(p.numel() for p in model.parameters() if p.dim() == 1)
+    tokens = batch * length
+    assert model.flops_per_token(length) * tokens == counter.get_total_flops() + 6 * vectors * tokens
+
+
+def test_num_params_counts_a_tied_matrix_once_and_leaves_out_lookup_tables() -> None:
+    tied, untied = tiny(), tiny(tie_embeddings=False)
+    table = 50 * 32
+    assert untied.num_params(non_embedding=False) == tied.num_params(non_embedding=False) + table
+    # Non-embedding: the position table is only looked up, and so is an untied token table.
+    assert tied.num_params() == tied.num_params(non_embedding=False) - 16 * 32
+    assert untied.num_params() == tied.num_params()

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.models import GPT
 from llm_lab.models.gpt import GPTConfig
 
@@ -95,6 +95,38 @@ def test_bad_folders_and_unexportable_models_fail_clearly(hf_folder: Path, tmp_p
     (tmp_path / "model.safetensors").write_bytes((hf_folder / "model.safetensors").read_bytes())
     with pytest.raises(DataError, match="lacks 12 tensors"):
         GPT.from_hf(tmp_path)
-    modern = GPT(GPTConfig(vocab_size=10, context_length=8, n_layer=1, n_head=2, n_embd=8, positions="rope"))
-    with pytest.raises(ConfigError, match="model.net.positions"):
-        modern.save_hf(tmp_path / "out")
+    small = {"vocab_size": 10, "context_length": 8, "n_layer": 1, "n_head": 2, "n_embd": 8}
+    for changes, arg in (
+        ({"norm": "rmsnorm"}, "norm"),
+        ({"mlp_bias": False}, "mlp_bias"),
+        ({"n_kv_head": 1}, "n_kv_head"),
+    ):
+        with pytest.raises(ArgumentError) as err:  # learned positions: the GPT-2 format
+            GPT(GPTConfig(**small, **changes)).save_hf(tmp_path / "out")
+        assert err.value.arg == arg
+
+
+@pytest.mark.parametrize("direction", ["hf-to-ours", "ours-to-hf"])
+def test_gpt2_settings_beyond_the_defaults_survive_both_ways(tmp_path: Path, direction: str) -> None:
+    """n_inner, layer_norm_epsilon and an untied head: what GPT2Config can vary, we read and write."""
+    torch.manual_seed(2)
+    settings = {"vocab_size": 100, "context_length": 32, "n_layer": 2, "n_head": 4, "n_embd": 64}
+    if direction == "hf-to-ours":
+        hf_config = GPT2Config(
+            **{"n_positions": 32, "n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 100},
+            n_inner=96,
+            layer_norm_epsilon=1e-3,
+            tie_word_embeddings=False,
+        )
+        GPT2LMHeadModel(hf_config).save_pretrained(tmp_path)
+        ours = GPT.from_hf(tmp_path)
+        assert (ours.config.d_ff, ours.config.norm_eps, ours.config.tie_embeddings) == (96, 1e-3, False)
+    else:
+        ours = GPT(GPTConfig(**settings, d_ff=96, norm_eps=1e-3, tie_embeddings=False))
+        ours.save_hf(tmp_path)
+    reference = load_reference(tmp_path)
+    assert reference.lm_head.weight.data_ptr() != reference.transformer.wte.weight.data_ptr()
+    x = torch.randint(0, 100, (2, 32))
+    with torch.no_grad():
+        diff = (ours.eval()(x) - reference(x).logits).abs().max().item()
+    assert diff <= 1e-5

@@ -9,7 +9,7 @@ from torch import nn
 
 from llm_lab.data.lm import LMDataModule
 from llm_lab.data.toy2d import make_toy2d
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.models.mlp import MLP, MLPLanguageModel
 from llm_lab.nn.mlp_scratch import ACTIVATIONS, MLPScratch
 
@@ -54,17 +54,17 @@ def test_reaches_97_percent_on_moons_and_spirals(name: str, noise: float) -> Non
     assert accuracy >= 0.97, accuracy
 
 
-def test_mlp_config_errors_name_the_key() -> None:
-    with pytest.raises(ConfigError) as err:
+def test_mlp_errors_name_their_argument() -> None:
+    with pytest.raises(ArgumentError) as err:
         MLP(2, 2, hidden_sizes=[0])
-    assert err.value.key == "model.net.hidden_sizes"
-    with pytest.raises(ConfigError) as err:
+    assert err.value.arg == "hidden_sizes"
+    with pytest.raises(ArgumentError) as err:
         MLP(2, 2, activation="gelu")
-    assert err.value.key == "model.net.activation"
+    assert err.value.arg == "activation"
     assert all(name in str(err.value) for name in ACTIVATIONS)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
         MLPLanguageModel(100, context_length=0)
-    assert err.value.key == "model.net.context_length"
+    assert err.value.arg == "context_length"
 
 
 def test_language_model_concatenates_the_context_embeddings() -> None:
@@ -83,7 +83,7 @@ def test_language_model_concatenates_the_context_embeddings() -> None:
     torch.testing.assert_close(logits, expected, rtol=1e-6, atol=1e-6)
     # Word order matters: reversing the context changes the prediction.
     assert not torch.allclose(net(idx.flip(1)), logits)
-    with pytest.raises(ValueError, match="context_length"):
+    with pytest.raises(ArgumentError, match="context_length"):
         net(torch.zeros(2, 4, dtype=torch.long))
 
 

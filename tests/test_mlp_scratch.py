@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from llm_lab.data.toy2d import make_toy2d
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.mlp_scratch import (
     ACTIVATIONS,
     Activation,
@@ -134,12 +134,12 @@ def test_solves_the_nonlinear_sets(name: str, noise: float) -> None:
     assert accuracy >= 0.95, accuracy
 
 
-def test_bad_config_names_the_key() -> None:
-    with pytest.raises(ConfigError) as err:
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ArgumentError) as err:
         MLPScratch(2, 2, hidden_sizes=[8, 0])
-    assert err.value.key == "model.net.hidden_sizes"
-    with pytest.raises(ConfigError) as err:
+    assert err.value.arg == "hidden_sizes"
+    with pytest.raises(ArgumentError) as err:
         MLPScratch(2, 2, activation="swish")
-    assert err.value.key == "model.net.activation"
+    assert err.value.arg == "activation"
     for name in ACTIVATIONS:
         assert name in str(err.value)

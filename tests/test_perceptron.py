@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llm_lab.data.toy2d import make_toy2d
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.perceptron import Perceptron, to_signed
 
 # The blobs of make_toy2d("blobs", num_classes=2) are centred at (±BLOB_RADIUS, 0), so the line
@@ -88,8 +88,11 @@ def test_never_separates_xor() -> None:
 
 
 def test_rejects_non_binary_labels_and_bad_learning_rate() -> None:
-    with pytest.raises(ValueError, match="binary"):
+    with pytest.raises(ArgumentError, match="binary"):
         to_signed(torch.tensor([0, 1, 2]))
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
         Perceptron(2).update(torch.zeros(1, 2), torch.tensor([1]), lr=0.0)
-    assert err.value.key == "optimizer.lr"
+    assert err.value.arg == "lr"
+    with pytest.raises(ArgumentError) as err:
+        Perceptron(0)
+    assert err.value.arg == "in_features"

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.positions import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -48,9 +48,9 @@ def test_learned_is_a_trainable_row_per_position() -> None:
 @pytest.mark.parametrize("build", [LearnedPositionalEmbedding, SinusoidalPositionalEmbedding])
 def test_absolute_positions_beyond_context_are_refused(build: type) -> None:
     pe = build(context_length=8, d_model=4)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ArgumentError) as err:
         pe(5, offset=4)
-    assert err.value.key == "model.net.context_length"
+    assert err.value.arg == "context_length"
 
 
 def test_rope_equals_the_paper_rotation() -> None:
@@ -115,10 +115,10 @@ def test_rope_offset_continues_the_sequence() -> None:
     torch.testing.assert_close(rope.rotate(x[..., 6:9, :], offset=6), rope.rotate(x)[..., 6:9, :])
 
 
-def test_rope_errors_name_keys() -> None:
-    with pytest.raises(ConfigError) as err:
+def test_rope_errors_name_their_argument() -> None:
+    with pytest.raises(ArgumentError) as err:
         RotaryEmbedding(5, context_length=8)
-    assert err.value.key == "model.net.num_heads"
-    with pytest.raises(ConfigError) as err:
+    assert err.value.arg == "head_dim"
+    with pytest.raises(ArgumentError) as err:
         RotaryEmbedding(4, context_length=8).rotate(torch.randn(3, 4), offset=6)
-    assert err.value.key == "model.net.context_length"
+    assert err.value.arg == "context_length"

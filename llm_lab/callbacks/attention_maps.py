@@ -1,7 +1,7 @@
 """Attention heatmaps in TensorBoard: what each head of the model looks at in a probe sentence.
 
 Every ``every_n_steps`` training steps the probe is run through the model with the attention
-layers keeping their weights (``store_weights``, see ``llm_lab.nn.attention``), and each head's
+layers keeping their weights (``attention_weights``, see ``llm_lab.nn.attention``), and each head's
 (T, T) weights are drawn as an image: rows are queries, columns keys, darker = more attention
 (Raschka, ch. 3.3-3.5 prints these matrices as numbers; Vaswani et al. 2017, Fig. 3-5 draw them).
 
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from llm_lab.errors import ConfigError
-from llm_lab.nn.attention import AttentionBase
+from llm_lab.nn.attention import attention_weights
 
 # Sequential colour map from white (no attention) to dark blue (all of it): one hue, so brightness
 # alone reads as weight, and it prints well in grey.
@@ -71,11 +71,6 @@ def heatmap_image(weights: np.ndarray, labels: Sequence[str], cell: int = 18) ->
         )
         canvas.paste(strip.rotate(90, expand=True), (margin + i * cell, 0))
     return np.asarray(canvas)
-
-
-def attention_layers(model: nn.Module) -> list[tuple[str, AttentionBase]]:
-    """The attention modules inside ``model``, by name (each can keep its weights)."""
-    return [(name or "attn", m) for name, m in model.named_modules() if isinstance(m, AttentionBase)]
 
 
 class AttentionMaps(L.Callback):
@@ -128,28 +123,20 @@ class AttentionMaps(L.Callback):
         if tb is None or not trainer.is_global_zero:
             return
         net: nn.Module = pl_module.net
-        layers = attention_layers(net)
         tokenizer = pl_module.tokenizer
         ids = self.probe_ids(tokenizer, getattr(net, "context_length", None))
         labels = [tokenizer.decode([i]).strip()[:10] for i in ids]
         was_training = net.training
         net.eval()
-        for _, layer in layers:
-            layer.store_weights = True
         try:
-            net(torch.tensor([ids], device=pl_module.device))
-            for name, layer in layers:
-                weights = layer.last_weights
-                if weights is None:
-                    continue
-                heads = weights[0] if weights.dim() == 4 else weights  # (H, T, T)
-                for h, head in enumerate(heads.float().cpu().numpy()):
-                    image = heatmap_image(head, labels, self.cell)
-                    tb.experiment.add_image(
-                        f"attention/{name}/head_{h}", image, trainer.global_step, dataformats="HWC"
-                    )
+            with attention_weights(net) as maps:
+                net(torch.tensor([ids], device=pl_module.device))
         finally:
-            for _, layer in layers:
-                layer.store_weights = False
-                layer.last_weights = None
             net.train(was_training)
+        for name, weights in maps.items():
+            heads = weights[0] if weights.dim() == 4 else weights  # (H, T, T)
+            for h, head in enumerate(heads.float().cpu().numpy()):
+                image = heatmap_image(head, labels, self.cell)
+                tb.experiment.add_image(
+                    f"attention/{name}/head_{h}", image, trainer.global_step, dataformats="HWC"
+                )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.attention import (
     CausalSelfAttention,
     MultiHeadAttention,
@@ -32,16 +32,16 @@ ATTENTIONS = ("simple", "self", "causal", "multihead")
 POSITIONS = ("none", "learned", "sinusoidal")
 
 
-def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+def _check_choice(arg: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise ConfigError(key, f"unknown value {value!r}", f"use one of {', '.join(valid)}")
+        raise ArgumentError(arg, f"unknown value {value!r}", f"use one of {', '.join(valid)}")
 
 
 def make_attention(
     kind: str, d_model: int, context_length: int, num_heads: int, dropout: float, causal: bool, backend: str
 ) -> nn.Module:
     """One attention layer of the named variant, mapping (B, T, d_model) → (B, T, d_model)."""
-    _check_choice("model.net.attention", kind, ATTENTIONS)
+    _check_choice("attention", kind, ATTENTIONS)
     if kind == "simple":
         return SimplifiedSelfAttention()
     if kind == "self":
@@ -57,7 +57,7 @@ def make_attention(
 
 def make_positions(kind: str, context_length: int, d_model: int) -> nn.Module | None:
     """The additive position embedding of the named kind (None for ``none``)."""
-    _check_choice("model.net.positions", kind, POSITIONS)
+    _check_choice("positions", kind, POSITIONS)
     if kind == "learned":
         return LearnedPositionalEmbedding(context_length, d_model)
     if kind == "sinusoidal":
@@ -104,7 +104,7 @@ class AttentionLM(nn.Module):
     ) -> None:
         super().__init__()
         if d_model <= 0:
-            raise ConfigError("model.net.d_model", f"d_model={d_model} must be positive")
+            raise ArgumentError("d_model", f"d_model={d_model} must be positive")
         self.context_length = context_length
         self.causal = attention == "causal" or (attention == "multihead" and causal)
         self.tok_emb = nn.Embedding(vocab_size, d_model)
@@ -117,10 +117,10 @@ class AttentionLM(nn.Module):
         self.head = nn.Linear(d_model, vocab_size)
         if embeddings is not None:
             if tokenizer is None:
-                raise ConfigError(
-                    "model.net.embeddings",
+                raise ArgumentError(
+                    "embeddings",
                     "initial embeddings need the tokenizer to match words to ids",
-                    "use model=attention_masked",
+                    "pass the tokenizer (the masked-token objective does)",
                 )
             vocab = [tokenizer.decode([i]).strip() for i in range(tokenizer.vocab_size)]
             self.load_embeddings(embeddings, vocab)
@@ -138,18 +138,18 @@ class AttentionLM(nn.Module):
         words, vectors = load_word2vec_text(path)
         dim = self.tok_emb.embedding_dim
         if vectors.shape[1] != dim:
-            raise ConfigError(
-                "model.net.embeddings",
-                f"{path} holds {vectors.shape[1]}-dimensional vectors but model.net.d_model={dim}",
-                f"set model.net.d_model={vectors.shape[1]}",
+            raise ArgumentError(
+                "embeddings",
+                f"{path} holds {vectors.shape[1]}-dimensional vectors but d_model={dim}",
+                f"use d_model={vectors.shape[1]}",
             )
         row = {word: i for i, word in enumerate(words)}
         # CBoW runs lower-case their words by default; fall back to the lower-case entry.
         found = [(i, row.get(w, row.get(w.lower()))) for i, w in enumerate(vocab)]
         found = [(i, r) for i, r in found if r is not None]
         if not found:
-            raise ConfigError(
-                "model.net.embeddings",
+            raise ArgumentError(
+                "embeddings",
                 f"no word of the vocabulary is in {path}",
                 "use vectors trained on the same corpus and tokenization",
             )

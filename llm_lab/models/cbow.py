@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError, DataError
 
 LOSSES = ("negative_sampling", "softmax")
 
@@ -50,11 +50,11 @@ class CBoW(nn.Module):
     ) -> None:
         super().__init__()
         if embed_dim < 1:
-            raise ConfigError("model.embed_dim", f"{embed_dim} < 1", "use a positive dimension")
+            raise ArgumentError("embed_dim", f"{embed_dim} < 1", "use a positive dimension")
         if loss not in LOSSES:
-            raise ConfigError("model.loss", f"unknown loss {loss!r}", f"use one of {LOSSES}")
+            raise ArgumentError("loss", f"unknown loss {loss!r}", f"use one of {LOSSES}")
         if loss == "negative_sampling" and negatives < 1:
-            raise ConfigError("model.negatives", f"{negatives} < 1", "use e.g. 5")
+            raise ArgumentError("negatives", f"{negatives} < 1", "use e.g. 5")
         self.vocab_size, self.loss, self.negatives = vocab_size, loss, negatives
         # An EmbeddingBag gathers and averages the context rows in one fused operation, leaving
         # the padding id out of the mean (and out of the gradient).

@@ -1,4 +1,4 @@
-"""A GPT: the GPT-2 architecture, with optional modern switches, and generation with a KV cache.
+"""A GPT: the GPT-2 architecture, the switches of modern decoders, and generation with a KV cache.
 
 Radford et al. 2019 ("Language Models are Unsupervised Multitask Learners", §2.3) and Raschka,
 "Build a Large Language Model", ch. 4-5. The model is a plain ``nn.Module`` mapping token ids
@@ -6,8 +6,13 @@ Radford et al. 2019 ("Language Models are Unsupervised Multitask Learners", §2.
 
 GPT-2 is decoder-only: token + learned position embeddings, ``n_layer`` pre-LayerNorm blocks
 (attention then MLP, each inside a residual connection), a final LayerNorm and an output head that
-shares its matrix with the token embedding. By config, RMSNorm, SwiGLU and RoPE turn it into the
-LLaMA-style block (Touvron et al. 2023, §2.2).
+shares its matrix with the token embedding. By config, the choices later decoders made turn it into
+a LLaMA (Touvron et al. 2023, §2.2): RMSNorm, SwiGLU, rotary positions, no biases, an untied head,
+grouped-query attention.
+
+``kernels`` picks how the pieces are computed: ``fused`` (PyTorch's one-kernel ``F.layer_norm``,
+``F.rms_norm``, ``F.gelu``, ``F.silu``, ``F.scaled_dot_product_attention``) or ``written_out`` (the
+lab's formulas, op by op, as the papers write them). The parameters are the same either way.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError
 from llm_lab.models.sampling import sample_next
-from llm_lab.nn.attention import BACKENDS, KVCache, MultiHeadAttention
+from llm_lab.nn.attention import KVCache, causal_mask
 from llm_lab.nn.feedforward import MLPS, make_mlp
 from llm_lab.nn.normalization import NORMS, make_norm
 from llm_lab.nn.positions import LearnedPositionalEmbedding, RotaryEmbedding
 from llm_lab.nn.weight_decay import weight_decay_groups
 
 POSITIONS = ("learned", "rope")
+KERNELS = ("fused", "written_out")
 
 # GPT-2's four published sizes (Radford et al. 2019, Table 2; "124M" is the corrected count of the
 # smallest) and lab sizes small enough to train on a laptop CPU in minutes.
@@ -52,54 +59,162 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
+    n_kv_head: int | None = None  # key/value heads (GQA, Ainslie et al. 2023); None: n_head
+    d_ff: int | None = None  # MLP hidden size; None: 4·n_embd (gelu) or ≈ 8/3·n_embd (swiglu)
     dropout: float = 0.0  # GPT-2 trained with 0.1 on embeddings, attention weights and residuals
-    qkv_bias: bool = True  # GPT-2 has biases on q, k, v; LLaMA does not
     norm: str = "layernorm"  # or "rmsnorm" (Zhang & Sennrich 2019)
+    norm_eps: float = 1e-5  # added to the variance (or mean square) before the square root
     mlp: str = "gelu"  # or "swiglu" (Shazeer 2020)
     positions: str = "learned"  # or "rope" (Su et al. 2021): rotates q, k instead of adding vectors
-    backend: str = "sdpa"  # attention kernel: "sdpa" (fused) or "naive" (written out)
+    rope_theta: float = 10000.0  # RoPE's base: feature pair i turns by position·θ^(-2i/head_dim)
+    qkv_bias: bool = True  # biases on the q, k, v projections (GPT-2: yes; LLaMA: no)
+    attn_out_bias: bool = True  # bias on the attention's output projection
+    mlp_bias: bool = True  # biases on the MLP's linear layers
+    tie_embeddings: bool = True  # the output head reuses the token embedding matrix
+    kernels: str = "fused"  # "fused" (PyTorch's kernels) or "written_out" (the lab's formulas)
 
     @classmethod
     def from_name(cls, size: str, **overrides: Any) -> GPTConfig:
         """The config of a named size (see ``NAMED_SIZES``), with some fields overridden."""
         if size not in NAMED_SIZES:
-            raise ConfigError(
-                "model.net.size", f"unknown size {size!r}", f"use one of {', '.join(NAMED_SIZES)}"
-            )
+            raise ArgumentError("size", f"unknown size {size!r}", f"use one of {', '.join(NAMED_SIZES)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(
-                f"model.net.{unknown[0]}",
+            raise ArgumentError(
+                unknown[0],
                 "is not a GPT setting",
                 f"valid settings: {', '.join(sorted(known))}",
             )
         return cls(**{**NAMED_SIZES[size], **overrides})
 
     def __post_init__(self) -> None:
-        # Fail here, with the key a user sets, before any layer is built.
-        for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"model.net.{key}", f"must be positive, got {getattr(self, key)}")
+        # Fail here, naming the setting to change, before any layer is built.
+        for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd", "n_kv_head", "d_ff"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ArgumentError(key, f"must be positive, got {value}")
+        for key in ("norm_eps", "rope_theta"):
+            if not getattr(self, key) > 0:
+                raise ArgumentError(key, f"must be positive, got {getattr(self, key)}")
         if self.n_embd % self.n_head != 0:
-            raise ConfigError(
-                "model.net.n_head",
+            raise ArgumentError(
+                "n_head",
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}",
                 "pick n_head dividing n_embd",
             )
-        for key, valid in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS), ("backend", BACKENDS)):
+        if self.n_head % self.kv_heads != 0:
+            raise ArgumentError(
+                "n_kv_head",
+                f"n_head={self.n_head} is not divisible by n_kv_head={self.kv_heads}",
+                "pick n_kv_head dividing n_head (n_head itself is ordinary multi-head attention)",
+            )
+        if self.positions == "rope" and self.head_dim % 2 != 0:
+            raise ArgumentError(
+                "n_head",
+                f"RoPE rotates pairs of features, but head_dim = n_embd / n_head = {self.head_dim} is odd",
+                "pick n_head so that n_embd / n_head is even",
+            )
+        choices = (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS), ("kernels", KERNELS))
+        for key, valid in choices:
             if getattr(self, key) not in valid:
-                raise ConfigError(
-                    f"model.net.{key}",
+                raise ArgumentError(
+                    key,
                     f"unknown value {getattr(self, key)!r}",
                     f"use one of {', '.join(valid)}",
                 )
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("model.net.dropout", f"dropout={self.dropout} is outside [0, 1)")
+            raise ArgumentError("dropout", f"dropout={self.dropout} is outside [0, 1)")
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads (``n_kv_head``, or ``n_head`` when it is None)."""
+        return self.n_kv_head or self.n_head
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with grouped queries (Vaswani et al. 2017, §3.2; Raschka
+    ch. 3.6; Ainslie et al. 2023, GQA), with rotary positions and a KV cache for generation.
+
+    Parameters: ``qkv`` (n_embd → (n_head + 2·n_kv_head)·head_dim, rows ordered [q | k | v], each
+    cut into contiguous heads: GPT-2's ``c_attn`` layout) and ``out_proj`` (W^O). With
+    ``n_kv_head < n_head`` each key/value head serves a group of n_head / n_kv_head query heads,
+    which shrinks the KV cache by that factor.
+
+    ``keep_weights`` (set by ``llm_lab.nn.attention.attention_weights``) runs the written-out path
+    and keeps the (B, n_head, T_q, T_k) weights in ``weights``, for heatmaps.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
+        self.qkv = nn.Linear(
+            config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=config.qkv_bias
+        )
+        self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.attn_out_bias)
+        self.dropout = config.dropout
+        self.fused = config.kernels == "fused"
+        self.keep_weights = False
+        self.weights: Tensor | None = None
+
+    def forward(
+        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
+    ) -> Tensor:
+        """(B, T, n_embd) → (B, T, n_embd).
+
+        With ``kv_cache`` the T inputs are the tokens after the cached ones: their keys/values are
+        appended and their queries attend to everything cached so far. ``rope`` rotates q and k by
+        their absolute positions, offset by the cache length, before k is cached.
+        """
+        batch, length, n_embd = x.shape
+        q_width, kv_width = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        q, k, v = self.qkv(x).split([q_width, kv_width, kv_width], dim=-1)
+        # Each head attends in its own head_dim-wide subspace: (B, T, heads·hd) → (B, heads, T, hd).
+        q = q.view(batch, length, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(batch, length, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(batch, length, self.n_kv_head, self.head_dim).transpose(1, 2)
+        offset = kv_cache.length if kv_cache is not None else 0
+        if rope is not None:
+            q, k = rope(q, k, offset=offset)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)  # every key/value so far: (B, n_kv_head, offset + T, hd)
+        dropout_p = self.dropout if self.training else 0.0
+        # Which keys each query may see. The queries are the last T of the keys' positions: without
+        # a cache they are the same positions (the kernels' own causal mask); one new token after a
+        # cache sees every key (no mask); a chunk after a cache needs the mask shifted by the cache
+        # (is_causal would align it top-left).
+        is_causal = offset == 0
+        mask = causal_mask(length, k.shape[-2], x.device) if offset and length > 1 else None
+        if self.fused and not self.keep_weights:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=dropout_p,
+                is_causal=is_causal,
+                enable_gqa=self.n_kv_head != self.n_head,
+            )
+        else:
+            # Written out: softmax(q kᵀ / √d) v (Vaswani et al. 2017, eq. 1), each group of query
+            # heads reading its shared key/value head.
+            group = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, T_k)
+            if is_causal:
+                mask = causal_mask(length, length, x.device)
+            if mask is not None:  # -inf becomes exactly 0 after the softmax: no weight at all
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            if self.keep_weights:
+                self.weights = weights.detach()
+            y = F.dropout(weights, dropout_p) @ v
+        # The heads side by side again, then mixed by W^O (Vaswani et al. 2017, §3.2.2).
+        return self.out_proj(y.transpose(1, 2).reshape(batch, length, n_embd))
 
 
 class Block(nn.Module):
@@ -113,18 +228,11 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = make_norm(config.norm, config.n_embd)
-        self.attn = MultiHeadAttention(
-            config.n_embd,
-            config.n_embd,
-            config.context_length,
-            config.n_head,
-            dropout=config.dropout,
-            qkv_bias=config.qkv_bias,
-            backend=config.backend,
-        )
-        self.ln_2 = make_norm(config.norm, config.n_embd)
-        self.mlp = make_mlp(config.mlp, config.n_embd, bias=config.mlp == "gelu")
+        fused = config.kernels == "fused"
+        self.ln_1 = make_norm(config.norm, config.n_embd, config.norm_eps, fused)
+        self.attn = Attention(config)
+        self.ln_2 = make_norm(config.norm, config.n_embd, config.norm_eps, fused)
+        self.mlp = make_mlp(config.mlp, config.n_embd, config.d_ff, config.mlp_bias, fused)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(
@@ -135,7 +243,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """GPT-2 (Radford et al. 2019): ids (B, T) → logits (B, T, vocab_size).
+    """GPT-2 (Radford et al. 2019) and its modern variants: ids (B, T) → logits (B, T, vocab_size).
 
     Parameter names follow Hugging Face's GPT-2 closely (``ln_1``, ``attn.qkv`` ≈ ``attn.c_attn``,
     ``mlp.fc`` ≈ ``mlp.c_fc``, ``ln_f``) so that :mod:`llm_lab.models.hf` is a short table.
@@ -152,15 +260,18 @@ class GPT(nn.Module):
             else None
         )
         self.rope = (
-            RotaryEmbedding(config.head_dim, config.context_length) if config.positions == "rope" else None
+            RotaryEmbedding(config.head_dim, config.context_length, config.rope_theta)
+            if config.positions == "rope"
+            else None
         )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = make_norm(config.norm, config.n_embd)
+        self.ln_f = make_norm(config.norm, config.n_embd, config.norm_eps, config.kernels == "fused")
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying (Press & Wolf 2017): the head scores a hidden state against every token's
-        # input embedding; GPT-2 does this, and it saves vocab_size·n_embd parameters.
-        self.lm_head.weight = self.tok_emb.weight
+        if config.tie_embeddings:
+            # Weight tying (Press & Wolf 2017): the head scores a hidden state against every
+            # token's input embedding; GPT-2 does this, and it saves vocab_size·n_embd parameters.
+            self.lm_head.weight = self.tok_emb.weight
         self.apply(self._init_weights)
         # GPT-2 §2.3: scale the weights of residual-path projections by 1/sqrt(N), N = 2·n_layer
         # residual additions, so the residual stream's variance does not grow with depth.
@@ -182,9 +293,9 @@ class GPT(nn.Module):
     def from_size(cls, size: str = "lab-tiny", compile: bool = False, **overrides: Any) -> GPT:
         """Build a named size; ``None`` overrides keep the size's value (Hydra's ``null``).
 
-        This is the Hydra target of ``conf/model/gpt*.yaml``: ``NextTokenLM`` calls it with the
-        tokenizer's ``vocab_size``. ``compile=True`` compiles ``forward`` in place with
-        ``torch.compile`` (parameter names, hence checkpoints, stay those of the plain model).
+        This is the Hydra target of ``conf/model/gpt*.yaml`` and ``llama.yaml``: ``NextTokenLM``
+        calls it with the tokenizer's ``vocab_size``. ``compile=True`` compiles ``forward`` in place
+        with ``torch.compile`` (parameter names, hence checkpoints, stay those of the plain model).
         """
         given = {key: value for key, value in overrides.items() if value is not None}
         model = cls(GPTConfig.from_name(size, **given))
@@ -194,13 +305,14 @@ class GPT(nn.Module):
 
     @classmethod
     def from_hf(cls, path_or_name: str | Path) -> GPT:
-        """Load Hugging Face GPT-2 weights from a folder or (online) a hub name; see ``models.hf``."""
+        """Load a Hugging Face GPT-2 or LLaMA folder (or, online, hub name); see ``models.hf``."""
         from llm_lab.models.hf import load_hf
 
         return load_hf(path_or_name)
 
     def save_hf(self, path: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` that ``GPT2LMHeadModel`` loads."""
+        """Write ``config.json`` + ``model.safetensors`` that ``GPT2LMHeadModel`` or
+        ``LlamaForCausalLM`` loads (whichever architecture this model's config is)."""
         from llm_lab.models.hf import save_hf
 
         save_hf(self, path)
@@ -210,10 +322,10 @@ class GPT(nn.Module):
         offset = kv_cache[0].length if kv_cache is not None else 0
         t = idx.shape[1]
         if offset + t > self.config.context_length:
-            raise ConfigError(
-                "model.net.context_length",
+            raise ArgumentError(
+                "context_length",
                 f"{offset + t} tokens exceed context_length={self.config.context_length}",
-                "use windows no longer than the model's context_length",
+                "feed sequences no longer than the model's context_length",
             )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
@@ -223,13 +335,13 @@ class GPT(nn.Module):
             x = block(x, rope=self.rope, kv_cache=kv_cache[i] if kv_cache is not None else None)
         return self.lm_head(self.ln_f(x))
 
-    def check_vocab(self, tokenizer_vocab_size: int) -> None:
-        """Raise a ConfigError if a tokenizer can produce ids the embedding has no row for."""
-        if tokenizer_vocab_size > self.config.vocab_size:
-            raise ConfigError(
-                "model.vocab_size",
-                f"the tokenizer has {tokenizer_vocab_size} tokens but the model only "
-                f"{self.config.vocab_size}",
+    def check_vocab(self, vocab_size: int) -> None:
+        """Raise an ArgumentError if a tokenizer of ``vocab_size`` ids can produce ids the
+        embedding has no row for."""
+        if vocab_size > self.config.vocab_size:
+            raise ArgumentError(
+                "vocab_size",
+                f"the tokenizer has {vocab_size} tokens but the model only {self.config.vocab_size}",
                 "use the tokenizer the model was trained with",
             )
 
@@ -238,17 +350,26 @@ class GPT(nn.Module):
         return weight_decay_groups(self, weight_decay)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; without the position table, as is usual (the tied head counts once)."""
+        """Parameter count (a tied matrix counts once).
+
+        ``non_embedding`` leaves out the tables that are only looked up, never multiplied: the
+        position table and, when the head is untied, the token embedding (a tied one is the head).
+        """
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding and self.pos_emb is not None:
-            n -= self.pos_emb.weight.numel()
+        if non_embedding:
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.tok_emb.weight.numel()
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token: 6N + 12·L·H·Q·T (Chowdhery et al. 2022, PaLM, appendix B).
 
-        6N counts the matrix multiplies of forward (2N) and backward (4N); the second term is the
-        attention scores and weighted sums, which have no parameters.
+        6N counts the matrix multiplies of forward (2N) and backward (4N) with N the non-embedding
+        parameters; the second term is the attention scores and weighted sums, which have no
+        parameters: every one of the H query heads scores T keys, however few key/value heads
+        there are (GQA saves parameters and cache, not these FLOPs).
         """
         cfg = self.config
         t = seq_len or cfg.context_length
@@ -283,7 +404,9 @@ class GPT(nn.Module):
         learned positions a sliding cache would shift every position, so it cannot be reused).
         """
         if idx.dim() != 2 or idx.shape[1] == 0:
-            raise DataError(f"generate needs ids of shape (B, T) with T ≥ 1, got {tuple(idx.shape)}")
+            raise ArgumentError(
+                "idx", f"generate needs ids of shape (B, T) with T ≥ 1, got {tuple(idx.shape)}"
+            )
         ctx = self.config.context_length
         was_training = self.training
         self.eval()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.mlp_scratch import check_activation, check_hidden_sizes
 
 _ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
@@ -48,7 +48,7 @@ def mlp_layers(
     sizes = [in_features, *check_hidden_sizes(hidden_sizes), out_features]
     check_activation(activation)
     if not 0 <= dropout < 1:
-        raise ConfigError("model.net.dropout", f"must be in [0, 1), got {dropout}")
+        raise ArgumentError("dropout", f"must be in [0, 1), got {dropout}")
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1], strict=True):
         linear = nn.Linear(fan_in, fan_out)
@@ -104,18 +104,19 @@ class MLPLanguageModel(nn.Module):
     ) -> None:
         super().__init__()
         if context_length < 1:
-            raise ConfigError("model.net.context_length", f"must be >= 1, got {context_length}")
+            raise ArgumentError("context_length", f"must be >= 1, got {context_length}")
         if n_embd < 1:
-            raise ConfigError("model.net.n_embd", f"must be >= 1, got {n_embd}")
+            raise ArgumentError("n_embd", f"must be >= 1, got {n_embd}")
         self.context_length = context_length
         self.embedding = nn.Embedding(vocab_size, n_embd)  # the paper's shared matrix C
         self.mlp = mlp_layers(context_length * n_embd, vocab_size, hidden_sizes, activation, dropout)
 
     def forward(self, idx: Tensor) -> Tensor:
         if idx.dim() != 2 or idx.shape[1] != self.context_length:
-            raise ValueError(
-                f"expected ids of shape (B, {self.context_length}), got {tuple(idx.shape)}: "
-                "the data's context length must equal model.net.context_length"
+            raise ArgumentError(
+                "idx",
+                f"expected ids of shape (B, {self.context_length}), got {tuple(idx.shape)}",
+                f"feed windows of exactly context_length={self.context_length} tokens",
             )
         # (B, k, m) → (B, k·m): concatenating the k embeddings keeps word order, unlike a sum.
         x = self.embedding(idx).flatten(start_dim=1)

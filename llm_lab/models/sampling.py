@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -42,11 +42,11 @@ def sample_next(
     Dividing logits by the temperature sharpens (<1) or flattens (>1) the softmax.
     """
     if temperature < 0:
-        raise ConfigError("temperature", f"must be ≥ 0, got {temperature}", "0 means greedy")
+        raise ArgumentError("temperature", f"must be ≥ 0, got {temperature}", "0 means greedy")
     if top_k is not None and top_k < 1:
-        raise ConfigError("top_k", f"must be ≥ 1 or null, got {top_k}")
+        raise ArgumentError("top_k", f"must be ≥ 1 or null, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ConfigError("top_p", f"must be in (0, 1] or null, got {top_p}")
+        raise ArgumentError("top_p", f"must be in (0, 1] or null, got {top_p}")
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature

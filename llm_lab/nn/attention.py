@@ -4,24 +4,24 @@ simplified (3.3) → trainable weights (3.4) → causal mask + dropout (3.5) →
 
 Every naive path calls one function, :func:`scaled_dot_product` (Vaswani et al. 2017, §3.2.1); the
 ``sdpa`` backend hands the same computation to PyTorch's fused
-:func:`torch.nn.functional.scaled_dot_product_attention`. :class:`MultiHeadAttention` is the block
-the GPT model uses: one fused q/k/v projection, optional rotary positions and a :class:`KVCache` for
-generation.
+:func:`torch.nn.functional.scaled_dot_product_attention`. The GPT writes its own attention out in
+place (``llm_lab.models.gpt``) and shares two pieces from here: the :class:`KVCache` of generation
+and :func:`attention_weights`, which makes any net's attention layers keep their weights for a
+heatmap.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.positions import check_context_length
-
-if TYPE_CHECKING:
-    from llm_lab.nn.positions import RotaryEmbedding
 
 BACKENDS = ("naive", "sdpa")
 
@@ -69,20 +69,47 @@ def scaled_dot_product(
 
 
 def check_backend(backend: str) -> None:
-    """Raise a ConfigError naming ``model.backend`` unless ``backend`` is one we implement."""
+    """Raise an ArgumentError naming ``backend`` unless it is one we implement."""
     if backend not in BACKENDS:
-        raise ConfigError(
-            "model.net.backend", f"unknown attention backend {backend!r}", f"use one of {', '.join(BACKENDS)}"
+        raise ArgumentError(
+            "backend", f"unknown attention backend {backend!r}", f"use one of {', '.join(BACKENDS)}"
         )
 
 
-class AttentionBase(nn.Module):
-    """What every attention variant shares: validation, the mask, dropout and the backend switch.
+@contextmanager
+def attention_weights(net: nn.Module) -> Iterator[dict[str, Tensor]]:
+    """Inside ``with attention_weights(net) as maps:`` every attention layer of ``net`` computes
+    its weights written out (the fused kernel never materialises them) and ``maps`` collects the
+    latest (B, [H,] T_q, T_k) weights of each, by the layer's name: what a heatmap draws.
 
-    Set ``store_weights = True`` to keep the latest (B, [H,] T_q, T_k) attention weights in
-    ``last_weights`` (for heatmaps); that forces the naive path, since the fused kernel never
-    materialises the weights.
+    An attention layer is a module with a ``keep_weights`` flag that, when set, makes its forward
+    store ``weights``; the lessons' classes below and the GPT's attention have one.
     """
+    layers = [(name or "attn", m) for name, m in net.named_modules() if hasattr(m, "keep_weights")]
+    maps: dict[str, Tensor] = {}
+
+    def collect(name: str) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            maps[name] = module.weights
+
+        return hook
+
+    handles = [layer.register_forward_hook(collect(name)) for name, layer in layers]
+    for _, layer in layers:
+        layer.keep_weights = True
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()
+        for _, layer in layers:
+            layer.keep_weights, layer.weights = False, None
+
+
+class AttentionBase(nn.Module):
+    """What every attention variant of the lessons shares: validation, the mask, dropout and the
+    backend switch. With ``keep_weights`` set (see :func:`attention_weights`) the naive path runs
+    and keeps its weights in ``weights``."""
 
     def __init__(
         self,
@@ -94,41 +121,36 @@ class AttentionBase(nn.Module):
         super().__init__()
         check_backend(backend)
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(
-                "model.net.dropout", f"dropout={dropout} is outside [0, 1)", "use e.g. 0.0 or 0.1"
-            )
+            raise ArgumentError("dropout", f"dropout={dropout} is outside [0, 1)", "use e.g. 0.0 or 0.1")
         if context_length is not None:
             check_context_length(context_length)
         self.context_length = context_length
         self.dropout = dropout
         self.causal = causal
         self.backend = backend
-        self.store_weights = False
-        self.last_weights: Tensor | None = None
+        self.keep_weights = False
+        self.weights: Tensor | None = None
 
     def _check_length(self, total: int) -> None:
         if self.context_length is not None and total > self.context_length:
-            raise ConfigError(
-                "model.net.context_length",
+            raise ArgumentError(
+                "context_length",
                 f"sequence of {total} tokens is longer than context_length={self.context_length}",
-                "feed shorter windows or raise model.context_length",
+                "feed shorter sequences or build the module with a larger context_length",
             )
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Tensor:
-        """Attention of queries q over keys/values k, v of shape (..., T, d), per the settings."""
+        """Self-attention of queries q over keys/values k, v of shape (..., T, d), per the settings."""
         dropout_p = self.dropout if self.training else 0.0
-        t_query, t_key = q.shape[-2], k.shape[-2]
-        if self.backend == "sdpa" and not self.store_weights:
-            # The fused kernel's is_causal aligns the mask top-left, which is only right when the
-            # queries and keys are the same positions; with a cache we pass our own mask instead.
-            is_causal = self.causal and t_query == t_key
-            mask = causal_mask(t_query, t_key, q.device) if self.causal and not is_causal else None
+        if self.backend == "sdpa" and not self.keep_weights:
             return F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+                q, k, v, dropout_p=dropout_p, is_causal=self.causal, scale=scale
             )
-        mask = causal_mask(t_query, t_key, q.device) if self.causal else None
+        length = q.shape[-2]
+        mask = causal_mask(length, length, q.device) if self.causal else None
         out, weights = scaled_dot_product(q, k, v, mask, dropout_p, scale)
-        self.last_weights = weights.detach() if self.store_weights else None
+        if self.keep_weights:
+            self.weights = weights.detach()
         return out
 
 
@@ -203,10 +225,10 @@ class CausalSelfAttention(SelfAttention):
 
 def _head_dim(d_out: int, num_heads: int) -> int:
     if num_heads <= 0 or d_out % num_heads != 0:
-        raise ConfigError(
-            "model.net.num_heads",
-            f"d_out={d_out} is not divisible by n_heads={num_heads}",
-            "pick n_heads dividing the model width",
+        raise ArgumentError(
+            "num_heads",
+            f"d_out={d_out} is not divisible by num_heads={num_heads}",
+            "pick num_heads dividing d_out",
         )
     return d_out // num_heads
 
@@ -284,6 +306,9 @@ class KVCache:
 class MultiHeadAttention(AttentionBase):
     """Multi-head attention with one fused q/k/v projection (Raschka, ch. 3.6.2; Vaswani §3.2.2).
 
+    The GPT's attention (``llm_lab.models.gpt.Attention``) is this module grown up: the same
+    projections and split into heads, plus rotary positions, a KV cache and grouped queries.
+
     Parameters: ``qkv`` (d_in → 3·d_out, rows ordered [q | k | v], each split into ``num_heads``
     contiguous slices of width head_dim) and ``out_proj`` (d_out → d_out, with bias) -- the layout
     of ``nn.MultiheadAttention.in_proj_weight`` and GPT-2's ``c_attn``.
@@ -307,26 +332,14 @@ class MultiHeadAttention(AttentionBase):
         self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
 
-    def forward(
-        self, x: Tensor, rope: RotaryEmbedding | None = None, kv_cache: KVCache | None = None
-    ) -> Tensor:
-        """(B, T, d_in) → (B, T, d_out).
-
-        With ``kv_cache`` the T inputs are the tokens after the cached ones: their keys/values are
-        appended and their queries attend to everything cached so far. ``rope`` rotates q and k by
-        their absolute positions, offset by the cache length, before they are cached.
-        """
-        batch, t_new, _ = x.shape
-        offset = kv_cache.length if kv_cache is not None else 0
-        self._check_length(offset + t_new)
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, d_in) → (B, T, d_out)."""
+        batch, length, _ = x.shape
+        self._check_length(length)
         # (B, T, 3·d_out) → three (B, H, T, head_dim): each head attends in its own subspace.
         q, k, v = (
-            part.view(batch, t_new, self.num_heads, self.head_dim).transpose(1, 2)
+            part.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
             for part in self.qkv(x).split(self.d_out, dim=-1)
         )
-        if rope is not None:
-            q, k = rope(q, k, offset=offset)
-        if kv_cache is not None:
-            k, v = kv_cache.update(k, v)
         context = self._attend(q, k, v)
-        return self.out_proj(context.transpose(1, 2).reshape(batch, t_new, self.d_out))
+        return self.out_proj(context.transpose(1, 2).reshape(batch, length, self.d_out))

@@ -2,6 +2,10 @@
 
 The feed-forward network is applied to every token independently; it is where most of a GPT's
 parameters live (two thirds of each block).
+
+The activations are written out here (:func:`gelu_tanh`, :func:`silu`) as the lesson; the modules
+use PyTorch's fused twins (``F.gelu(approximate="tanh")``, ``F.silu``: one kernel instead of several)
+unless built with ``fused=False``. The tests pin each written-out function to its twin.
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
@@ -26,11 +31,12 @@ def gelu_tanh(x: Tensor) -> Tensor:
     return 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x.pow(3))))
 
 
-class GELU(nn.Module):
-    """Module form of :func:`gelu_tanh` (Raschka ch. 4.3)."""
+def silu(x: Tensor) -> Tensor:
+    """SiLU, also called Swish: x·σ(x) (Elfwing et al. 2018; Ramachandran et al. 2017).
 
-    def forward(self, x: Tensor) -> Tensor:
-        return gelu_tanh(x)
+    A smooth ReLU that lets small negative values through; SwiGLU uses it as its gate.
+    """
+    return x * torch.sigmoid(x)
 
 
 class FeedForward(nn.Module):
@@ -40,44 +46,63 @@ class FeedForward(nn.Module):
     ``proj`` correspond to Hugging Face GPT-2's ``mlp.c_fc`` and ``mlp.c_proj``.
     """
 
-    def __init__(self, d_model: int, hidden: int | None = None, bias: bool = True) -> None:
+    def __init__(
+        self, d_model: int, hidden: int | None = None, bias: bool = True, fused: bool = True
+    ) -> None:
         super().__init__()
         hidden = hidden or 4 * d_model
+        self.fused = fused
         self.fc = nn.Linear(d_model, hidden, bias=bias)
-        self.act = GELU()
         self.proj = nn.Linear(hidden, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.act(self.fc(x)))
+        h = self.fc(x)
+        h = F.gelu(h, approximate="tanh") if self.fused else gelu_tanh(h)
+        return self.proj(h)
+
+
+def swiglu_hidden(d_model: int) -> int:
+    """SwiGLU's default hidden size: ⅔ of 4·d, rounded up to a multiple of 8.
+
+    A gate has three matrices instead of two, so ⅔ of the 4× width keeps the parameter count of
+    the GELU MLP (Shazeer 2020, §2; LLaMA, Touvron et al. 2023, §2.2); multiples of 8 tile well.
+    """
+    return 8 * ((2 * 4 * d_model // 3 + 7) // 8)
 
 
 class SwiGLU(nn.Module):
     """Gated feed-forward with a SiLU (Swish) gate (Shazeer 2020, "GLU Variants Improve Transformer").
 
-    FFN(x) = W_proj (SiLU(x W_gate) ⊙ x W_up). A gate has three matrices instead of two, so the
-    hidden size defaults to ⅔ of 4·d (rounded up to a multiple of 8), which keeps the parameter count
-    of the 4× MLP (Shazeer 2020, §2; LLaMA, Touvron et al. 2023, §2.2).
+    FFN(x) = W_proj (SiLU(x W_gate) ⊙ x W_up); ``hidden`` defaults to :func:`swiglu_hidden`.
+    ``gate``, ``up`` and ``proj`` are HF LLaMA's ``gate_proj``, ``up_proj`` and ``down_proj``.
     """
 
-    def __init__(self, d_model: int, hidden: int | None = None, bias: bool = False) -> None:
+    def __init__(
+        self, d_model: int, hidden: int | None = None, bias: bool = False, fused: bool = True
+    ) -> None:
         super().__init__()
-        if hidden is None:
-            hidden = 8 * ((2 * 4 * d_model // 3 + 7) // 8)
+        hidden = hidden or swiglu_hidden(d_model)
+        self.fused = fused
         self.gate = nn.Linear(d_model, hidden, bias=bias)
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.proj = nn.Linear(hidden, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(nn.functional.silu(self.gate(x)) * self.up(x))
+        g = self.gate(x)
+        g = F.silu(g) if self.fused else silu(g)
+        return self.proj(g * self.up(x))
 
 
 MLPS = ("gelu", "swiglu")
 
 
-def make_mlp(kind: str, d_model: int, bias: bool = True, key: str = "model.net.mlp") -> nn.Module:
-    """Build the feed-forward network named by a config value (``gelu`` or ``swiglu``)."""
-    if kind == "gelu":
-        return FeedForward(d_model, bias=bias)
-    if kind == "swiglu":
-        return SwiGLU(d_model, bias=bias)
-    raise ConfigError(key, f"unknown feed-forward {kind!r}", f"use one of {', '.join(MLPS)}")
+def make_mlp(
+    mlp: str, d_model: int, hidden: int | None = None, bias: bool = True, fused: bool = True
+) -> nn.Module:
+    """Build the feed-forward network named ``mlp`` (``gelu`` or ``swiglu``); ``hidden=None``
+    takes that network's default width."""
+    if mlp == "gelu":
+        return FeedForward(d_model, hidden, bias, fused)
+    if mlp == "swiglu":
+        return SwiGLU(d_model, hidden, bias, fused)
+    raise ArgumentError("mlp", f"unknown feed-forward {mlp!r}", f"use one of {', '.join(MLPS)}")

@@ -17,28 +17,26 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 
 def check_activation(name: str) -> str:
-    """Return ``name`` if it is one of ``ACTIVATIONS``, else raise a ConfigError listing them."""
+    """Return ``name`` if it is one of ``ACTIVATIONS``, else raise an ArgumentError listing them."""
     if name not in ACTIVATIONS:
-        raise ConfigError(
-            "model.net.activation", f"unknown activation {name!r}", f"choose one of {list(ACTIVATIONS)}"
+        raise ArgumentError(
+            "activation", f"unknown activation {name!r}", f"choose one of {list(ACTIVATIONS)}"
         )
     return name
 
 
 def check_hidden_sizes(hidden_sizes: Sequence[int]) -> list[int]:
-    """The hidden widths as a list; a ConfigError if one is not a positive integer."""
+    """The hidden widths as a list; an ArgumentError if one is not a positive integer."""
     sizes = list(hidden_sizes)
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(
-                "model.net.hidden_sizes", f"every hidden size must be a positive integer, got {sizes}"
-            )
+            raise ArgumentError("hidden_sizes", f"every hidden size must be a positive integer, got {sizes}")
     return sizes
 
 
@@ -70,7 +68,7 @@ class Dense(nn.Module):
             a = math.sqrt(6 / (in_features + out_features))
             weight = (2 * torch.rand(shape, generator=generator, dtype=dtype) - 1) * a
         else:
-            raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
+            raise ArgumentError("init", f"unknown initialisation {init!r}", "use 'he' or 'glorot'")
         self.register_buffer("weight", weight)
         self.register_buffer("bias", torch.zeros(out_features, dtype=dtype))
         self.grad_weight = torch.zeros_like(weight)

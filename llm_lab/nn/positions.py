@@ -16,22 +16,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 
 
 def _check_span(context_length: int, length: int, offset: int) -> None:
     if offset < 0 or offset + length > context_length:
-        raise ConfigError(
-            "model.net.context_length",
+        raise ArgumentError(
+            "context_length",
             f"positions {offset}..{offset + length - 1} do not fit context_length={context_length}",
-            "feed shorter windows or raise model.context_length",
+            "feed shorter sequences or build the module with a larger context_length",
         )
 
 
 def check_context_length(context_length: int) -> None:
-    """Raise a ConfigError naming ``model.context_length`` unless it is positive."""
+    """Raise an ArgumentError naming ``context_length`` unless it is positive."""
     if context_length <= 0:
-        raise ConfigError("model.net.context_length", f"context_length={context_length} must be > 0")
+        raise ArgumentError("context_length", f"context_length={context_length} must be > 0")
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -99,30 +99,40 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         check_context_length(context_length)
         if head_dim % 2 != 0:
-            raise ConfigError(
-                "model.net.num_heads",
-                f"RoPE needs an even head_dim, got {head_dim}",
-                "choose n_heads so that d_model / n_heads is even",
-            )
+            raise ArgumentError("head_dim", f"RoPE rotates pairs of features: head_dim={head_dim} is odd")
         self.context_length = context_length
         theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         angles = torch.arange(context_length, dtype=torch.float64)[:, None] * theta  # (T, d/2)
+        # Both features of pair i turn by the same angle: each column twice, (T, d).
+        angles = angles.repeat_interleave(2, dim=-1)
         self.register_buffer("cos", torch.cos(angles).float(), persistent=False)
         self.register_buffer("sin", torch.sin(angles).float(), persistent=False)
         self.cos: Tensor
         self.sin: Tensor
 
+    def angles(self, length: int, offset: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos and sin of the angles of positions offset..offset+length-1, each (length, head_dim)."""
+        _check_span(self.context_length, length, offset)
+        return self.cos[offset : offset + length].to(dtype), self.sin[offset : offset + length].to(dtype)
+
     def rotate(self, x: Tensor, offset: int = 0) -> Tensor:
         """Rotate (..., T, head_dim) features by the angles of positions offset..offset+T-1."""
-        length = x.shape[-2]
-        _check_span(self.context_length, length, offset)
-        cos = self.cos[offset : offset + length].to(x.dtype)
-        sin = self.sin[offset : offset + length].to(x.dtype)
-        pairs = x.unflatten(-1, (-1, 2))
-        x_even, x_odd = pairs[..., 0], pairs[..., 1]
-        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-        return rotated.flatten(-2)
+        return rotate_pairs(x, *self.angles(x.shape[-2], offset, x.dtype))
 
     def forward(self, q: Tensor, k: Tensor, offset: int = 0) -> tuple[Tensor, Tensor]:
         """Rotate (B, H, T, head_dim) queries and keys whose first position is ``offset``."""
-        return self.rotate(q, offset), self.rotate(k, offset)
+        cos, sin = self.angles(q.shape[-2], offset, q.dtype)
+        return rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+
+
+def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Turn each feature pair (x_{2i}, x_{2i+1}) of (..., T, d) features by the angles whose cos
+    and sin are given per position and feature, (T, d) (:meth:`RotaryEmbedding.angles`).
+
+    RoFormer's eq. 34: R x = x ⊙ (cos mθ_1, cos mθ_1, cos mθ_2, …) + (−x_2, x_1, −x_4, x_3, …) ⊙
+    (sin mθ_1, sin mθ_1, sin mθ_2, …), the 2×2 rotation of every pair in two element-wise products,
+    without building the block-diagonal rotation matrix.
+    """
+    pairs = x.unflatten(-1, (-1, 2))
+    turned = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # (−x_2, x_1, …)
+    return x * cos + turned * sin
