@@ -44,12 +44,10 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
         model = GPT.from_hf(cfg.hf_path)
         default_tokenizer = Path(cfg.hf_path) / "tokenizer.json"
     tokenizer = load_tokenizer(cfg.tokenizer_path or default_tokenizer)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ConfigError(
-            "tokenizer_path",
-            f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}",
-            "use the tokenizer the model was trained with",
-        )
+    try:
+        model.check_vocab(tokenizer.vocab_size)
+    except ArgumentError as err:  # the tokenizer, not the model, is what the user chose here
+        raise ConfigError("tokenizer_path", err.problem, err.fix) from None
     return model, tokenizer
 
 

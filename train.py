@@ -29,7 +29,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from llm_lab import tokenizer_stage
@@ -40,6 +40,7 @@ from llm_lab.console import configure_console
 from llm_lab.data.corpus import Corpus, Split
 from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
+from llm_lab.loggers import LabTensorBoardLogger
 from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import build_tokenizer
@@ -149,16 +150,22 @@ def build_run(cfg: DictConfig, corpus: Split | None = None, tokenizer: Tokenizer
     module = build(cfg.model, cfg, **optim, **data, **datamodule.model_kwargs())
     module.gradient_clip_backend = cfg.trainer.get("gradient_clip_backend", "torch")
     loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
+    return Run(datamodule, module, trainer, loggers)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+    """The Trainer of ``cfg.trainer``, writing into the run directory."""
     trainer: L.Trainer = build(
         cfg.trainer,
         cfg,
         exclude=["gradient_clip_backend"],  # the lab's setting (LabModule), not a Trainer argument
-        callbacks=build_callbacks(cfg, has_logger=bool(loggers)),
+        callbacks=callbacks,
         logger=loggers or False,
         enable_progress_bar=sys.stdout.isatty(),
         default_root_dir=cfg.paths.output_dir,
     )
-    return Run(datamodule, module, trainer, loggers)
+    return trainer
 
 
 def fit(cfg: DictConfig, run: Run) -> dict[str, float]:
@@ -194,7 +201,7 @@ def hparams_record(cfg: DictConfig) -> dict[str, Any]:
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     record: dict[str, Any] = {
-        group: str(choice) for group, choice in choices.items() if not str(group).startswith("hydra")
+        group: str(choice) for group, choice in choices.items() if group in ("experiment", *HPARAM_GROUPS)
     }
     record["seed"] = cfg.seed
     for group in HPARAM_GROUPS:
@@ -206,19 +213,12 @@ def hparams_record(cfg: DictConfig) -> dict[str, Any]:
 
 
 def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) -> None:
-    """The HParams record for TensorBoard, the loggers closed, and ``metrics.json``.
-
-    The HParams view shows, for each metric it names, the last point of that metric's own curve,
-    so the final values are not written again (a second copy at another step would hide the curve).
-    """
+    """The HParams record for TensorBoard (see ``llm_lab.loggers``), the loggers closed, and
+    ``metrics.json``."""
     record = hparams_record(cfg)
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            from torch.utils.tensorboard.summary import hparams
-
-            writer = logger.experiment._get_file_writer()
-            for summary in hparams(record, dict.fromkeys(metrics, 0.0)):
-                writer.add_summary(summary)
+        if isinstance(logger, LabTensorBoardLogger):
+            logger.log_hparams_record(record)
         else:
             logger.log_hyperparams(record)
         logger.finalize("success")

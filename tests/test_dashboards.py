@@ -52,20 +52,19 @@ def finished_gpt_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_scalar_ends_at_its_latest_step_and_losses_are_curves(finished_gpt_run: Path):
     multiplexer = load_like_tensorboard(finished_gpt_run)
-    runs = multiplexer.Runs()
-    assert len(runs) == 1, runs  # one run directory, one TensorBoard run
-    run, tags = next(iter(runs.items()))
-    for tag in tags["scalars"]:
-        events = multiplexer.Scalars(run, tag)
-        assert events[-1].step == max(e.step for e in events), (tag, [e.step for e in events])
-    assert len(multiplexer.Scalars(run, "train/loss")) >= 5
-    assert len(multiplexer.Scalars(run, "val/loss")) >= 3  # steps 4, 8, 12 (and no copy at step 0)
-    assert {e.step for e in multiplexer.Scalars(run, "val/loss")} >= {4, 8, 12}
+    scalars = multiplexer.PluginRunToTagToContent("scalars")
+    assert len(scalars) == 1, scalars  # one run directory, one TensorBoard run
+    run, tags = next(iter(scalars.items()))
+    for tag in tags:
+        steps = [e.step for e in multiplexer.Tensors(run, tag)]
+        assert steps[-1] == max(steps), (tag, steps)  # the point TensorBoard shows last is the latest
+    assert len(multiplexer.Tensors(run, "train/loss")) >= 5
+    assert len(multiplexer.Tensors(run, "val/loss")) >= 3  # one point per validation, no copy at step 0
 
 
 def test_hparams_list_the_choices_and_values_people_compare(finished_gpt_run: Path):
     multiplexer = load_like_tensorboard(finished_gpt_run)
-    run = next(iter(multiplexer.Runs()))
+    run = next(iter(multiplexer.PluginRunToTagToContent("scalars")))
     hparams, metrics = hparams_of(multiplexer, run)
     assert hparams["experiment"] == "gpt" and hparams["optimizer"] == "adamw" and hparams["model"] == "gpt"
     assert hparams["model/net/size"] == "lab-tiny" and hparams["optimizer/lr"] == pytest.approx(1e-3)
@@ -73,4 +72,4 @@ def test_hparams_list_the_choices_and_values_people_compare(finished_gpt_run: Pa
     assert not [k for k in hparams if "_target_" in k or k.startswith(("callbacks", "paths", "logger"))]
     # Each metric the record names has a curve in the run, whose last point HParams shows.
     assert {"val/loss", "train/loss", "test/loss"} <= metrics
-    assert metrics <= set(multiplexer.Runs()[run]["scalars"])
+    assert metrics <= set(multiplexer.PluginRunToTagToContent("scalars")[run])

@@ -7,11 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_lab.data.corpus import Corpus
 from llm_lab.data.lm import LMDataModule
 from llm_lab.data.toy2d import make_toy2d
 from llm_lab.errors import ArgumentError
 from llm_lab.models.mlp import MLP, MLPLanguageModel
 from llm_lab.nn.mlp_scratch import ACTIVATIONS, MLPScratch
+from llm_lab.tokenizers.simple import SimpleTokenizer
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -90,7 +92,9 @@ def test_language_model_concatenates_the_context_embeddings() -> None:
 def test_language_model_beats_the_unigram_baseline_on_the_builtin_corpus() -> None:
     """Validation cross-entropy well below that of unigram frequencies (counted here, add-one)."""
     k = 4
-    data = LMDataModule(tokenizer="word", context_length=k, stride=1, batch_size=128, min_count=2)
+    corpus = Corpus().load()
+    words = SimpleTokenizer.from_corpus(corpus.train, min_count=2)
+    data = LMDataModule(corpus, words, context_length=k, stride=1, batch_size=128)
     data.setup("fit")
     vocab_size = data.tokenizer.vocab_size
     # The net predicts the token after each window: validation targets are the windows' last y.

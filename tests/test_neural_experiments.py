@@ -48,7 +48,7 @@ def test_regions_and_points_are_drawn_where_they_belong() -> None:
 
 # ---------------------------------------------------------------- experiments
 def test_perceptron_separates_blobs_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="llm_lab.lit.scratch"):
+    with caplog.at_level(logging.INFO, logger="llm_lab.lit.classify"):
         metrics = run_in_process(tmp_path / "run", "perceptron", "data.noise=0.3")
     assert metrics["val/acc"] == 1.0
     assert "separates the training data" in caplog.text

@@ -24,18 +24,22 @@ def test_split_keeps_punctuation_as_tokens():
     assert split_words(TEXT, lowercase=True, keep_punctuation=False)[:3] == ["hello", "world", "is"]
 
 
-def test_vocabulary_orders_by_frequency_and_applies_min_count_and_max_size():
+def test_vocabulary_orders_by_frequency_and_applies_min_count_and_max_vocab_size():
     tokens = ["b", "a", "b", "c", "b", "a"]
     v = Vocabulary.from_tokens(tokens)
     assert v.itos == ["b", "a", "c"] and v.counts == [3, 2, 1]
     assert Vocabulary.from_tokens(tokens, min_count=2).itos == ["b", "a"]
-    v = Vocabulary.from_tokens(tokens, max_size=3, specials=[UNK])
+    v = Vocabulary.from_tokens(tokens, max_vocab_size=3, specials=[UNK])
     assert v.itos == ["b", "a", UNK]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "arg"),
-    [({"min_count": 5}, "min_count"), ({"min_count": 0}, "min_count"), ({"max_size": 1}, "max_size")],
+    [
+        ({"min_count": 5}, "min_count"),
+        ({"min_count": 0}, "min_count"),
+        ({"max_vocab_size": 1}, "max_vocab_size"),
+    ],
 )
 def test_impossible_vocabulary_settings_name_their_argument(kwargs, arg):
     with pytest.raises(ArgumentError, match=f"^{arg}: "):

@@ -141,8 +141,10 @@ def test_every_trainer_config_composes_and_its_strategy_builds(name: str, tmp_pa
         built = instantiate(strategy)
         assert type(built).__name__ == "FSDPStrategy"
         assert [c.__name__ for c in built.kwargs["auto_wrap_policy"]._module_classes] == ["Block"]
-    elif cfg.trainer.accelerator == "cpu":  # CPU trainers build here
-        instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
+    elif cfg.trainer.accelerator == "cpu":  # CPU trainers build here, as train.py builds them
+        cfg.paths.output_dir = str(tmp_path)
+        trainer = load_script("train.py").build_trainer(cfg, callbacks=[], loggers=[])
+        assert trainer.default_root_dir == str(tmp_path)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from llm_lab.data.windows import TokenWindows, id_dtype, write_ids
-from llm_lab.errors import ConfigError, DataError
+from llm_lab.errors import ArgumentError
 
 
 def test_windows_for_a_stride_are_exactly_the_expected_pairs():
@@ -37,7 +37,7 @@ def test_ids_are_stored_compactly_and_memory_mapped(tmp_path: Path):
 
 
 def test_bad_windows():
-    with pytest.raises(ConfigError, match="data.stride"):
+    with pytest.raises(ArgumentError, match="^stride"):
         TokenWindows(np.arange(10), 4, 0)
-    with pytest.raises(DataError, match="data.context_length"):
+    with pytest.raises(ArgumentError, match="^context_length: a split has 4 tokens"):
         TokenWindows(np.arange(4), 4)
