@@ -265,7 +265,9 @@ def resume_command(cfg: DictConfig) -> str:
     """The command line that resumes this run in its own directory from its ``last.ckpt``."""
     from hydra.core.hydra_config import HydraConfig
 
-    run_dir = os.path.relpath(cfg.paths.output_dir)
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    if run_dir.is_relative_to(Path.cwd()):
+        run_dir = run_dir.relative_to(Path.cwd())
     kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
     words = ["python", sys.argv[0], *kept, f"hydra.run.dir={run_dir}", f"ckpt_path={run_dir}"]
     return " ".join(shlex.quote(w) for w in words)
