@@ -213,8 +213,8 @@ def hparams_record(cfg: DictConfig) -> dict[str, Any]:
 
 
 def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) -> None:
-    """The HParams record for TensorBoard (see ``llm_lab.loggers``), the loggers closed, and
-    ``metrics.json``."""
+    """The HParams record for TensorBoard (see ``llm_lab.loggers``), the loggers closed,
+    ``metrics.json`` written and the FAILED marker of an earlier attempt removed."""
     record = hparams_record(cfg)
     for logger in loggers:
         if isinstance(logger, LabTensorBoardLogger):
@@ -226,6 +226,7 @@ def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) ->
     tmp = output_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     tmp.replace(output_dir / "metrics.json")
+    (output_dir / "FAILED").unlink(missing_ok=True)  # an earlier attempt in this folder failed
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

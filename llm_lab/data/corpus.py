@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -33,9 +35,34 @@ def builtin_corpus() -> list[str]:
     return [topics[name] for name in sorted(topics)]
 
 
+# Control characters other than whitespace: in real text, next to none.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+SAMPLE_CHARS = 1 << 20  # the plausibility check reads this much of a file
+MAX_CONTROL_SHARE = 0.01  # above this share of control characters a file is not text
+
+
+def check_plausible_text(text: str, path: Path) -> None:
+    """Refuse text that decodes as UTF-8 but is not text: UTF-16 without a byte-order mark is
+    ASCII plus NUL bytes (valid UTF-8, and a BPE would learn merges of NULs); warn about a stray one."""
+    sample = text[:SAMPLE_CHARS]
+    controls = len(_CONTROL.findall(sample))
+    if controls > MAX_CONTROL_SHARE * max(len(sample), 1):
+        nul = sample.count("\0")
+        if nul > 0.25 * len(sample):  # every other byte: UTF-16; which half tells the byte order
+            order = "LE" if sample.find("\0") % 2 == 1 else "BE"
+            hint = f"it looks like UTF-16{order}: convert it with `iconv -f UTF-16{order} -t UTF-8`"
+        else:
+            hint = "it looks like a binary file, or text in another encoding: convert it to UTF-8"
+        raise DataError(
+            f"{path}: {controls / len(sample):.0%} of its characters are control characters; {hint}"
+        )
+    if controls:
+        warnings.warn(f"{path}: {controls} stray control characters (e.g. NUL) in the text", stacklevel=3)
+
+
 def _read_utf8(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(
             f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
@@ -43,6 +70,8 @@ def _read_utf8(path: Path) -> str:
         ) from err
     except OSError as err:
         raise DataError(f"{path} cannot be read ({err.strerror}); check its permissions") from err
+    check_plausible_text(text, path)
+    return text
 
 
 def text_files(path: str | Path) -> list[Path]:

@@ -136,22 +136,45 @@ def save_word2vec_text(path: str | Path, words: Sequence[str], vectors: np.ndarr
 
 
 def load_word2vec_text(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Read a word2vec text file (ours or gensim's) → (words, vectors of shape (N, D))."""
+    """Read a word2vec text file (ours or gensim's) → (words, vectors of shape (N, D)).
+
+    Every way the file can be unusable is a DataError that names the file and the line: not text,
+    a bad header, a row without ``dim`` numbers, a value that is not a finite number (NaN vectors
+    would silently poison the model that starts from them), or fewer rows than the header says.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"vectors file {path} does not exist")
-    with path.open(encoding="utf-8") as f:
-        header = f.readline().split()
-        if len(header) != 2 or not all(h.isdigit() for h in header):
-            raise DataError(f"{path}: the first line must be '<count> <dim>', got {header!r}")
-        count, dim = int(header[0]), int(header[1])
-        words, rows = [], []
-        for n, line in enumerate(f, start=2):
-            parts = line.rstrip("\n").split(" ")
-            if len(parts) != dim + 1:
-                raise DataError(f"{path}:{n}: expected a word and {dim} numbers")
-            words.append(parts[0])
-            rows.append(np.asarray(parts[1:], dtype=np.float32))
+    words, rows = [], []
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().split()
+            if len(header) != 2 or not all(h.isdigit() for h in header):
+                shown = " ".join(header)[:60]
+                raise DataError(
+                    f"{path}: not a word2vec text file (first line {shown!r}, expected '<count> <dim>')"
+                )
+            count, dim = int(header[0]), int(header[1])
+            for n, line in enumerate(f, start=2):
+                parts = line.rstrip("\n").split(" ")
+                if len(parts) != dim + 1:
+                    raise DataError(
+                        f"{path}:{n}: expected a word and {dim} numbers, got {len(parts) - 1} fields"
+                    )
+                try:
+                    row = np.asarray(parts[1:], dtype=np.float32)
+                except ValueError:
+                    raise DataError(
+                        f"{path}:{n}: the vector of {parts[0][:30]!r} holds a non-number"
+                    ) from None
+                if not np.isfinite(row).all():
+                    raise DataError(f"{path}:{n}: the vector of {parts[0][:30]!r} holds NaN or infinity")
+                words.append(parts[0])
+                rows.append(row)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a word2vec text file (not UTF-8 text, byte {err.start})") from None
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror})") from None
     if len(words) != count:
         raise DataError(f"{path}: header says {count} words, file has {len(words)} (truncated?)")
     return words, np.stack(rows) if rows else np.zeros((0, dim), np.float32)

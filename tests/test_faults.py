@@ -1,0 +1,283 @@
+"""Bad files, impossible settings, faults and hostile run folders: one clear line (exit code 2, the key
+or file named with the fix), nothing lost, nothing executed. Grouped by class: data, config,
+checkpoints, run folders, generation, faults."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, TINY_GPT, run_train
+
+from llm_lab.errors import DataError, DivergedError, StorageError
+from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
+from llm_lab.run_dir import checkpoint_path, claim
+
+GPT = [*TINY_GPT, "trainer.max_steps=4", "callbacks.text_samples=null"]
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """The run failed with exit code 2 and one ``error:`` line (no traceback) holding ``words``."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for word in words:
+        assert word in last, (word, last)
+    return last
+
+
+def generate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "generate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def gpt_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny GPT run: 4 steps, checkpoints, tokenizer.json."""
+    run = tmp_path_factory.mktemp("gpt") / "run"
+    proc = run_train(*GPT, f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+# ------------------------------------------------------------------------------------------ data
+def test_utf16_text_without_a_byte_order_mark_is_refused_with_the_conversion(tmp_path: Path):
+    text = tmp_path / "utf16.txt"
+    text.write_bytes(("The function returns a list.\n" * 200).encode("utf-16-le"))
+    proc = run_train("experiment=bpe", f"data.path={text}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, str(text), "UTF-16LE", "iconv -f UTF-16LE -t UTF-8")
+
+
+def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, monkeypatch):
+    from llm_lab.data.corpus import read_text_files
+
+    locked = tmp_path / "locked.txt"
+    locked.write_text("some text")
+
+    def denied(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)  # root reads any file: simulate the refusal
+    with pytest.raises(DataError, match=f"{locked} cannot be read \\(Permission denied\\)"):
+        read_text_files(locked)
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (os.urandom(4000), ["not a word2vec text file"]),
+        (b"2 3\nthe 0.1 0.2 zero\nof 0.1 0.2 0.3\n", [":2:", "non-number"]),
+        (b"2 3\nthe 0.1 nan 0.3\nof 0.1 0.2 0.3\n", [":2:", "NaN or infinity"]),
+        (b"3 3\nthe 0.1 0.2 0.3\n", ["header says 3 words", "truncated"]),
+    ],
+    ids=["random-bytes", "non-number", "nan", "truncated"],
+)
+def test_unusable_word_vectors_are_one_line_naming_the_file(tmp_path: Path, content: bytes, words: list[str]):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_bytes(content)
+    proc = run_train(
+        "experiment=cbow_embedding",
+        f"model.net.embeddings={vectors}",
+        "model.net.d_model=3",
+        "model.net.num_heads=1",
+        "data.max_documents=10",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    line = one_line_error(proc, str(vectors), *words)
+    assert len(line) < 400  # the file's bytes are not dumped
+
+
+# ---------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("trainer.max_step=5", ["trainer.max_step", "did you mean trainer.max_steps?"]),
+        ("optimizer=adam", ["optimizer=adam", "adamw", "sgd"]),
+        ("trainer.max_steps=0", ["trainer.max_steps", "0 trains nothing"]),
+        ("trainer=gpu", ["trainer.accelerator", "no CUDA device", "trainer=cpu"]),
+        ("trainer=ddp", ["no CUDA device", "trainer=ddp_cpu"]),
+    ],
+)
+def test_impossible_settings_are_one_line_with_the_way_out(tmp_path: Path, override: str, words: list[str]):
+    if "trainer=" in override and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = run_train("experiment=gpt", override, f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, *words)
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def test_a_truncated_or_foreign_checkpoint_is_named(gpt_run: Path, tmp_path: Path):
+    good = gpt_run / "checkpoints" / "last.ckpt"
+    truncated, foreign = tmp_path / "truncated.ckpt", tmp_path / "foreign.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    foreign.write_bytes(b"not a checkpoint at all" * 100)
+    for bad in (truncated, foreign):
+        proc = run_train(*GPT, f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / bad.stem}")
+        one_line_error(proc, str(bad), "not a readable checkpoint")
+
+
+def test_a_checkpoint_of_another_model_size_names_the_settings_that_differ(gpt_run: Path, tmp_path: Path):
+    proc = run_train(*GPT, "model.net.n_embd=32", f"ckpt_path={gpt_run}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, "was made for another model", "n_embd=64 there, 32 here")
+
+
+def test_a_diverged_step_is_never_saved_nor_called_good(tmp_path: Path):
+    """lr=1e6 with a checkpoint after every step: the weights turn NaN in an update whose loss was
+    still finite; that checkpoint must not replace the good one, and the message names the good one."""
+    run = tmp_path / "run"
+    args = [*GPT, "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=1"]
+    proc = run_train(*args, "optimizer.lr=1e6", "trainer.gradient_clip_val=null", f"hydra.run.dir={run}")
+    line = one_line_error(proc, "NaN or infinite", "last good one is", "last.ckpt")
+    assert (run / "FAILED").is_file()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert f"(step {saved['global_step']})" in line
+    for name, tensor in saved["state_dict"].items():
+        assert torch.isfinite(tensor).all(), name
+    # ... and resuming from it with a sane learning rate trains on.
+    again = run_train(*args, f"hydra.run.dir={run}", f"ckpt_path={run}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (run / "FAILED").exists()  # the successful rerun removed the stale marker
+
+
+def test_non_finite_weights_are_refused_by_the_writer_itself(tmp_path: Path):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 3, "state_dict": {"w": torch.ones(2)}}, tmp_path / "last.ckpt")
+    poisoned = {"global_step": 4, "state_dict": {"w": torch.tensor([1.0, float("nan")])}}
+    with pytest.raises(DivergedError, match=r"last\.ckpt \(step 3\)"):
+        io.save_checkpoint(poisoned, tmp_path / "last.ckpt")
+    assert io.load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 3
+
+
+# ----------------------------------------------------------------------------------- run folders
+def test_a_folder_holding_another_run_is_refused_unless_resuming_it(gpt_run: Path, tmp_path: Path):
+    run = tmp_path / "copy"
+    shutil.copytree(gpt_run, run)
+    before = (run / ".hydra" / "config.yaml").read_text()
+    proc = run_train(*GPT, "seed=7", f"hydra.run.dir={run}")
+    one_line_error(proc, f"{run} holds another run", f"ckpt_path={run}", "new hydra.run.dir")
+    assert (run / ".hydra" / "config.yaml").read_text() == before  # refused before Hydra wrote anything
+    assert not list((run / "checkpoints").glob("last-v*.ckpt"))
+
+
+def test_two_runs_at_once_on_one_folder_the_second_is_refused(tmp_path: Path):
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(
+        [sys.executable, "train.py", *TINY_GPT, "trainer.max_steps=400", f"hydra.run.dir={run}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "tokenizer.json").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.05)
+        second = run_train(*TINY_GPT, "trainer.max_steps=4", f"hydra.run.dir={run}")
+        one_line_error(second, f"{run} is in use by another run")
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_resuming_a_folder_takes_its_newest_checkpoint_and_a_killed_save_is_cleared(gpt_run: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(gpt_run, run)
+    checkpoints = run / "checkpoints"
+    older = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    older["global_step"] = 2
+    torch.save(older, checkpoints / "last.ckpt")  # last.ckpt from an older attempt, step 2
+    shutil.copy(gpt_run / "checkpoints" / "last.ckpt", checkpoints / "last-v1.ckpt")  # step 4
+    assert checkpoint_path(run) == checkpoints / "last-v1.ckpt"
+    (checkpoints / ".last.ckpt.abc123.tmp").write_bytes(b"half a checkpoint")
+    claim(run, str(run))
+    assert not list(checkpoints.glob(".*.tmp"))
+
+
+def test_a_run_folder_is_data_generate_py_never_executes_it(gpt_run: Path, tmp_path: Path):
+    run = tmp_path / "hostile"
+    shutil.copytree(gpt_run, run)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    config = (run / ".hydra" / "config.yaml").read_text()
+    hostile = f"{{_target_: builtins.open, _args_: ['{victim}', w]}}"
+    (run / ".hydra" / "config.yaml").write_text(config.replace("n_layer: null", f"n_layer: {hostile}"))
+    proc = generate(f"ckpt_path={run}", "max_new_tokens=3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert victim.read_text() == "precious"
+    # The checkpoint's own record of the model is checked too: only the lab's nets, plain values.
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["net"]["config"]["n_layer"] = {"_target_": "builtins.open", "_args_": [str(victim), "w"]}
+    torch.save(checkpoint, run / "checkpoints" / "last.ckpt")
+    one_line_error(generate(f"ckpt_path={run}"), "n_layer", "not a plain value")
+    assert victim.read_text() == "precious"
+
+
+# ------------------------------------------------------------------------------------ generation
+def test_generate_py_names_a_corrupt_tokenizer_and_meaningless_settings(gpt_run: Path, tmp_path: Path):
+    corrupt = tmp_path / "tokenizer.json"
+    corrupt.write_text('{"model": {"type": "BPE", "vocab"')
+    one_line_error(generate(f"ckpt_path={gpt_run}", f"tokenizer_path={corrupt}"), str(corrupt))
+    one_line_error(generate(f"ckpt_path={gpt_run}", "max_new_tokens=-5"), "max_new_tokens")
+    one_line_error(generate(f"ckpt_path={gpt_run}", "num_samples=0"), "num_samples")
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ('{"model_type": "gpt2", "n_layer": 2', ["config.json"]),
+        ("\x00\x01\x02binary", ["config.json"]),
+        ('{"model_type": "gpt2", "n_embd": 32}', ["config.json", "n_layer"]),
+        ('{"model_type": "gpt2", "n_layer": "two", "n_head": 2, "n_embd": 32}', ["config.json", "n_layer"]),
+    ],
+    ids=["truncated", "binary", "missing-key", "wrong-type"],
+)
+def test_generate_py_names_what_is_wrong_with_a_hugging_face_folder(tmp_path: Path, config: str, words: list[str]):
+    (tmp_path / "config.json").write_text(config)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    one_line_error(generate(f"hf_path={tmp_path}"), *words)
+    one_line_error(generate(f"hf_path={tmp_path / 'nowhere'}"), "nowhere")
+
+
+# ---------------------------------------------------------------------------------------- faults
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB filesystem (tmpfs, where the machine lets a test mount one), else None."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_intact(small_disk, tmp_path: Path, monkeypatch):
+    io = AtomicCheckpointIO()
+    folder = small_disk or tmp_path
+    io.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(10)}}, folder / "last.ckpt")
+    big = {"global_step": 2, "state_dict": {"w": torch.ones(1 << 19)}}  # 2 MiB: more than the disk
+    if small_disk is None:  # no tmpfs here: a writer that fails the way a full disk does
+
+        def full(obj: object, f: object, *args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(StorageError, match=r"could not write .*last\.ckpt.*intact: .*last\.ckpt \(step 1\)"):
+        io.save_checkpoint(big, folder / "last.ckpt")
+    monkeypatch.undo()
+    assert io.load_checkpoint(folder / "last.ckpt")["global_step"] == 1
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # the temporary file is gone
