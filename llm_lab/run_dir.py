@@ -37,7 +37,7 @@ def checkpoint_path(path: str | Path) -> Path:
     """A checkpoint file as given, or the newest checkpoint (by step) of a run directory."""
     path = Path(path)
     if path.is_dir():
-        newest = newest_checkpoint(path)
+        newest = newest_checkpoint(path / "checkpoints")
         if newest is None:
             raise ArgumentError(
                 "ckpt_path", f"{path} holds no checkpoint", "it stopped before its first step"
@@ -51,7 +51,7 @@ def checkpoint_path(path: str | Path) -> Path:
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's contents, or a DataError that names the file and what is wrong with it."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError) as err:
         raise DataError(f"{path} is not a readable checkpoint (truncated or not a .ckpt: {err})") from None
     except pickle.UnpicklingError as err:
@@ -127,9 +127,9 @@ def checkpoint_step(file: Path) -> int | None:
         return None
 
 
-def newest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
-    """The checkpoint of ``run_dir`` with the highest step, and that step (``last.ckpt`` wins a tie)."""
-    steps = {f: checkpoint_step(f) for f in sorted((run_dir / "checkpoints").glob("*.ckpt"))}
+def newest_checkpoint(folder: Path) -> tuple[Path, int] | None:
+    """The checkpoint in ``folder`` with the highest step, and that step (``last.ckpt`` wins a tie)."""
+    steps = {f: checkpoint_step(f) for f in sorted(folder.glob("*.ckpt"))}
     found = [(step, f.name == "last.ckpt", f) for f, step in steps.items() if step is not None]
     if not found:
         return None
@@ -162,16 +162,8 @@ _held_locks: list[Any] = []  # open lock files: a lock lasts as long as the proc
 
 
 def claim(run_dir: Path, ckpt_path: str | None) -> None:
-    """Make ``run_dir`` this process's: refuse a folder another run trained in (unless resuming it)
-    or that another process is writing to, and clear what a killed save left behind."""
-    if holds_results(run_dir) and not resumes(ckpt_path, run_dir):
-        newest = newest_checkpoint(run_dir)
-        what = f"a checkpoint at step {newest[1]}" if newest else "the results of a finished run"
-        raise ConfigError(
-            "hydra.run.dir",
-            f"{run_dir} holds another run ({what})",
-            f"resume it with ckpt_path={run_dir}, or choose a new hydra.run.dir",
-        )
+    """Make ``run_dir`` this process's: refuse a folder that another process is writing to, or that
+    another run trained in (unless this run resumes it), and clear what a killed save left behind."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = (run_dir / ".lock").open("a")
     try:
@@ -183,6 +175,15 @@ def claim(run_dir: Path, ckpt_path: str | None) -> None:
             f"{run_dir} is in use by another run right now",
             "wait for it to end, or choose a new hydra.run.dir",
         ) from None
+    if holds_results(run_dir) and not resumes(ckpt_path, run_dir):
+        lock.close()
+        newest = newest_checkpoint(run_dir / "checkpoints")
+        what = f"a checkpoint at step {newest[1]}" if newest else "the results of a finished run"
+        raise ConfigError(
+            "hydra.run.dir",
+            f"{run_dir} holds another run ({what})",
+            f"resume it with ckpt_path={run_dir}, or choose a new hydra.run.dir",
+        )
     _held_locks.append(lock)
     for leftover in (run_dir / "checkpoints").glob(".*.tmp"):
         leftover.unlink()  # a save killed half-way: never a checkpoint, never read
@@ -210,7 +211,7 @@ class OneRunPerDirectory(Callback):
 def check_fits(file: Path, module: nn.Module) -> None:
     """Refuse to resume ``module`` from a checkpoint made for another model size: name the settings
     that differ (or, for a net without saved settings, the first tensors that do not fit)."""
-    checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    checkpoint = read_checkpoint(file)
     theirs, ours = checkpoint.get("state_dict", {}), module.state_dict()
     wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     wrong += [k for k in theirs if k not in ours]

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -42,18 +43,23 @@ def needs_fixtures() -> pytest.MarkDecorator:
     )
 
 
+# Where the tests' commands run: a folder of their own, not the repository (a user may start
+# train.py from anywhere; its outputs/, the tokenizer cache included, land where it is started).
+WORKDIR = Path(tempfile.mkdtemp(prefix="llm_lab_tests_"))
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+
+
+def command(script: str, *args: str) -> list[str]:
+    """``python <repo>/script args``: a top-level script of the lab, started from WORKDIR."""
+    return [sys.executable, str(ROOT / script), *args]
+
+
 def run_train(
     *overrides: str, script: str = "train.py", timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python train.py OVERRIDES`` from the repo root, as a user would."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
+    """Run ``python train.py OVERRIDES`` (or another script) as a user would, from WORKDIR."""
     return subprocess.run(
-        [sys.executable, script, *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
+        command(script, *overrides), cwd=WORKDIR, capture_output=True, text=True, timeout=timeout, env=ENV
     )
 
 

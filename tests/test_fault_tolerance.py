@@ -116,16 +116,15 @@ def test_kill_9_then_resume_ends_with_the_uninterrupted_weights(tmp_path: Path):
     import os
     import signal
     import subprocess
-    import sys
     import time
 
-    from conftest import ROOT
+    from conftest import WORKDIR, command
 
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "train.py", *GPT_TINY, f"hydra.run.dir={killed}"],
-        cwd=ROOT,
+        command("train.py", *GPT_TINY, f"hydra.run.dir={killed}"),
+        cwd=WORKDIR,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -5,16 +5,16 @@ checkpoints, run folders, generation, faults."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_GPT, run_train
+from conftest import TINY_GPT, WORKDIR, command, run_train
 
 from llm_lab.errors import DataError, DivergedError, StorageError
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
@@ -35,9 +35,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -> str:
 
 
 def generate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "generate.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return run_train(*args, script="generate.py", timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +137,21 @@ def test_a_diverged_step_is_never_saved_nor_called_good(tmp_path: Path):
     line = one_line_error(proc, "NaN or infinite", "last good one is", "last.ckpt")
     assert (run / "FAILED").is_file()
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert f"(step {saved['global_step']})" in line
-    for name, tensor in saved["state_dict"].items():
-        assert torch.isfinite(tensor).all(), name
-    # ... and resuming from it with a sane learning rate trains on.
-    again = run_train(*args, f"hydra.run.dir={run}", f"ckpt_path={run}")
+    assert f"last.ckpt (step {saved['global_step']})" in line
+    tensors = list(saved["state_dict"].values())
+    for optimizer in saved["optimizer_states"]:
+        tensors += [t for state in optimizer["state"].values() for t in state.values() if torch.is_tensor(t)]
+    assert len(tensors) > 20 and all(torch.isfinite(t).all() for t in tensors)
+
+
+def test_a_successful_rerun_removes_the_failed_marker(tmp_path: Path):
+    run = tmp_path / "run"
+    failed = run_train(*GPT, "trainer.max_steps=0", f"hydra.run.dir={run}")
+    one_line_error(failed, "trainer.max_steps")
+    assert (run / "FAILED").is_file()
+    again = run_train(*GPT, f"hydra.run.dir={run}")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert not (run / "FAILED").exists()  # the successful rerun removed the stale marker
+    assert not (run / "FAILED").exists() and (run / "metrics.json").is_file()
 
 
 def test_non_finite_weights_are_refused_by_the_writer_itself(tmp_path: Path):
@@ -172,8 +178,8 @@ def test_two_runs_at_once_on_one_folder_the_second_is_refused(tmp_path: Path):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     first = subprocess.Popen(
-        [sys.executable, "train.py", *TINY_GPT, "trainer.max_steps=400", f"hydra.run.dir={run}"],
-        cwd=ROOT,
+        command("train.py", *TINY_GPT, "trainer.max_steps=400", f"hydra.run.dir={run}"),
+        cwd=WORKDIR,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -190,7 +196,9 @@ def test_two_runs_at_once_on_one_folder_the_second_is_refused(tmp_path: Path):
         first.wait()
 
 
-def test_resuming_a_folder_takes_its_newest_checkpoint_and_a_killed_save_is_cleared(gpt_run: Path, tmp_path: Path):
+def test_resuming_a_folder_takes_its_newest_checkpoint_and_a_killed_save_is_cleared(
+    gpt_run: Path, tmp_path: Path
+):
     run = tmp_path / "run"
     shutil.copytree(gpt_run, run)
     checkpoints = run / "checkpoints"
@@ -232,17 +240,27 @@ def test_generate_py_names_a_corrupt_tokenizer_and_meaningless_settings(gpt_run:
     one_line_error(generate(f"ckpt_path={gpt_run}", "num_samples=0"), "num_samples")
 
 
+GPT2_CONFIG = {
+    "model_type": "gpt2",
+    "vocab_size": 50,
+    "n_positions": 16,
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 8,
+}
+
+
 @pytest.mark.parametrize(
     ("config", "words"),
     [
-        ('{"model_type": "gpt2", "n_layer": 2', ["config.json"]),
+        (json.dumps(GPT2_CONFIG)[:40], ["config.json"]),
         ("\x00\x01\x02binary", ["config.json"]),
-        ('{"model_type": "gpt2", "n_embd": 32}', ["config.json", "n_layer"]),
-        ('{"model_type": "gpt2", "n_layer": "two", "n_head": 2, "n_embd": 32}', ["config.json", "n_layer"]),
+        (json.dumps({k: v for k, v in GPT2_CONFIG.items() if k != "n_layer"}), ["config.json", "n_layer"]),
+        (json.dumps(GPT2_CONFIG | {"n_layer": "two"}), ["config.json", "n_layer"]),
     ],
     ids=["truncated", "binary", "missing-key", "wrong-type"],
 )
-def test_generate_py_names_what_is_wrong_with_a_hugging_face_folder(tmp_path: Path, config: str, words: list[str]):
+def test_generate_py_names_what_is_wrong_in_a_hugging_face_folder(tmp_path: Path, config: str, words: list):
     (tmp_path / "config.json").write_text(config)
     (tmp_path / "model.safetensors").write_bytes(b"")
     one_line_error(generate(f"hf_path={tmp_path}"), *words)
@@ -265,7 +283,9 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
-def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_intact(small_disk, tmp_path: Path, monkeypatch):
+def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_intact(
+    small_disk, tmp_path: Path, monkeypatch
+):
     io = AtomicCheckpointIO()
     folder = small_disk or tmp_path
     io.save_checkpoint({"global_step": 1, "state_dict": {"w": torch.ones(10)}}, folder / "last.ckpt")

@@ -3,14 +3,12 @@ and ``generate.py`` against transformers' own greedy decoding."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, run_train
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
@@ -177,18 +175,12 @@ def hf_folder_with_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_generate_py_gives_transformers_greedy_text(hf_folder_with_tokenizer: Path) -> None:
     folder = hf_folder_with_tokenizer
-    result = subprocess.run(
-        [
-            sys.executable,
-            "generate.py",
-            f"hf_path={folder}",
-            "prompt=the cat",
-            "temperature=0",
-            "max_new_tokens=10",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_train(
+        f"hf_path={folder}",
+        "prompt=the cat",
+        "temperature=0",
+        "max_new_tokens=10",
+        script="generate.py",
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -4,8 +4,6 @@ a checkpoint that ``generate.py`` continues from, and resumes to exactly the uni
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,19 +70,13 @@ def test_tiny_run_learns_and_writes_its_artifacts(tiny_run: Path) -> None:
 @pytest.mark.slow
 def test_generate_py_continues_a_prompt_from_the_checkpoint(tiny_run: Path) -> None:
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "generate.py",
-            f"ckpt_path={ckpt}",
-            "prompt=The function",
-            "max_new_tokens=12",
-            "num_samples=2",
-            "seed=3",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    result = run_train(
+        f"ckpt_path={ckpt}",
+        "prompt=The function",
+        "max_new_tokens=12",
+        "num_samples=2",
+        "seed=3",
+        script="generate.py",
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -95,13 +87,7 @@ def test_generate_py_continues_a_prompt_from_the_checkpoint(tiny_run: Path) -> N
 
 @pytest.mark.slow
 def test_generate_py_reports_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "generate.py", f"ckpt_path={tmp_path / 'none.ckpt'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_train(f"ckpt_path={tmp_path / 'none.ckpt'}", script="generate.py", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 

@@ -7,14 +7,13 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, TINY_GPT, final_weights, run_train
+from conftest import ENV, ROOT, TINY_GPT, WORKDIR, command, final_weights, run_train
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.checkpoint import LastCheckpoint
@@ -37,8 +36,8 @@ def interrupt_at_step(run_dir: Path, signum: int, step: int = 5) -> subprocess.C
     """Start train.py, wait for its progress line of ``step``, send ``signum``, wait for the end."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
+        command("train.py", *RUN, f"hydra.run.dir={run_dir}"),
+        cwd=WORKDIR,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -65,11 +64,10 @@ def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 5 <= step < STEPS and step % 7 != 0  # mid-run, mid-epoch, not at a periodic save
 
-    # The last line says how to resume: run exactly that (from the repo root, as printed).
-    command = stopped.stderr.strip().splitlines()[-1].strip()
-    assert command.startswith("python train.py") and command.endswith(f"ckpt_path={run_dir}")
-    words = shlex.split(command)
-    resumed = run_train(*words[2:])
+    # The last line says how to resume: run exactly that, from where the run was started.
+    printed = stopped.stderr.strip().splitlines()[-1].strip()
+    assert printed.startswith(f"python {ROOT / 'train.py'}") and printed.endswith(f"ckpt_path={run_dir}")
+    resumed = subprocess.run(shlex.split(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     reference = run_train(*RUN, f"hydra.run.dir={straight}")

@@ -25,7 +25,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from llm_lab.errors import DivergedError, StorageError
-from llm_lab.run_dir import read_checkpoint
+from llm_lab.run_dir import newest_checkpoint, read_checkpoint
 
 
 def float_tensors(tree: Any, name: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -47,15 +47,22 @@ def non_finite(checkpoint: dict[str, Any]) -> list[str]:
     return [name for name, t in float_tensors(parts) if not bool(torch.isfinite(t).all())]
 
 
-def describe(path: Path) -> str:
-    """``last.ckpt (step 40)``, or that there is none yet."""
-    if not path.is_file():
-        return "no earlier checkpoint"
-    try:
-        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
-    except Exception:  # noqa: BLE001 - only a description for a message
-        step = "?"
-    return f"{path} (step {step})"
+def last_good(folder: Path) -> str:
+    """The newest checkpoint in ``folder`` as ``<path> (step 40)``, or that there is none yet."""
+    newest = newest_checkpoint(folder)
+    return f"{newest[0]} (step {newest[1]})" if newest else "none (no checkpoint was written before)"
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from or during."""
+    seen: BaseException | None = err
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+def _from_torch_writer(err: BaseException) -> bool:
+    return isinstance(err, RuntimeError) and ("inline_container" in str(err) or "StreamWriter" in str(err))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -71,7 +78,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise DivergedError(
                 f"the weights became NaN or infinite by step {checkpoint.get('global_step')} "
                 f"({len(bad)} tensors, e.g. {bad[0]}); that checkpoint was not written, the last good "
-                f"one is {describe(path)} (lower optimizer.lr or set trainer.gradient_clip_val, then "
+                f"one is {last_good(path.parent)} (lower optimizer.lr or set trainer.gradient_clip_val, then "
                 "resume with ckpt_path)"
             )
         try:
@@ -86,11 +93,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except (OSError, RuntimeError) as err:
-            # torch reports a failed write (e.g. a full disk) as a RuntimeError of its C++ writer.
-            if isinstance(err, RuntimeError) and "write" not in str(err):
+            # A failed write (a full disk) surfaces as the OSError itself, or as a RuntimeError of
+            # torch's zip writer raised while it unwinds from that OSError.
+            cause = next((e for e in _chain(err) if isinstance(e, OSError)), None)
+            if cause is None and not _from_torch_writer(err):
                 raise
-            reason = getattr(err, "strerror", None) or "the write failed (is the disk full?)"
-            raise StorageError(f"could not write {path}: {reason}; intact: {describe(path)}") from None
+            reason = cause.strerror if cause is not None else "the write failed (is the disk full?)"
+            raise StorageError(
+                f"could not write {path}: {reason}; intact: {last_good(path.parent)}"
+            ) from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

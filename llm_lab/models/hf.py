@@ -369,11 +369,17 @@ def _resolve(path_or_name: str | Path) -> Path:
     path = Path(path_or_name)
     if path.is_dir():
         return path
+    name = str(path_or_name)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise DataError(
+            f"{path_or_name}: no such folder (a HF model folder holds config.json and model.safetensors)"
+        )
     try:
         from huggingface_hub import snapshot_download
-    except ImportError as err:  # pragma: no cover - huggingface_hub ships with transformers
-        raise DataError(f"{path_or_name} is not a folder and huggingface_hub is missing") from err
-    folder = snapshot_download(repo_id=str(path_or_name), allow_patterns=["config.json", "model.safetensors"])
+
+        folder = snapshot_download(repo_id=name, allow_patterns=["config.json", "model.safetensors"])
+    except Exception as err:  # noqa: BLE001 - offline, unknown repo, bad name: all one line for the user
+        raise DataError(f"{name}: not a local folder, and not downloadable from the hub ({err})") from None
     return Path(folder)
 
 
