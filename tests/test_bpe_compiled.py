@@ -107,10 +107,11 @@ def test_encode_documents_puts_the_end_of_text_id_after_each_document():
     docs = [HOSTILE[0], "", f"x{EOT}y", "tail  "]
     eot = trained().special_tokens[EOT]
     expected = [i for doc in docs for i in (*trained().encode(doc), eot)]
+    lengths = [len(trained().encode(doc)) + 1 for doc in docs]
     for name, encoder in encoders().items():
-        array = encoder.encode_documents(docs, eot)
-        assert array.dtype == np.uint32 and array.tolist() == expected, name
-    assert encoders()["tiktoken"].encode_documents([], eot).tolist() == []
+        array, counts = encoder.encode_documents(docs, eot)
+        assert array.dtype == np.uint32 and array.tolist() == expected and counts.tolist() == lengths, name
+    assert [a.tolist() for a in encoders()["tiktoken"].encode_documents([], eot)] == [[], []]
 
 
 def test_an_encoder_travels_to_worker_processes_without_its_compiled_engine():

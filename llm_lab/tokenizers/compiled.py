@@ -199,12 +199,14 @@ class BatchEncoder:
         """The ids of each text, as ``tokenizer.encode`` gives them."""
         return [self.encode(text) for text in texts]
 
-    def encode_documents(self, texts: Sequence[str], eot_id: int) -> np.ndarray:
-        """The ids of the texts in one ``uint32`` array, ``eot_id`` after each text."""
-        eot = np.array([eot_id], dtype=np.uint32)
+    def encode_documents(self, texts: Sequence[str], eot_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of the texts in one ``uint32`` array with ``eot_id`` after each text, and the
+        number of ids of each text (its end-of-text included)."""
         if self.name == "tiktoken":  # straight into numpy, never through Python ints
             engine = self._engine()
             arrays = [engine.encode_to_numpy(text, allowed_special="all") for text in texts]
         else:
             arrays = [np.array(self.encode(text), dtype=np.uint32) for text in texts]
-        return np.concatenate([part for array in arrays for part in (array, eot)] or [eot[:0]])
+        eot = np.array([eot_id], dtype=np.uint32)
+        ids = np.concatenate([part for array in arrays for part in (array, eot)] or [eot[:0]])
+        return ids, np.array([len(array) + 1 for array in arrays], dtype=np.int64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from itertools import chain, islice
 from multiprocessing.pool import AsyncResult
 from typing import Any, TypeVar
@@ -34,7 +34,7 @@ def imap_bounded(
     in_flight: int | None = None,
     initializer: Callable[..., Any] | None = None,
     initargs: tuple[Any, ...] = (),
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     """``map(func, jobs)`` in ``num_workers`` processes, results in the order of the jobs.
 
     At most ``in_flight`` jobs (default two per worker) are submitted and not yet consumed.
