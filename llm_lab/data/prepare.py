@@ -42,7 +42,7 @@ from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers.base import Tokenizer, tokenizer_hash
 from llm_lab.tokenizers.compiled import BatchEncoder
 from llm_lab.tokenizers.simple import ENDOFTEXT
-from llm_lab.tokenizers.workers import imap_bounded
+from llm_lab.tokenizers.workers import document_batches, imap_bounded
 
 FORMAT_VERSION = 1
 INDEX = "index.json"
@@ -251,22 +251,6 @@ def _encode_batch(docs: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     return ids.astype(dtype), lengths, n_bytes
 
 
-def _batches(docs: Iterable[str], size: int, name: str) -> Iterator[list[str]]:
-    """Consecutive documents in lists of about ``size`` characters, read lazily."""
-    batch: list[str] = []
-    chars = 0
-    for doc in docs:
-        if not isinstance(doc, str):
-            raise ArgumentError(name, f"yields a {type(doc).__name__}, not str")
-        batch.append(doc)
-        chars += len(doc)
-        if chars >= size:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
-
-
 class _Progress:
     """MB/s, ids and an ETA (when the size is known): a tqdm bar on a terminal, else a line
     every ``every`` seconds and one at the end."""
@@ -326,7 +310,7 @@ def _encode_split(
 ) -> bool:
     """Encode ``docs`` into ``writer``; True when ``max_tokens`` cut the split short."""
     jobs = imap_bounded(
-        _encode_batch, _batches(docs, batch_chars, writer.split), num_proc, initializer=_start_worker,
+        _encode_batch, document_batches(docs, batch_chars, writer.split), num_proc, initializer=_start_worker,
         initargs=(encoder, eot_id, writer.dtype),
     )  # fmt: skip
     with closing(jobs):  # leaving early (max_tokens) stops the workers at once
