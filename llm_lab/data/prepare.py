@@ -40,7 +40,7 @@ import numpy as np
 from llm_lab.data.windows import id_dtype
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers.base import Tokenizer, tokenizer_hash
-from llm_lab.tokenizers.compiled import BatchEncoder
+from llm_lab.tokenizers.compiled import ENCODERS, BatchEncoder
 from llm_lab.tokenizers.simple import ENDOFTEXT
 from llm_lab.tokenizers.workers import document_batches, imap_bounded
 
@@ -255,7 +255,9 @@ class _Progress:
     """MB/s, ids and an ETA (when the size is known): a tqdm bar on a terminal, else a line
     every ``every`` seconds and one at the end."""
 
-    def __init__(self, label: str, total_bytes: int | None, show: bool, stream: TextIO, every: float = 10.0):
+    def __init__(
+        self, label: str, total_bytes: int | None, show: bool, stream: TextIO, every: float = 10.0
+    ) -> None:
         self.label, self.total, self.stream, self.every = label, total_bytes, stream, every
         self.show = show
         self.bytes = self.tokens = 0
@@ -396,7 +398,8 @@ def prepare(
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):
         raise ArgumentError("max_tokens", f"{max_tokens!r} is not a positive integer", "or None for no cap")
-    batch_encoder = BatchEncoder(tokenizer, encoder)
+    if encoder not in ENCODERS:
+        raise ArgumentError("encoder", f"unknown encoder {encoder!r}", f"use one of {ENCODERS}")
     token_hash = tokenizer_hash(tokenizer)
     split = dict(split or {})
     directory = Path(cache_dir) / cache_key(fingerprint, token_hash, split, max_tokens)
@@ -406,6 +409,7 @@ def prepare(
     with _locked(directory.with_suffix(".lock"), stream):
         if read_index(directory)[0] is not None:  # another process prepared it while we waited
             return PreparedCorpus.open(directory)
+        batch_encoder = BatchEncoder(tokenizer, encoder)  # checked here: reuse needs no encoder
         shutil.rmtree(directory, ignore_errors=True)  # what a killed run left is never trusted
         directory.mkdir()
         dtype = np.dtype(id_dtype(tokenizer.vocab_size))
