@@ -221,7 +221,7 @@ class _AtomicFile:
 def _write_index(directory: Path, index: dict[str, Any]) -> None:
     tmp = directory / f".{INDEX}.tmp"
     with tmp.open("w", encoding="utf-8") as f:
-        json.dump(index, f, indent=1)
+        json.dump(index, f, indent=1, default=str)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, directory / INDEX)
