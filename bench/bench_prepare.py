@@ -126,9 +126,9 @@ def main() -> None:
         tok = FastBPETokenizer.train(args.vocab_size, documents=corpus(4), special_tokens=["<|endoftext|>"])
         tokenizer = tok.save(out / "tokenizer.json")
         runs: dict[str, list[dict]] = {"tiktoken": [], "prepare1": [], "prepare2": []}
-        for r in range(args.repeats):
+        for repeat in range(args.repeats):
             for kind in runs:
-                runs[kind].append(run(kind, tokenizer, args.mb, out / f"cache-{kind}-{r}"))
+                runs[kind].append(run(kind, tokenizer, args.mb, out / f"cache-{kind}-{repeat}"))
         small = run("prepare2", tokenizer, args.small_mb, out / "cache-small")
 
     def med(kind: str, field: str) -> float:
