@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,22 +76,25 @@ print(json.dumps({"mb": n_bytes / 1e6, "seconds": seconds, "cpu": cpu, "parent_k
 """
 
 
+@cache
 def python_files() -> list[Path]:
     lib = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
     return sorted(lib.rglob("*.py"))
 
 
 def corpus(mb: float) -> Iterator[str]:
-    """The UTF-8 Python files under lib/, in sorted order, until ``mb`` MB: a stream of documents."""
+    """The UTF-8 Python files under lib/, in sorted order, until ``mb`` MB: a stream of documents.
+
+    The file list is made once per process (first call, outside any timing)."""
     total = 0
     for path in python_files():
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_bytes().decode("utf-8")
         except (UnicodeDecodeError, OSError):
             continue
         if text.strip():
             yield text
-            total += len(text.encode("utf-8"))
+            total += len(text) if text.isascii() else len(text.encode("utf-8"))
             if total >= mb * 1e6:
                 return
 

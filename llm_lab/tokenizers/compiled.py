@@ -72,15 +72,18 @@ def tiktoken_problem(tok: BPETokenizer) -> str | None:
 
 
 def _tiktoken_parts(piece: bytes, ranks: dict[bytes, int], limit: int) -> list[bytes]:
-    """``piece`` merged by tiktoken's rule, using only tokens whose rank is below ``limit``."""
+    """``piece`` merged by tiktoken's rule (the leftmost adjacent pair whose concatenation has the
+    lowest rank), using only tokens ranked below ``limit``; the rank list of ``bpe_fast.py``."""
     parts = [piece[i : i + 1] for i in range(len(piece))]
-    while len(parts) > 1:
-        joined = [ranks.get(x + y, limit) for x, y in zip(parts, parts[1:], strict=False)]
-        best = min(joined)
-        if best >= limit:
-            break
-        i = joined.index(best)  # the leftmost of the lowest
+    joined = [ranks.get(x + y, limit) for x, y in zip(parts, parts[1:], strict=False)]
+    while joined and (best := min(joined)) < limit:
+        i = joined.index(best)
         parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        del joined[i]
+        if i > 0:
+            joined[i - 1] = ranks.get(parts[i - 1] + parts[i], limit)
+        if i < len(joined):
+            joined[i] = ranks.get(parts[i] + parts[i + 1], limit)
     return parts
 
 
