@@ -1,22 +1,24 @@
-"""Byte-level BPE: training time and memory against HF `tokenizers`, encoding speed against tiktoken.
+"""Byte-level BPE: training against HF `tokenizers`, encoding against tiktoken — readable, fast, compiled.
 
     python bench/bench_bpe.py [--vocab-size 8192] [--repeats 3] [--text FILE]
 
 1. Training on ~3 MB of English Wikipedia (the sample gensim ships, XML and wiki markup stripped
-   crudely) at ``--vocab-size``: ours (``BPETokenizer.train``) against HF's ``BpeTrainer`` with a
-   ByteLevel pre-tokenizer. Each run is a fresh subprocess that reports its training wall time
-   and peak resident memory (VmHWM, plus the largest worker process for ours: an upper bound,
-   since forked workers share pages with their parent). "over base" subtracts the memory the
-   process held after its imports, which shows the algorithm's own cost; "package init skipped"
-   imports ``llm_lab.tokenizers.bpe`` without running ``llm_lab/tokenizers/__init__.py``, which
-   at present imports torch (about 200 MiB) through ``simple.py``.
-2. CS336 ``corpus.en`` at vocab 500 (if the shared fixtures are present): target < 0.4 s.
-3. Encoding the same text with the trained vocabulary: ours against ``tiktoken.Encoding`` built
-   from the same ranks (single thread). "cold" is a fresh tokenizer (every distinct pre-token is
-   merged once), "warm" a second pass (pre-tokens come from the cache).
+   crudely) at ``--vocab-size``: the lab's fast trainer (``FastBPETokenizer.train(files=[…])``)
+   against HF's ``BpeTrainer`` with a ByteLevel pre-tokenizer. Each run is a fresh subprocess that
+   reports its training wall time and peak resident memory (VmHWM, plus the largest worker process
+   for ours: an upper bound, since forked workers share pages with their parent); "over base"
+   subtracts the memory the process held after its imports.
+2. The readable trainer (``bpe.py``: every pair recounted before each merge) against the fast one
+   on the first 100 kB at vocab 600, and the CS336 ``corpus.en`` at vocab 500 (if the shared
+   fixtures are present; target < 0.4 s for the fast one).
+3. Encoding with the trained vocabulary against ``tiktoken.Encoding`` built from the same ranks
+   (single thread): the readable encoder (on the first 300 kB: it is slow by design), the fast
+   Python one — "cold" is a fresh tokenizer (every distinct pre-token merged once), "warm" a
+   second pass (pre-tokens come from the cache) — and the compiled paths of
+   ``llm_lab.tokenizers.compiled.BatchEncoder`` (tiktoken and HF `tokenizers`, one thread).
 
-Runs alternate between the two implementations so that load on a shared machine hits both; the
-table shows medians and ratios measured in the same run.
+Runs alternate between implementations so that load on a shared machine hits both; the table
+shows medians and ratios measured in the same run.
 """
 
 from __future__ import annotations
@@ -40,21 +42,15 @@ EOT = "<|endoftext|>"
 WORKER = r"""
 import json, resource, sys, time
 kind, text_path, vocab_size, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-def vm_hwm_kib(field="VmHWM"):
+def vm_kib(field="VmHWM"):
     for line in open("/proc/self/status"):
         if line.startswith(field):
             return int(line.split()[1])
 if kind == "hf":
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 else:
-    from pathlib import Path
-    if kind == "ours-lean":  # skip llm_lab/tokenizers/__init__.py and what it imports (torch)
-        import types
-        package = types.ModuleType("llm_lab.tokenizers")
-        package.__path__ = [str(Path("llm_lab/tokenizers").resolve())]
-        sys.modules["llm_lab.tokenizers"] = package
-    from llm_lab.tokenizers.bpe import BPETokenizer
-base = vm_hwm_kib("VmRSS")
+    from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
+base = vm_kib("VmRSS")
 start = time.perf_counter()
 if kind == "hf":
     tok = Tokenizer(models.BPE())
@@ -64,11 +60,11 @@ if kind == "hf":
                                   show_progress=False)
     tok.train([text_path], trainer)
 else:
-    tok = BPETokenizer.train(Path(text_path), vocab_size, special_tokens=["<|endoftext|>"])
+    tok = FastBPETokenizer.train(vocab_size, files=[text_path], special_tokens=["<|endoftext|>"])
 seconds = time.perf_counter() - start
 children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 tok.save(f"{out}/{kind}.json")
-print(json.dumps({"seconds": seconds, "peak_kib": vm_hwm_kib() + children, "base_kib": base}))
+print(json.dumps({"seconds": seconds, "peak_kib": vm_kib() + children, "base_kib": base}))
 """
 
 
@@ -99,7 +95,10 @@ def main() -> None:
     parser.add_argument("--text", type=Path, help="train on this UTF-8 file instead")
     args = parser.parse_args()
 
+    sys.path.insert(0, str(ROOT))  # this checkout's llm_lab, as the training subprocesses use
     from llm_lab.tokenizers.bpe import BPETokenizer
+    from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
+    from llm_lab.tokenizers.compiled import BatchEncoder, tiktoken_encoding
 
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +109,7 @@ def main() -> None:
         text = text_path.read_text(encoding="utf-8")
         mb = len(text.encode("utf-8")) / 1e6
 
-        runs: dict[str, list[dict]] = {"hf": [], "ours": [], "ours-lean": []}
+        runs: dict[str, list[dict]] = {"hf": [], "ours": []}
         for _ in range(args.repeats):
             for kind in runs:
                 runs[kind].append(train_in_subprocess(kind, text_path, args.vocab_size, out))
@@ -124,19 +123,29 @@ def main() -> None:
                 f"{t_ratio:.2f}× (target ≤ 3×)",
             )
         )
-        for label, kind, key in [
-            ("peak RSS (MiB)", "ours", None),
-            ("peak RSS, package init skipped (MiB)", "ours-lean", None),
-            ("peak RSS over base (MiB)", "ours", "base_kib"),
-        ]:
-            ours, hf = ((m["peak_kib"] - (m[key] if key else 0)) / 1024 for m in (med[kind], med["hf"]))
+        for label, key in [("peak RSS (MiB)", None), ("peak RSS over base (MiB)", "base_kib")]:
+            ours, hf = ((m["peak_kib"] - (m[key] if key else 0)) / 1024 for m in (med["ours"], med["hf"]))
             rows.append(
                 (f"train: {label}", f"{ours:.0f}", f"{hf:.0f} (HF)", f"{ours / hf:.2f}× (target ≤ 2×)")
             )
 
+        sample = text[:100_000]
+        readable_s, fast_s = (
+            seconds_of(lambda c=cls: c.train(600, text=sample, num_workers=1), args.repeats)
+            for cls in (BPETokenizer, FastBPETokenizer)
+        )
+        rows.append(
+            (
+                "train 100 kB, vocab 600, readable (s)",
+                f"{readable_s:.2f}",
+                f"{fast_s:.3f} (fast)",
+                f"{readable_s / fast_s:.0f}× slower",
+            )
+        )
         if (FIXTURES / "corpus.en").is_file():
+            corpus_en = [FIXTURES / "corpus.en"]
             seconds = seconds_of(
-                lambda: BPETokenizer.train(FIXTURES / "corpus.en", 500, special_tokens=[EOT]), 5
+                lambda: FastBPETokenizer.train(500, files=corpus_en, special_tokens=[EOT]), 5
             )
             rows.append(
                 (
@@ -147,22 +156,53 @@ def main() -> None:
                 )
             )
 
-        reference = BPETokenizer.load(out / "ours.json").to_tiktoken()
-        times: dict[str, list[float]] = {"cold": [], "warm": [], "tiktoken": []}
-        for _ in range(max(args.repeats, 5)):  # one round = a fresh tokenizer twice, then tiktoken
-            tok = BPETokenizer.load(out / "ours.json")
+        trained = FastBPETokenizer.load(out / "ours.json")
+        reference = tiktoken_encoding(trained)
+        compiled = {name: BatchEncoder(trained, name) for name in ("tiktoken", "hf")}
+        times: dict[str, list[float]] = {
+            "cold": [],
+            "warm": [],
+            "tiktoken": [],
+            "compiled tiktoken": [],
+            "compiled hf": [],
+        }
+        for _ in range(max(args.repeats, 5)):  # one round = a fresh tokenizer twice, then the others
+            tok = FastBPETokenizer.load(out / "ours.json")
             times["cold"].append(seconds_of(lambda t=tok: t.encode(text), 1))
             times["warm"].append(seconds_of(lambda t=tok: t.encode(text), 1))
             times["tiktoken"].append(seconds_of(lambda: reference.encode_ordinary(text), 1))
-        cold, warm, ref = (statistics.median(times[k]) for k in ("cold", "warm", "tiktoken"))
-        assert tok.encode(text) == reference.encode_ordinary(text), "ids differ from tiktoken"
-        for label, seconds in [("cold", cold), ("warm", warm)]:
+            for name, encoder in compiled.items():
+                times[f"compiled {name}"].append(seconds_of(lambda e=encoder: e.encode(text), 1))
+        ref = statistics.median(times["tiktoken"])
+        expected = reference.encode_ordinary(text)
+        assert tok.encode(text) == expected, "ids differ from tiktoken"
+        assert all(e.encode(text) == expected for e in compiled.values()), "compiled ids differ"
+        head = text[:300_000]
+        readable = BPETokenizer(trained.vocab, trained.merges, list(trained.special_tokens))
+        assert readable.encode(head) == reference.encode_ordinary(head), "readable ids differ"
+        readable_mb = len(head.encode()) / 1e6 / seconds_of(lambda: readable.encode(head), 1)
+        ref_mb = mb / ref
+        rows.append(
+            (
+                "encode 0.3 MB, readable: MB/s",
+                f"{readable_mb:.2f}",
+                f"{ref_mb:.1f} (tiktoken)",
+                f"{readable_mb / ref_mb:.3f}×",
+            )
+        )
+        for label, key, target in [
+            ("fast Python, cold", "cold", " (target ≥ 0.5×)"),
+            ("fast Python, warm", "warm", " (target ≥ 0.5×)"),
+            ("compiled: tiktoken", "compiled tiktoken", ""),
+            ("compiled: HF tokenizers", "compiled hf", ""),
+        ]:
+            seconds = statistics.median(times[key])
             rows.append(
                 (
-                    f"encode {mb:.1f} MB ({label}): MB/s",
+                    f"encode {mb:.1f} MB, {label}: MB/s",
                     f"{mb / seconds:.1f}",
-                    f"{mb / ref:.1f} (tiktoken)",
-                    f"{ref / seconds:.2f}× (target ≥ 0.5×)",
+                    f"{ref_mb:.1f} (tiktoken)",
+                    f"{ref / seconds:.2f}×{target}",
                 )
             )
 

@@ -92,7 +92,7 @@ def test_workers_never_hold_more_than_in_flight_jobs():
 
 
 def test_counting_a_stream_of_documents_holds_the_counts_not_the_corpus(monkeypatch):
-    """The parent's peak memory is the same for a corpus of 1 MB and one of 4 MB (same words)."""
+    """The parent's peak memory hardly grows from a corpus of 0.4 MB to one of 4.2 MB (same words)."""
     monkeypatch.setattr(pretokenize, "CHUNK_CHARS", 1 << 15)
     letters = random.Random(1)
     words = ["".join(letters.choices("abcdefghij", k=6)) for _ in range(2000)]
@@ -110,5 +110,6 @@ def test_counting_a_stream_of_documents_holds_the_counts_not_the_corpus(monkeypa
         assert sum(counts.values()) == 200 * n
         return peak
 
-    small, large = parent_peak(600), parent_peak(2400)  # about 0.8 MB and 3.4 MB of text
-    assert large < 1.3 * small and large < 1 << 21, (small, large)
+    small, large = parent_peak(300), parent_peak(3000)  # about 0.4 MB and 4.2 MB of text
+    # Holding the corpus would add its 3.8 MB; what is in flight varies by a few jobs' counts.
+    assert large - small < 1.5e6 and large < 4e6, (small, large)

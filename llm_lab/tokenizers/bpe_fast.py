@@ -211,6 +211,9 @@ class FastBPETokenizer(BPETokenizer):
         super().__init__(vocab, merges, special_tokens)
         self._cache: dict[str, list[int]] = {}
 
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_cache": {}}  # a worker process fills its own cache
+
     @staticmethod
     def learn_merges(
         counts: Mapping[str, int], vocab_size: int, special_tokens: Sequence[str] = ()

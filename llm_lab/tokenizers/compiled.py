@@ -28,6 +28,7 @@ import numpy as np
 from llm_lab.errors import ArgumentError
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.bpe import BPETokenizer
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.formats import hf_tokenizer_json, tiktoken_ranks, token_to_str
 from llm_lab.tokenizers.hf import HFTokenizer
 from llm_lab.tokenizers.pretokenize import GPT2_PATTERN
@@ -71,15 +72,18 @@ def tiktoken_problem(tok: BPETokenizer) -> str | None:
 
 
 def _tiktoken_parts(piece: bytes, ranks: dict[bytes, int], limit: int) -> list[bytes]:
-    """``piece`` merged by tiktoken's rule, using only tokens whose rank is below ``limit``."""
+    """``piece`` merged by tiktoken's rule (the leftmost adjacent pair whose concatenation has the
+    lowest rank), using only tokens ranked below ``limit``; the rank list of ``bpe_fast.py``."""
     parts = [piece[i : i + 1] for i in range(len(piece))]
-    while len(parts) > 1:
-        joined = [ranks.get(x + y, limit) for x, y in zip(parts, parts[1:], strict=False)]
-        best = min(joined)
-        if best >= limit:
-            break
-        i = joined.index(best)  # the leftmost of the lowest
+    joined = [ranks.get(x + y, limit) for x, y in zip(parts, parts[1:], strict=False)]
+    while joined and (best := min(joined)) < limit:
+        i = joined.index(best)
         parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        del joined[i]
+        if i > 0:
+            joined[i - 1] = ranks.get(parts[i - 1] + parts[i], limit)
+        if i < len(joined):
+            joined[i] = ranks.get(parts[i] + parts[i + 1], limit)
     return parts
 
 
@@ -126,8 +130,10 @@ def hf_tokenizer(tok: BPETokenizer, checked: bool = False) -> Any:
 
 def choose_encoder(tokenizer: Tokenizer, encoder: str = "auto") -> str:
     """The encoder that will encode for ``tokenizer``: ``encoder`` itself when it can reproduce
-    the tokenizer's ids, else an :class:`ArgumentError` saying why; ``"auto"`` takes the fastest
-    one that can (tiktoken, then HF, then the tokenizer's own ``encode``)."""
+    the tokenizer's ids, else an :class:`ArgumentError` saying why. ``"auto"`` takes the fastest
+    that can, on one thread: tiktoken; else the tokenizer's own ``encode`` if it is the fast
+    Python one (about 3× HF's speed on one thread, see ``bench/bench_bpe.py``); else HF; else
+    the tokenizer's own ``encode``."""
     if encoder not in ENCODERS:
         raise ArgumentError("encoder", f"unknown encoder {encoder!r}", f"use one of {ENCODERS}")
     if encoder == "lab":
@@ -142,21 +148,33 @@ def choose_encoder(tokenizer: Tokenizer, encoder: str = "auto") -> str:
         raise ArgumentError(
             "encoder", f"{encoder} reproduces byte-level BPE, not {type(tokenizer).__name__}", "use 'lab'"
         )
-    problems = {"tiktoken": tiktoken_problem(tokenizer), "hf": hf_problem(tokenizer)}
+    if encoder == "auto" and isinstance(tokenizer, FastBPETokenizer):
+        return "tiktoken" if _problem(tokenizer, "tiktoken") is None else "lab"
+    candidates = ("tiktoken", "hf") if encoder == "auto" else (encoder,)
+    for name in candidates:  # asked lazily: checking costs about a second for 50k merges
+        problem = _problem(tokenizer, name)
+        if problem is None:
+            return name
+    if encoder == "auto":
+        return "lab"
+    able = [
+        repr(name) for name in ("tiktoken", "hf") if name != encoder and _problem(tokenizer, name) is None
+    ]
+    raise ArgumentError(
+        "encoder",
+        f"{encoder} cannot reproduce this tokenizer: {problem}",
+        f"use {' or '.join([*able, repr('lab')])}",
+    )
+
+
+def _problem(tok: BPETokenizer, encoder: str) -> str | None:
+    if encoder == "hf":
+        return hf_problem(tok)
     try:
         import tiktoken  # noqa: F401
     except ImportError:
-        problems["tiktoken"] = "tiktoken is not installed (pip install tiktoken)"
-    if encoder == "auto":
-        return next((name for name, problem in problems.items() if problem is None), "lab")
-    if problems[encoder]:
-        able = [repr(name) for name, problem in problems.items() if problem is None] + ["'lab'"]
-        raise ArgumentError(
-            "encoder",
-            f"{encoder} cannot reproduce this tokenizer: {problems[encoder]}",
-            f"use {' or '.join(able)}",
-        )
-    return encoder
+        return "tiktoken is not installed (pip install tiktoken)"
+    return tiktoken_problem(tok)
 
 
 class BatchEncoder:
@@ -199,12 +217,14 @@ class BatchEncoder:
         """The ids of each text, as ``tokenizer.encode`` gives them."""
         return [self.encode(text) for text in texts]
 
-    def encode_documents(self, texts: Sequence[str], eot_id: int) -> np.ndarray:
-        """The ids of the texts in one ``uint32`` array, ``eot_id`` after each text."""
-        eot = np.array([eot_id], dtype=np.uint32)
+    def encode_documents(self, texts: Sequence[str], eot_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of the texts in one ``uint32`` array with ``eot_id`` after each text, and the
+        number of ids of each text (its end-of-text included)."""
         if self.name == "tiktoken":  # straight into numpy, never through Python ints
             engine = self._engine()
             arrays = [engine.encode_to_numpy(text, allowed_special="all") for text in texts]
         else:
             arrays = [np.array(self.encode(text), dtype=np.uint32) for text in texts]
-        return np.concatenate([part for array in arrays for part in (array, eot)] or [eot[:0]])
+        eot = np.array([eot_id], dtype=np.uint32)
+        ids = np.concatenate([part for array in arrays for part in (array, eot)] or [eot[:0]])
+        return ids, np.array([len(array) + 1 for array in arrays], dtype=np.int64)

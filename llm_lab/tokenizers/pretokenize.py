@@ -23,7 +23,7 @@ from typing import Any
 import regex
 
 from llm_lab.errors import ArgumentError, DataError
-from llm_lab.tokenizers.workers import default_workers, imap_bounded
+from llm_lab.tokenizers.workers import default_workers, document_batches, imap_bounded
 
 # The pattern of GPT-2's encoder.py, written with a non-capturing group as tiktoken does. It is the
 # same expression that HF `tokenizers` uses for its ByteLevel pre-tokenizer, which is what makes
@@ -47,7 +47,8 @@ def special_splitter(special_tokens: Iterable[str]) -> regex.Pattern[str] | None
     """A regex whose ``split`` keeps special tokens as separate parts (odd indices).
 
     Longer tokens are tried first, so that when one special token is a prefix of another
-    (``<|a|>`` and ``<|a|><|b|>``) the longest match wins, as in HF `tokenizers` and tiktoken.
+    (``<|a|>`` and ``<|a|><|b|>``) the longest match wins, as in HF `tokenizers` (tiktoken leaves
+    that choice unspecified, which is why ``compiled.py`` refuses it such tokens).
     """
     tokens = sorted(set(special_tokens), key=len, reverse=True)
     if not tokens:
@@ -138,22 +139,6 @@ def _count_job(job: tuple[Any, Sequence[str]]) -> Counter[str]:
         raise DataError(f"{path}: not UTF-8 text near byte {start + e.start}") from None
 
 
-def _batches(documents: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Consecutive documents grouped into lists of about ``size`` characters, read lazily."""
-    batch: list[str] = []
-    chars = 0
-    for doc in documents:
-        if not isinstance(doc, str):
-            raise ArgumentError("documents", f"yields a {type(doc).__name__}, not str")
-        batch.append(doc)
-        chars += len(doc)
-        if chars >= size:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
-
-
 def corpus_source(
     text: str | None = None, files: Sequence[str | Path] | None = None, documents: Iterable[str] | None = None
 ) -> str:
@@ -219,7 +204,7 @@ def count_corpus(
         sources = ((p, a, b) for p in paths for a, b in file_chunk_offsets(p, CHUNK_CHARS, special_tokens))
     else:
         assert documents is not None
-        sources = _batches(documents, CHUNK_CHARS)
+        sources = document_batches(documents, CHUNK_CHARS, "documents")
     workers = default_workers() if num_workers is None else num_workers
     total: Counter[str] = Counter()
     for counts in imap_bounded(_count_job, ((s, tuple(special_tokens)) for s in sources), workers):

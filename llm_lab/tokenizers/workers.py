@@ -13,10 +13,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import chain, islice
 from multiprocessing.pool import AsyncResult
 from typing import Any, TypeVar
+
+from llm_lab.errors import ArgumentError
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -34,7 +36,7 @@ def imap_bounded(
     in_flight: int | None = None,
     initializer: Callable[..., Any] | None = None,
     initargs: tuple[Any, ...] = (),
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     """``map(func, jobs)`` in ``num_workers`` processes, results in the order of the jobs.
 
     At most ``in_flight`` jobs (default two per worker) are submitted and not yet consumed.
@@ -60,3 +62,21 @@ def imap_bounded(
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def document_batches(documents: Iterable[str], size: int, name: str) -> Iterator[list[str]]:
+    """Consecutive documents in lists of about ``size`` characters, read lazily: the jobs of
+    :func:`imap_bounded`. ``name`` is the argument that gave the documents, for the error when
+    one is not a ``str``."""
+    batch: list[str] = []
+    chars = 0
+    for doc in documents:
+        if not isinstance(doc, str):
+            raise ArgumentError(name, f"yields a {type(doc).__name__}, not str")
+        batch.append(doc)
+        chars += len(doc)
+        if chars >= size:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
