@@ -26,6 +26,8 @@ from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import load_tokenizer
 from llm_lab.tokenizers.simple import ENDOFTEXT
 
+CONF = Path(__file__).resolve().parent / "conf"  # where the configs are, wherever generate.py is started
+
 
 def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
     """The GPT and tokenizer named by ``ckpt_path`` / ``hf_path`` / ``tokenizer_path``."""
@@ -82,7 +84,7 @@ def generate(cfg: DictConfig) -> list[str]:
     return [tokenizer.decode(row.tolist()) for row in out]
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="generate")
 def main(cfg: DictConfig) -> Any:
     try:
         for i, text in enumerate(generate(cfg)):
@@ -96,5 +98,10 @@ def main(cfg: DictConfig) -> Any:
         sys.exit(2)
 
 
+def cli() -> None:
+    """``python generate.py [key=value ...]``."""
+    run_cli(main, CONF, "generate")
+
+
 if __name__ == "__main__":
-    run_cli(main, Path(__file__).parent / "conf", "generate")
+    cli()

@@ -47,6 +47,7 @@ from llm_lab.tokenizers.build import build_tokenizer
 
 register_resolvers()
 log = logging.getLogger("train")
+CONF = Path(__file__).resolve().parent / "conf"  # where the configs are, wherever train.py is started
 
 
 @dataclass
@@ -274,7 +275,7 @@ def resume_command(cfg: DictConfig) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     configure_console()
     try:
@@ -311,6 +312,11 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[name]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python train.py [key=value ...]``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_cli(main, Path(__file__).parent / "conf", "train")
+    run_cli(main, CONF, "train")
+
+
+if __name__ == "__main__":
+    cli()

@@ -41,7 +41,9 @@ def configure_console() -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(Silence())
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, Silence) for f in rank_zero.filters):
+        rank_zero.addFilter(Silence())
     for pattern, _why in SILENCED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     logging.captureWarnings(True)

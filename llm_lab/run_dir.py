@@ -161,6 +161,12 @@ def is_first_process() -> bool:
 _held_locks: list[Any] = []  # open lock files: a lock lasts as long as the process keeps the file
 
 
+def release() -> None:
+    """Give up the run folders this process claimed (they are free again when it exits anyway)."""
+    while _held_locks:
+        _held_locks.pop().close()
+
+
 def claim(run_dir: Path, ckpt_path: str | None) -> None:
     """Make ``run_dir`` this process's: refuse a folder that another process is writing to, or that
     another run trained in (unless this run resumes it), and clear what a killed save left behind."""
@@ -206,6 +212,9 @@ class OneRunPerDirectory(Callback):
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release()
 
 
 def check_fits(file: Path, module: nn.Module) -> None:

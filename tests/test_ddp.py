@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_GPT, final_weights, run_train
+from conftest import TINY_GPT, final_weights, run_process
 
 LM = [*TINY_GPT, "model.net.dropout=0.0", "trainer.max_steps=4", "callbacks.text_samples=null"]
 
@@ -16,11 +16,11 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path: Pa
     # Rank r takes windows perm[r::2] of the epoch's permutation (DistributedSampler's rule), so the
     # union of the two rank batches at step k is exactly the single process's batch k of size 2b,
     # and DDP's mean of the two mean gradients is the mean gradient of that batch.
-    ddp = run_train(
+    ddp = run_process(
         *LM, "trainer=ddp_cpu", "data.batch_size=4", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=600
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_train(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
+    single = run_process(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = final_weights(tmp_path / "ddp", 4), final_weights(tmp_path / "single", 4)
     assert a.keys() == b.keys()
