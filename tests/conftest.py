@@ -96,6 +96,8 @@ def run_train(*args: str, script: str = "train.py", timeout: int = 0) -> subproc
     (DDP, signals, concurrent runs) and README's commands run in a new process instead."""
     from hydra.core.global_hydra import GlobalHydra
 
+    from llm_lab.run_dir import release
+
     cli = load_script(script).cli
     GlobalHydra.instance().clear()
     argv, cwd = sys.argv, os.getcwd()
@@ -112,6 +114,7 @@ def run_train(*args: str, script: str = "train.py", timeout: int = 0) -> subproc
         sys.argv = argv
         os.chdir(cwd)
         GlobalHydra.instance().clear()
+        release()  # the run folders' locks, which the end of a process would give back
     returncode = code if isinstance(code, int) else (0 if code is None else 1)
     return subprocess.CompletedProcess(sys.argv, returncode, stdout.getvalue(), stderr.getvalue())
 
