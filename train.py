@@ -35,9 +35,9 @@ from omegaconf import DictConfig
 from llm_lab import tokenizer_stage
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
-from llm_lab.config import as_config_error, build, flatten, keyed, plain, register_resolvers, run_cli
+from llm_lab.config import as_config_error, build, call, flatten, keyed, plain, register_resolvers, run_cli
 from llm_lab.console import configure_console
-from llm_lab.data.corpus import Corpus, Split
+from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.loggers import LabTensorBoardLogger
@@ -87,21 +87,21 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
 
-def read_corpus(cfg: DictConfig) -> Split:
-    """Step 1: the corpus the ``data.*`` corpus keys describe, read and split by document."""
+def read_corpus(cfg: DictConfig) -> Corpus:
+    """Step 1: the corpus the ``data.*`` corpus keys describe (streamed, split by document)."""
     with keyed(cfg.data, cfg):
-        return Corpus.from_settings(plain(cfg.data)).load()
+        return Corpus.from_settings(plain(cfg.data))
 
 
-def make_tokenizer(cfg: DictConfig, corpus: Split) -> Tokenizer:
+def make_tokenizer(cfg: DictConfig, corpus: Corpus) -> Tokenizer:
     """Step 2: the run's tokenizer, trained on the training documents or found in the cache."""
     settings = plain(cfg.tokenizer)
     kind = settings.pop("kind")
     with keyed(cfg.tokenizer, cfg):
         return build_tokenizer(
             kind,
-            lambda: corpus.train,
-            corpus.fingerprint,
+            corpus.train_documents,
+            corpus.fingerprint(),
             cache_dir=cfg.paths.get("cache_dir"),
             on_train=lambda: log.info(f"training the {kind} tokenizer (cached for the next runs)"),
             **settings,
@@ -127,16 +127,16 @@ def check_trainer(trainer: DictConfig) -> None:
         )
 
 
-def build_run(cfg: DictConfig, corpus: Split | None = None, tokenizer: Tokenizer | None = None) -> Run:
+def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenizer | None = None) -> Run:
     """Step 3: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
     sized by the data, loggers, callbacks and Trainer."""
     data: dict[str, Any] = {}
     if tokenizer is not None:
-        # The corpus keys of a data/*.yaml were read in step 1; the DataModule takes the documents
-        # themselves, and of those keys only what it also accepts (the seed of its example order).
+        # The corpus keys of a data/*.yaml were read in step 1; the DataModule takes the corpus
+        # itself, and of those keys only what it also accepts (the seed of its example order).
         accepted = inspect.signature(get_class(cfg.data._target_)).parameters
         exclude = [k for k in Corpus.setting_names() if k not in accepted]
-        datamodule = build(cfg.data, cfg, exclude=exclude, corpus=corpus, tokenizer=tokenizer)
+        datamodule = call(cfg.data, cfg, exclude=exclude, corpus=corpus, tokenizer=tokenizer)
     else:
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):
@@ -248,7 +248,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             settings.pop("path", None)
             stage = plain(cfg.get("stage"))
             with keyed(cfg.tokenizer, cfg):
-                tokenizer, metrics = tokenizer_stage.run(corpus, kind, settings, stage, loggers)
+                tokenizer, metrics = tokenizer_stage.run(corpus.load(), kind, settings, stage, loggers)
             tokenizer.save(output_dir / "tokenizer.json")
             finish(cfg, metrics, loggers)
             return metrics

@@ -137,13 +137,11 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
     Hydra wraps a constructor's exception in an InstantiationException: a :class:`LabError` comes
     out as itself and a library :class:`ArgumentError` as a ConfigError naming the key (see
     :func:`keyed`), so train.py can print one line. Keys in ``exclude`` are not passed on (the
-    corpus keys of a ``data`` node, which train.py reads itself).
+    Trainer's ``gradient_clip_backend``, which the lab reads itself).
     """
     target = node
     if exclude:
-        resolved = OmegaConf.to_container(node, resolve=True)
-        assert isinstance(resolved, dict)
-        target = OmegaConf.create({k: v for k, v in resolved.items() if k not in exclude})
+        target = OmegaConf.create({k: v for k, v in plain(node).items() if k not in exclude})
     with keyed(node, root):
         try:
             return instantiate(target, **kwargs)
@@ -154,6 +152,17 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
             if cause is None:
                 raise
             raise cause from None
+
+
+def call(node: Any, root: Any = None, exclude: Sequence[str] = (), **objects: Any) -> Any:
+    """Construct the ``_target_`` of a flat config node from its plain values and Python
+    ``objects`` (which Hydra's instantiate would try to turn into configs: a dataclass, say);
+    keys in ``exclude`` are left out. Errors surface as in :func:`build`."""
+    from hydra.utils import get_class
+
+    values = {k: v for k, v in plain(node).items() if k not in exclude}
+    with keyed(node, root):
+        return get_class(values.pop("_target_"))(**values, **objects)
 
 
 def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path, config_name: str) -> str:

@@ -88,31 +88,33 @@ def load_script(name: str) -> ModuleType:
     return module
 
 
-def run_train(*args: str, script: str = "train.py", timeout: int = 0) -> subprocess.CompletedProcess[str]:
-    """``python <script> ARGS`` as a user types it, run by the script's own ``cli()`` in this process
-    from WORKDIR: the whole command-line path (Hydra's composition and callbacks, the one-line
+def run_train(
+    *args: str, script: str = "train.py", timeout: int = 0, cwd: Path = WORKDIR
+) -> subprocess.CompletedProcess[str]:
+    """``python <script> ARGS`` as a user types it in ``cwd``, run by the script's own ``cli()`` in
+    this process: the whole command-line path (Hydra's composition and callbacks, the one-line
     errors, the exit code, stdout and stderr) without a new interpreter's imports. ``timeout`` is
-    accepted for symmetry with :func:`run_process` and ignored. Commands about processes themselves
-    (DDP, signals, concurrent runs) and README's commands run in a new process instead."""
+    accepted for symmetry with :func:`run_process` and ignored. Commands about processes
+    themselves (DDP, signals, concurrent runs) use :func:`run_process`."""
     from hydra.core.global_hydra import GlobalHydra
 
     from llm_lab.run_dir import release
 
     cli = load_script(script).cli
     GlobalHydra.instance().clear()
-    argv, cwd = sys.argv, os.getcwd()
+    argv, started_in = sys.argv, os.getcwd()
     stdout, stderr = io.StringIO(), io.StringIO()
     code: int | str | None = 0
     try:
         sys.argv = [str(ROOT / script), *args]
-        os.chdir(WORKDIR)
+        os.chdir(cwd)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             cli()
     except SystemExit as stop:
         code = stop.code
     finally:
         sys.argv = argv
-        os.chdir(cwd)
+        os.chdir(started_in)
         GlobalHydra.instance().clear()
         release()  # the run folders' locks, which the end of a process would give back
     returncode = code if isinstance(code, int) else (0 if code is None else 1)

@@ -8,7 +8,7 @@ from conftest import run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tokenizers import Tokenizer
 
-from llm_lab.data.corpus import load_corpus, split_documents
+from llm_lab.data.corpus import Corpus
 from llm_lab.tokenizers.bpe import BPETokenizer
 
 TINY = ["experiment=bpe", "data.max_documents=40", "stage.merges_per_step=8", "stage.val_every_n_steps=2"]
@@ -37,7 +37,7 @@ def test_bpe_experiment_writes_tokenizer_json_and_logs_growth_and_compression(tm
     ours = BPETokenizer.load(run_dir / "tokenizer.json")
     hf = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
     assert len(ours.vocab) == hf.get_vocab_size() == 320
-    _, val_docs = split_documents(load_corpus(max_documents=40), 0.1, seed=42)
+    val_docs = Corpus(max_documents=40, seed=42).load().val
     text = "".join(val_docs)
     assert ours.encode(text) == hf.encode(text).ids
 

@@ -196,10 +196,10 @@ def test_bpe_cbow_pipeline_learns_vectors_for_bpe_tokens(tmp_path: Path):
     )
     words, vectors = load_word2vec_text(out / "vectors.txt")
     # the CBoW vocabulary is made of the BPE tokenizer's tokens: retrain it the same way and compare
-    from llm_lab.data.corpus import load_corpus, split_documents
+    from llm_lab.data.corpus import Corpus
     from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
-    train, _ = split_documents(load_corpus(max_documents=40), 0.1, seed=42)
+    train = Corpus(max_documents=40, seed=42).load().train
     bpe = FastBPETokenizer.train(400, documents=train)
     printable = {token_to_str(t) for t in bpe.vocab.values()}
     assert set(words) <= printable and "Ġthe" in words and vectors.shape == (len(words), 100)

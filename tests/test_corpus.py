@@ -1,8 +1,11 @@
+"""Where text comes from: the built-in corpus, files and folders, HF datasets (streamed too), and a
+split by document that is stable, disjoint and complete without holding the corpus in memory."""
+
 from pathlib import Path
 
 import pytest
 
-from llm_lab.data.corpus import builtin_corpus, load_corpus, split_documents
+from llm_lab.data.corpus import Corpus, assign, builtin_corpus
 from llm_lab.errors import ArgumentError, DataError
 
 
@@ -14,56 +17,82 @@ def test_builtin_corpus_is_real_english_prose():
         assert word in text
 
 
-def test_reads_a_file_and_a_folder(tmp_path: Path):
+def test_reads_a_file_a_folder_and_documents_separated_by_endoftext(tmp_path: Path):
     (tmp_path / "a.txt").write_text("first document", encoding="utf-8")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "b.md").write_text("second one", encoding="utf-8")
+    (tmp_path / "sub" / "b.md").write_text("second one<|endoftext|>third<|endoftext|>  ", encoding="utf-8")
     (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
-    assert load_corpus(tmp_path / "a.txt") == ["first document"]
-    assert load_corpus(tmp_path) == ["first document", "second one"]
+    assert list(Corpus(path=str(tmp_path / "a.txt")).documents()) == ["first document"]
+    assert list(Corpus(path=str(tmp_path)).documents()) == ["first document", "second one", "third"]
+    assert list(Corpus(path=str(tmp_path), max_documents=2).documents()) == ["first document", "second one"]
 
 
-def test_hf_text_builder_reads_the_same_documents_as_local_files(tmp_path: Path):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_hf_text_builder_reads_the_same_documents_as_local_files(tmp_path: Path, streaming: bool):
     f = tmp_path / "lines.txt"
     f.write_text("alpha beta\ngamma delta\n", encoding="utf-8")
-    docs = load_corpus(hf_dataset="text", hf_data_files=str(f))
-    assert docs == ["alpha beta", "gamma delta"]
+    corpus = Corpus(hf_dataset="text", hf_data_files=str(f), hf_streaming=streaming)
+    assert list(corpus.documents()) == ["alpha beta", "gamma delta"]
 
 
 def test_missing_path_names_the_argument(tmp_path: Path):
     with pytest.raises(ArgumentError, match="^path: .*does not exist"):
-        load_corpus(tmp_path / "nope.txt")
+        Corpus(path=str(tmp_path / "nope.txt"))
 
 
 def test_non_utf8_file_is_a_clear_error(tmp_path: Path):
     f = tmp_path / "latin1.txt"
     f.write_bytes("café".encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8"):
-        load_corpus(f)
+        list(Corpus(path=str(f)).documents())
 
 
 def test_empty_corpus_is_a_clear_error(tmp_path: Path):
     f = tmp_path / "empty.txt"
     f.write_text("  \n", encoding="utf-8")
     with pytest.raises(DataError, match="empty"):
-        load_corpus(f)
+        list(Corpus(path=str(f)).documents())
 
 
-def test_split_is_disjoint_complete_and_seeded():
-    docs = [f"doc {i}" for i in range(100)]
-    train, val = split_documents(docs, 0.1, seed=3)
-    assert len(val) == 10 and sorted(train + val) == sorted(docs)
-    assert not set(train) & set(val)
-    assert split_documents(docs, 0.1, seed=3) == (train, val)
-    assert split_documents(docs, 0.1, seed=4) != (train, val)
+def test_split_is_disjoint_complete_stable_and_seeded():
+    docs = [f"doc {i}" for i in range(2000)]
+    split = list(assign(docs, 0.1, seed=3))
+    val = [d for v, d in split if v]
+    assert [d for _, d in split] == docs  # every document once, in order
+    # Each document is a coin with p=0.1: 2000 of them give 200 ± 13 (one standard deviation).
+    assert 150 < len(val) < 250
+    assert list(assign(docs, 0.1, seed=3)) == split  # the same on every pass
+    assert list(assign(docs, 0.1, seed=4)) != split
+    # A document's side depends on its position and the seed only: more documents after it
+    # do not move it (the split of a growing stream is stable).
+    assert list(assign(docs[:500], 0.1, seed=3))[:499] == split[:499]
 
 
-def test_single_document_is_split_at_a_line():
+def test_every_split_has_a_validation_side():
+    (only,) = [d for v, d in assign(["a", "b"], 0.01, seed=0) if v]  # no coin came up: the last one
+    assert only == "b"
     text = "\n".join(f"line {i}" for i in range(100))
-    (train,), (val,) = split_documents([text], 0.2)
+    (train,), (val,) = ([d for v, d in assign([text], 0.2, 0) if v is side] for side in (False, True))
     assert train + val == text and val.startswith("\n") and 0.15 < len(val) / len(text) < 0.25
+
+
+def test_train_and_val_streams_and_the_loaded_split_agree():
+    corpus = Corpus(max_documents=40, seed=42)
+    split = corpus.load()
+    assert split.train == list(corpus.train_documents()) and split.val == list(corpus.val_documents())
+    assert sorted(split.train + split.val) == sorted(corpus.documents()) and split.val
+
+
+def test_fingerprint_names_the_text_and_the_split(tmp_path: Path):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    before = Corpus(path=str(f)).fingerprint()
+    assert Corpus(path=str(f)).fingerprint() == before
+    assert Corpus(path=str(f), seed=1).fingerprint() != before
+    f.write_text("one two")  # an edited file is another corpus
+    assert Corpus(path=str(f)).fingerprint() != before
 
 
 def test_bad_val_fraction():
     with pytest.raises(ArgumentError, match="^val_fraction"):
-        split_documents(["a", "b"], 0.0)
+        Corpus(val_fraction=0.0)

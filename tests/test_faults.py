@@ -56,7 +56,7 @@ def test_utf16_text_without_a_byte_order_mark_is_refused_with_the_conversion(tmp
 
 
 def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, monkeypatch):
-    from llm_lab.data.corpus import read_text_files
+    from llm_lab.data.corpus import read_text
 
     locked = tmp_path / "locked.txt"
     locked.write_text("some text")
@@ -66,7 +66,7 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(Path, "read_text", denied)  # root reads any file: simulate the refusal
     with pytest.raises(DataError, match=f"{locked} cannot be read \\(Permission denied\\)"):
-        read_text_files(locked)
+        read_text(locked)
 
 
 @pytest.mark.parametrize(

@@ -92,15 +92,15 @@ def test_language_model_concatenates_the_context_embeddings() -> None:
 def test_language_model_beats_the_unigram_baseline_on_the_builtin_corpus() -> None:
     """Validation cross-entropy well below that of unigram frequencies (counted here, add-one)."""
     k = 4
-    corpus = Corpus().load()
-    words = SimpleTokenizer.from_corpus(corpus.train, min_count=2)
+    corpus = Corpus()
+    words = SimpleTokenizer.from_corpus(corpus.train_documents(), min_count=2)
     data = LMDataModule(corpus, words, context_length=k, stride=1, batch_size=128)
     data.setup("fit")
     vocab_size = data.tokenizer.vocab_size
     # The net predicts the token after each window: validation targets are the windows' last y.
     val_x = torch.stack([data.val_set[i][0] for i in range(len(data.val_set))])
     val_y = torch.stack([data.val_set[i][1][-1] for i in range(len(data.val_set))])
-    train_ids = torch.from_numpy(data.train_set.ids[: data.split].astype("int64"))
+    train_ids = torch.from_numpy(data.train_set.ids[0 : len(data.train_set.ids)].astype("int64"))
     counts = torch.bincount(train_ids, minlength=vocab_size).double() + 1
     unigram = -(counts / counts.sum()).log()[val_y].mean().item()
 

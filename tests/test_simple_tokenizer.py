@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 from conftest import run_in_process
 
-from llm_lab.data.corpus import load_corpus, split_documents
+from llm_lab.data.corpus import Corpus
 from llm_lab.tokenizers import split_words
 from llm_lab.tokenizers.simple import ENDOFTEXT, UNK, SimpleTokenizer
 
@@ -15,7 +15,8 @@ def test_simple_tokenizer_experiment_builds_the_vocabulary_and_measures_unknowns
     metrics = run_in_process(out, "simple_tokenizer", "data.max_documents=60", "tokenizer.min_count=2")
     vocab = set(SimpleTokenizer.load(out / "tokenizer.json").vocab.itos)
     # recompute both numbers from the same split (seed 42, 10 %), counting words directly
-    train, val = split_documents(load_corpus(max_documents=60), 0.1, seed=42)
+    split = Corpus(max_documents=60, seed=42).load()
+    train, val = split.train, split.val
     counts = Counter(w for d in train for w in split_words(d))
     assert vocab == {w for w, c in counts.items() if c >= 2} | {UNK, ENDOFTEXT}
     val_words = [w for d in val for w in split_words(d)]

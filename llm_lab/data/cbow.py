@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from llm_lab.data.corpus import Split
+from llm_lab.data.corpus import Corpus
 from llm_lab.data.resumable import rank_and_world
 from llm_lab.data.text import TextDataModule
 from llm_lab.errors import ArgumentError
@@ -109,7 +109,7 @@ class CBoWDataModule(TextDataModule):
 
     def __init__(
         self,
-        corpus: Split,
+        corpus: Corpus,
         tokenizer: Tokenizer,
         window: int = 5,
         min_count: int = 5,
@@ -142,8 +142,10 @@ class CBoWDataModule(TextDataModule):
         name = self.tokenizer.id_to_token
         return [name(i) for i in self.tokenizer.encode(doc) if i not in self.special_ids]
 
-    def build(self, train_docs: list[str], val_docs: list[str]) -> None:
-        train_tokens = [self.tokenize(d) for d in train_docs]
+    def build(self) -> None:
+        # CBoW draws its epochs from whole arrays in memory: a word2vec-sized corpus fits.
+        split = self.corpus.load()
+        train_tokens = [self.tokenize(d) for d in split.train]
         self.vocab = Vocabulary.from_tokens(
             (t for doc in train_tokens for t in doc), self.min_count, self.max_vocab_size
         )
@@ -152,7 +154,7 @@ class CBoWDataModule(TextDataModule):
         self.train_set = CBoWBatches(
             *self._encode(train_tokens), keep, self.window, self.batch_size, pad_id, self.seed
         )
-        val_ids = self._encode([self.tokenize(d) for d in val_docs])
+        val_ids = self._encode([self.tokenize(d) for d in split.val])
         # Validation sees every token (no subsampling) in a fixed order, so val/loss is comparable.
         self.val_set = CBoWBatches(
             *val_ids,

@@ -1,21 +1,23 @@
-"""Where text comes from: the built-in corpus, local files, or a Hugging Face dataset.
+"""Where text comes from: the built-in corpus, local files, or a Hugging Face dataset, streamed.
 
 A :class:`Corpus` says where the text is and how it is split (the ``data.path``,
 ``data.hf_dataset``, … ``data.val_fraction`` keys); it is the first step of every text stage's flow
-(corpus → tokenizer → ids → DataModule, see README "Architecture"). A corpus is a sequence of
-documents (str); documents are the unit of the train/validation split, so no document leaks into
-both sides. Its :meth:`Corpus.fingerprint` names the text without reading it, so that what is
-computed from a corpus (a trained tokenizer, prepared ids) can be cached and reused.
+(corpus → tokenizer → ids → DataModule, see README "Architecture"). A corpus is a stream of
+documents (str), read again for each pass and never held in memory as a whole: a local file is one
+document, or several when ``<|endoftext|>`` separates them (TinyStories' layout); a dataset row is
+one. Documents are the unit of the train/validation split, so no document leaks into both sides.
+Its :meth:`Corpus.fingerprint` names the text without reading it, so that what is computed from a
+corpus (a trained tokenizer, prepared ids) can be cached and reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,12 @@ from typing import Any
 from llm_lab.errors import ArgumentError, DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
+DOCUMENT_SEPARATOR = "<|endoftext|>"  # a file holding it is several documents
+
+# Control characters other than whitespace: in real text, next to none.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+SAMPLE_CHARS = 1 << 20  # the plausibility check reads this much of a file
+MAX_CONTROL_SHARE = 0.01  # above this share of control characters a file is not text
 
 
 def builtin_corpus() -> list[str]:
@@ -33,12 +41,6 @@ def builtin_corpus() -> list[str]:
     from pydoc_data.topics import topics
 
     return [topics[name] for name in sorted(topics)]
-
-
-# Control characters other than whitespace: in real text, next to none.
-_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
-SAMPLE_CHARS = 1 << 20  # the plausibility check reads this much of a file
-MAX_CONTROL_SHARE = 0.01  # above this share of control characters a file is not text
 
 
 def check_plausible_text(text: str, path: Path) -> None:
@@ -60,7 +62,8 @@ def check_plausible_text(text: str, path: Path) -> None:
         warnings.warn(f"{path}: {controls} stray control characters (e.g. NUL) in the text", stacklevel=3)
 
 
-def _read_utf8(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's content, or a DataError naming the file and the fix."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -87,90 +90,76 @@ def text_files(path: str | Path) -> list[Path]:
     return files
 
 
-def read_text_files(path: str | Path) -> list[str]:
-    """Read one UTF-8 file, or every text file below a folder, one document per file."""
-    return [_read_utf8(p) for p in text_files(path)]
+def file_documents(path: str | Path) -> Iterator[str]:
+    """The documents of a file or folder, one file at a time: a file is one document, or several
+    separated by ``<|endoftext|>``."""
+    for file in text_files(path):
+        yield from read_text(file).split(DOCUMENT_SEPARATOR)
 
 
-def load_hf_dataset(
+def hf_documents(
     name: str,
     config: str | None = None,
     split: str = "train",
     text_column: str = "text",
     data_files: str | list[str] | None = None,
-    max_documents: int | None = None,
-) -> list[str]:
-    """Load documents from a Hugging Face dataset (``datasets.load_dataset``).
+    streaming: bool = False,
+) -> Iterator[str]:
+    """The documents of a Hugging Face dataset (``datasets.load_dataset``), row by row.
 
     ``name`` is a hub id (needs the internet) or a builder such as ``"text"`` with ``data_files``
-    (works offline; this is how the tests exercise the same path).
+    (works offline; this is how the tests exercise the same path). With ``streaming`` the rows are
+    read as they are needed and nothing is downloaded in full (what a 40 GB hub dataset wants).
     """
     import datasets
 
-    ds = datasets.load_dataset(name, config, split=split, data_files=data_files)
-    if text_column not in ds.column_names:
+    ds = datasets.load_dataset(name, config, split=split, data_files=data_files, streaming=streaming)
+    columns = ds.column_names or []
+    if columns and text_column not in columns:
         raise ArgumentError(
-            "text_column", f"dataset {name!r} has no column {text_column!r}", f"use one of {ds.column_names}"
+            "text_column", f"dataset {name!r} has no column {text_column!r}", f"use one of {columns}"
         )
-    if max_documents is not None:
-        ds = ds.select(range(min(max_documents, len(ds))))
-    return [str(t) for t in ds[text_column]]
+    for row in ds:
+        yield str(row[text_column])
 
 
-def load_corpus(
-    path: str | Path | None = None,
-    hf_dataset: str | None = None,
-    hf_config: str | None = None,
-    hf_split: str = "train",
-    hf_data_files: str | list[str] | None = None,
-    text_column: str = "text",
-    max_documents: int | None = None,
-) -> list[str]:
-    """Return the corpus as a list of non-empty documents.
+def _uniform(seed: int, index: int) -> float:
+    """A number in [0, 1) that depends only on (seed, index): the split's coin for one document."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
-    Precedence: ``path`` (local files), then ``hf_dataset``, else the built-in corpus.
+
+def assign(documents: Iterable[str], val_fraction: float, seed: int) -> Iterator[tuple[bool, str]]:
+    """``(is_validation, document)`` for every document of a stream, in order.
+
+    Document i goes to validation when a hash of (seed, i) falls below ``val_fraction``: the split
+    needs no count of the documents and no shuffle in memory, and each pass over the same source
+    splits it the same way. Two corner cases keep a validation set: if no document drew
+    validation, the last one goes there; a corpus of a single document is cut by characters at a
+    line boundary instead (a one-file corpus still gets a validation set).
     """
-    if path is not None and hf_dataset is not None:
-        raise ArgumentError("path", "both path and hf_dataset are set", "keep one")
-    if path is not None:
-        docs = read_text_files(path)
-    elif hf_dataset is not None:
-        docs = load_hf_dataset(hf_dataset, hf_config, hf_split, text_column, hf_data_files, max_documents)
-    else:
-        docs = builtin_corpus()
-    docs = [d for d in docs if d.strip()]
-    if max_documents is not None:
-        docs = docs[:max_documents]
-    if not docs:
-        source = path or hf_dataset or "the built-in corpus"
-        raise DataError(f"the corpus from {source} is empty (give text, or another dataset)")
-    return docs
-
-
-def split_documents(docs: Sequence[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Shuffle documents with ``seed`` and hold out ``val_fraction`` of them for validation.
-
-    A corpus of a single document (one file) is split by characters at a line boundary instead,
-    so a one-file corpus still gets a validation set.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ArgumentError("val_fraction", f"{val_fraction} is not in (0, 1)", "use e.g. 0.1")
-    if len(docs) == 1:
-        text = docs[0]
-        cut = text.rfind("\n", 0, int(len(text) * (1 - val_fraction)))
-        cut = cut if cut > 0 else int(len(text) * (1 - val_fraction))
-        return [text[:cut]], [text[cut:]]
-    order = list(range(len(docs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(docs) * val_fraction))
-    val = [docs[i] for i in order[:n_val]]
-    train = [docs[i] for i in order[n_val:]]
-    return train, val
+    held: str | None = None
+    index = any_val = 0
+    for index, doc in enumerate(documents):  # noqa: B007 - index is read after the loop
+        if held is not None:
+            is_val = _uniform(seed, index - 1) < val_fraction
+            any_val |= is_val
+            yield is_val, held
+        held = doc
+    if held is None:
+        return
+    if index == 0:  # a single document: train on its start, validate on its end
+        cut = held.rfind("\n", 0, int(len(held) * (1 - val_fraction)))
+        cut = cut if cut > 0 else int(len(held) * (1 - val_fraction))
+        yield False, held[:cut]
+        yield True, held[cut:]
+        return
+    yield (not any_val) or _uniform(seed, index) < val_fraction, held
 
 
 @dataclass(frozen=True)
 class Split:
-    """A corpus read and split: the training and validation documents, and what they came from."""
+    """A corpus read and split in memory: the training and validation documents (small corpora)."""
 
     train: list[str]
     val: list[str]
@@ -179,12 +168,12 @@ class Split:
 
 @dataclass(frozen=True)
 class Corpus:
-    """Where the text comes from and how it is split; :meth:`load` reads it.
+    """Where the text comes from and how it is split.
 
     Nothing given: the built-in corpus. ``path``: a UTF-8 file or a folder of text files.
-    ``hf_dataset``: a Hugging Face dataset (with ``hf_config``, ``hf_split``, ``hf_data_files`` and
-    the ``text_column`` holding the text). ``max_documents`` caps the corpus; ``val_fraction`` of the
-    documents, drawn with ``seed``, are held out for validation.
+    ``hf_dataset``: a Hugging Face dataset (with ``hf_config``, ``hf_split``, ``hf_data_files``,
+    ``hf_streaming`` and the ``text_column`` holding the text). ``max_documents`` caps the corpus;
+    a hashed ``val_fraction`` of the documents (drawn with ``seed``) is held out for validation.
     """
 
     path: str | None = None
@@ -192,16 +181,21 @@ class Corpus:
     hf_config: str | None = None
     hf_split: str = "train"
     hf_data_files: str | list[str] | None = None
+    hf_streaming: bool = False
     text_column: str = "text"
     max_documents: int | None = None
     val_fraction: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.path is not None and self.hf_dataset is not None:
+            raise ArgumentError("path", "both path and hf_dataset are set", "keep one")
         if not 0.0 < self.val_fraction < 1.0:
             raise ArgumentError("val_fraction", f"{self.val_fraction} is not in (0, 1)", "use e.g. 0.1")
         if self.max_documents is not None and self.max_documents < 1:
             raise ArgumentError("max_documents", f"{self.max_documents} < 1", "use null (all) or a count")
+        if self.path is not None:
+            text_files(self.path)  # a missing path is reported now, not on the first read
 
     @classmethod
     def setting_names(cls) -> list[str]:
@@ -214,18 +208,53 @@ class Corpus:
         names = cls.setting_names()
         return cls(**{k: v for k, v in settings.items() if k in names})
 
-    def load(self) -> Split:
-        """Read the documents and split them by document."""
-        docs = load_corpus(
-            self.path,
-            self.hf_dataset,
-            self.hf_config,
-            self.hf_split,
-            self.hf_data_files,
-            self.text_column,
-            self.max_documents,
+    def documents(self) -> Iterator[str]:
+        """Every non-empty document, streamed from the source (at most ``max_documents``)."""
+        if self.path is not None:
+            source: Iterable[str] = file_documents(self.path)
+        elif self.hf_dataset is not None:
+            source = hf_documents(
+                self.hf_dataset,
+                self.hf_config,
+                self.hf_split,
+                self.text_column,
+                self.hf_data_files,
+                self.hf_streaming,
+            )
+        else:
+            source = builtin_corpus()
+        count = 0
+        for doc in source:
+            if doc.strip():
+                count += 1
+                yield doc
+                if count == self.max_documents:
+                    return
+        if count == 0:
+            where = self.path or self.hf_dataset or "the built-in corpus"
+            raise DataError(f"the corpus from {where} is empty (give text, or another dataset)")
+
+    def _side(self, validation: bool) -> Iterator[str]:
+        return (
+            doc
+            for is_val, doc in assign(self.documents(), self.val_fraction, self.seed)
+            if is_val == validation
         )
-        train, val = split_documents(docs, self.val_fraction, self.seed)
+
+    def train_documents(self) -> Iterator[str]:
+        """The training documents, streamed (each call reads the source again)."""
+        return self._side(False)
+
+    def val_documents(self) -> Iterator[str]:
+        """The validation documents, streamed."""
+        return self._side(True)
+
+    def load(self) -> Split:
+        """Both sides in memory, for corpora that fit (CBoW, the tokenizer stages, tests)."""
+        train: list[str] = []
+        val: list[str] = []
+        for is_val, doc in assign(self.documents(), self.val_fraction, self.seed):
+            (val if is_val else train).append(doc)
         return Split(train, val, self.fingerprint())
 
     def fingerprint(self) -> str:
@@ -240,7 +269,11 @@ class Corpus:
             stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for f in local for p in text_files(f)]
             parts["files"] = stats
         if self.path is None and self.hf_dataset is None:
-            import sys
-
             parts["builtin"] = sys.version  # pydoc_data.topics changes with the Python release
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def size_in_bytes(self) -> int | None:
+        """The UTF-8 size of local files (for a progress bar's ETA), None for other sources."""
+        if self.path is None:
+            return None
+        return sum(p.stat().st_size for p in text_files(self.path))

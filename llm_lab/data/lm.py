@@ -1,23 +1,24 @@
-"""Language-model data: documents → the run's tokenizer → one id stream → next-token windows.
+"""Language-model data: documents → the run's tokenizer → prepared ids → next-token windows.
 
-Documents are joined with ``<|endoftext|>`` (GPT-2's separator; Raschka ch. 2.4). Training ids come
-first in the stream and validation ids after them; windows never cross that boundary (see
-:class:`TokenWindows`).
+The corpus is encoded once (``llm_lab.data.prepare``: uint16/uint32 shards, ``<|endoftext|>`` after
+each document, GPT-2's separator; Raschka ch. 2.4) into the cache, by the fastest encoder that gives
+the tokenizer's own ids, and memory-mapped from then on: a second run, every trial of a sweep and
+every DDP rank reuse it, and a corpus larger than memory trains the same way (nanoGPT's ``.bin``).
+Training and validation ids come from disjoint documents; windows never cross from one to the other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+import tempfile
 from typing import Any
 
-import numpy as np
 from torch.utils.data import DataLoader
 
-from llm_lab.data.corpus import Split
+from llm_lab.data.corpus import Corpus
+from llm_lab.data.prepare import PreparedCorpus, prepare
 from llm_lab.data.resumable import ResumableLoader, rank_and_world
 from llm_lab.data.text import TextDataModule
-from llm_lab.data.windows import TokenWindows, id_dtype, write_ids
+from llm_lab.data.windows import TokenWindows
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.simple import ENDOFTEXT
@@ -26,60 +27,63 @@ from llm_lab.tokenizers.simple import ENDOFTEXT
 class LMDataModule(TextDataModule):
     """Next-token windows of ``context_length`` ids, ``stride`` apart (``None``: no overlap).
 
-    ``ids_dir`` streams the ids to ``<ids_dir>/ids.bin`` and memory-maps them (corpora larger than
-    memory). ``model_kwargs()`` hands the model its ``vocab_size``.
+    The ids are prepared under ``cache_dir`` (None: a temporary folder) by ``num_proc`` processes
+    with ``encoder`` (``auto``: the fastest with identical ids; ``lab``: the tokenizer's own
+    Python ``encode``), at most ``max_tokens`` of them for training. ``model_kwargs()`` hands the
+    model its ``vocab_size``.
     """
 
     def __init__(
         self,
-        corpus: Split,
+        corpus: Corpus,
         tokenizer: Tokenizer,
         context_length: int = 64,
         stride: int | None = None,
-        ids_dir: str | None = None,
         shuffle: bool = True,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        cache_dir: str | None = None,
+        num_proc: int = 1,
+        encoder: str = "auto",
+        max_tokens: int | None = None,
     ) -> None:
         super().__init__(corpus, tokenizer, batch_size, num_workers, seed)
         if context_length < 1:
             raise ArgumentError("context_length", f"{context_length} < 1", "use a positive length")
-        eot = tokenizer.token_to_id(ENDOFTEXT)
-        if eot is None:
+        if tokenizer.token_to_id(ENDOFTEXT) is None:
             raise DataError(
                 f"the tokenizer has no {ENDOFTEXT} token, which separates documents in a language "
                 "model's stream: use a GPT-style tokenizer (or train one: tokenizer=bpe)"
             )
-        self.eot_id = eot
         self.context_length = context_length
         self.stride = stride
-        self.ids_dir = ids_dir
         self.shuffle = shuffle
+        self.cache_dir = cache_dir
+        self.num_proc = num_proc
+        self.encoder = encoder
+        self.max_tokens = max_tokens
 
-    def build(self, train_docs: list[str], val_docs: list[str]) -> None:
-        n_train = 0
+    def prepared(self) -> PreparedCorpus:
+        """The corpus's ids for this tokenizer: from the cache, or encoded now (once)."""
+        return prepare(
+            self.corpus.train_documents(),
+            self.corpus.val_documents(),
+            self.tokenizer,
+            fingerprint=self.corpus.fingerprint(),
+            cache_dir=self.cache_dir or tempfile.mkdtemp(prefix="llm_lab_ids_"),
+            num_proc=self.num_proc,
+            encoder=self.encoder,
+            max_tokens=self.max_tokens,
+            total_bytes=self.corpus.size_in_bytes(),
+            progress=True,  # a bar on a terminal, else a line every 10 s and at the end
+        )
 
-        def chunks() -> Iterable[list[int]]:
-            nonlocal n_train
-            for doc in train_docs:
-                ids = self.tokenizer.encode(doc) + [self.eot_id]
-                n_train += len(ids)
-                yield ids
-            for doc in val_docs:
-                yield self.tokenizer.encode(doc) + [self.eot_id]
-
-        ids: np.ndarray
-        if self.ids_dir:
-            # Corpora larger than memory: stream the ids to disk and memory-map them.
-            Path(self.ids_dir).mkdir(parents=True, exist_ok=True)
-            ids = write_ids(Path(self.ids_dir) / "ids.bin", chunks(), self.tokenizer.vocab_size)
-        else:
-            ids = np.fromiter((i for c in chunks() for i in c), dtype=id_dtype(self.tokenizer.vocab_size))
-        self.split = n_train
-        self.train_set = TokenWindows(ids, self.context_length, self.stride, 0, self.split)
+    def build(self) -> None:
+        ids = self.prepared()
+        self.train_set = TokenWindows(ids.train, self.context_length, self.stride)
         # Validation windows never overlap each other, so every validation token is scored once.
-        self.val_set = TokenWindows(ids, self.context_length, self.context_length, self.split, len(ids))
+        self.val_set = TokenWindows(ids.val, self.context_length, self.context_length)
 
     def train_dataloader(self) -> DataLoader:
         # drop_last keeps batch shapes fixed, unless that would leave no batch at all.

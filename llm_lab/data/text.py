@@ -1,10 +1,9 @@
 """The DataModule base every text stage shares: it receives the run's corpus and tokenizer.
 
-``train.py`` reads the corpus (``llm_lab.data.corpus``) and builds the tokenizer
-(``llm_lab.tokenizers.build``) before any DataModule exists, then hands both in; a subclass turns the
-training and validation documents into its own examples (CBoW pairs, LM windows, ...) in
-:meth:`TextDataModule.build`. In a notebook:
-``LMDataModule(corpus=Corpus().load(), tokenizer=tok, context_length=64)``.
+``train.py`` describes the corpus (``llm_lab.data.corpus``) and builds the tokenizer
+(``llm_lab.tokenizers.build``) before any DataModule exists, then hands both in; a subclass turns
+the corpus's training and validation documents into its own examples (CBoW pairs, LM windows, ...)
+in :meth:`TextDataModule.build`. In a notebook: ``LMDataModule(Corpus(), tok, context_length=64)``.
 """
 
 from __future__ import annotations
@@ -13,17 +12,17 @@ from typing import Any
 
 import lightning as L
 
-from llm_lab.data.corpus import Split
+from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError
 from llm_lab.tokenizers.base import Tokenizer
 
 
 class TextDataModule(L.LightningDataModule):
-    """Builds its datasets once from ``corpus`` (a :class:`Split`) with ``tokenizer``; ``seed`` orders
-    the training examples of every epoch."""
+    """Builds its datasets once from ``corpus`` with ``tokenizer``; ``seed`` orders the training
+    examples of every epoch."""
 
     def __init__(
-        self, corpus: Split, tokenizer: Tokenizer, batch_size: int = 64, num_workers: int = 0, seed: int = 0
+        self, corpus: Corpus, tokenizer: Tokenizer, batch_size: int = 64, num_workers: int = 0, seed: int = 0
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -40,11 +39,11 @@ class TextDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         # train.py calls setup("fit") before the Trainer does; build only once.
         if not self._built:
-            self.build(self.corpus.train, self.corpus.val)
+            self.build()
             self._built = True
 
-    def build(self, train_docs: list[str], val_docs: list[str]) -> None:
-        """Turn documents into the stage's datasets."""
+    def build(self) -> None:
+        """Turn the corpus's documents into the stage's datasets."""
         raise NotImplementedError
 
     def model_kwargs(self) -> dict[str, Any]:

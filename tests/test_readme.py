@@ -1,0 +1,143 @@
+"""Every command the READMEs show runs as written, from a fresh working directory.
+
+The commands are read from the fenced ``bash`` blocks of README.md, README.pt-BR.md and
+data/README.md, in order (a later command may use what an earlier one wrote: ``generate.py`` reads
+the GPT run above it). Each runs through ``train.py``'s / ``generate.py``'s own command line with
+only size-shrinking overrides appended (``debug=fast``, fewer documents, two Optuna trials, five new
+tokens). A command that cannot run here is listed in NOT_RUN with the reason; a placeholder such as
+``<time>`` is filled with what the commands above produced. A README edit that breaks a command, or
+a command the test does not know how to run, fails the suite.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, run_train
+from hydra import compose, initialize_config_dir
+
+from llm_lab.data.corpus import builtin_corpus
+from llm_lab.models.gpt import GPT, GPTConfig
+from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
+
+READMES = [ROOT / "README.md", ROOT / "README.pt-BR.md", ROOT / "data" / "README.md"]
+
+# (what a command contains, why this test does not run it)
+NOT_RUN = [
+    ("pip install", "installs the lab: CI's set-up runs it"),
+    ("python -m pytest", "this test suite itself"),
+    ("ruff ", "a linter: CI runs it"),
+    ("mypy", "a type checker: CI runs it"),
+    ("tensorboard --logdir", "a server; tests/test_dashboards.py reads run folders as TensorBoard does"),
+    ("python bench/", "a benchmark: minutes of measuring, it prints ratios and neither passes nor fails"),
+    ("trainer=gpu", "needs a CUDA GPU"),
+    ("trainer=ddp ", "needs CUDA GPUs"),
+    ("trainer=fsdp", "needs CUDA GPUs"),
+    ("torchrun ", "starts processes on several machines"),
+    ("srun ", "needs a SLURM cluster"),
+    (
+        "data.hf_dataset=",
+        "downloads from the hub (no internet here; tests/test_corpus.py reads local files the same way)",
+    ),
+]
+SHRINK = {"train.py": ["debug=fast"], "generate.py": ["max_new_tokens=5"]}
+TEXT_SHRINK = "data.max_documents=40"  # appended where the data is text
+
+
+def commands(readme: Path) -> list[str]:
+    """The shell commands of a markdown file's ```bash blocks: continuation lines joined, comments
+    dropped, ``a && b`` as two commands."""
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"<[^>]+>", lambda m: m.group(0).replace(" ", "_"), line)  # one word each
+            words = shlex.split(line, comments=True)
+            text = " ".join(shlex.quote(w) for w in words)
+            found += [part.strip() for part in text.split(" && ") if part.strip()]
+    return found
+
+
+def not_run(command: str) -> str | None:
+    return next((why for marker, why in NOT_RUN if marker in f"{command} "), None)
+
+
+def hf_folder(where: Path) -> Path:
+    """A Hugging Face GPT-2 folder with a tokenizer beside it, as a user would download one."""
+    folder = where / "hf_gpt2"
+    tokenizer = FastBPETokenizer.train(300, documents=builtin_corpus()[:10], special_tokens=["<|endoftext|>"])
+    tokenizer.save(folder / "tokenizer.json")
+    torch.manual_seed(0)
+    GPT(
+        GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=1, n_head=2, n_embd=32)
+    ).save_hf(folder)
+    return folder
+
+
+def fill(command: str, where: Path) -> str:
+    """The command with its placeholders filled from what ``where`` holds."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(0)
+        if name == "<time>":  # the newest run folder of the path it is part of
+            parent = where / command[: match.start()].split()[-1].split("=")[-1]
+            runs = sorted(parent.glob("*"), key=lambda p: p.stat().st_mtime)
+            assert runs, f"{command}: no run under {parent} yet for {name}"
+            return runs[-1].name
+        if name.startswith("<folder_with_config.json"):
+            return str(hf_folder(where))
+        raise AssertionError(f"{command}: the test does not know how to fill {name}")
+
+    return re.sub(r"<[^>]+>", value, command)
+
+
+def user_files(where: Path) -> None:
+    """The files README's commands expect a user to have made: their own text."""
+    docs = builtin_corpus()[:20]
+    for folder in (where / "my_texts", where / "my_corpus", where / "data"):
+        folder.mkdir()
+        for i, doc in enumerate(docs):
+            (folder / f"doc{i}.txt").write_text(doc, encoding="utf-8")
+    (where / "data" / "my_book.txt").write_text("\n\n".join(docs), encoding="utf-8")
+
+
+def reads_text(args: list[str]) -> bool:
+    """Whether ``train.py ARGS`` trains on text (its data has corpus keys)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        # A sweep's first value stands for all of them: the data is the same in every job.
+        single = [re.sub(r"=([^,]*),.*", r"=\1", a) for a in args if not a.startswith(("-", "hydra."))]
+        cfg = compose("train", overrides=single)
+    return "max_documents" in cfg.data
+
+
+def test_the_translation_shows_the_same_commands():
+    assert commands(ROOT / "README.pt-BR.md") == commands(ROOT / "README.md")
+
+
+@pytest.mark.parametrize(
+    "readme", [ROOT / "README.md", ROOT / "data" / "README.md"], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_every_readme_command_runs_as_written(readme: Path, tmp_path: Path):
+    user_files(tmp_path)
+    ran, failures = [], []
+    for command in commands(readme):
+        if not_run(command):
+            continue
+        words = shlex.split(fill(command, tmp_path))
+        assert words[0] == "python" and words[1] in SHRINK, (
+            f"a README command this test cannot run: {command}"
+        )
+        args = words[2:] + SHRINK[words[1]]
+        if words[1] == "train.py" and reads_text(args):
+            args.append(TEXT_SHRINK)
+        if "hparams_search=" in command:
+            args.append("hydra.sweeper.n_trials=2")
+        result = run_train(*args, script=words[1], cwd=tmp_path)
+        ran.append(command)
+        if result.returncode != 0:
+            failures.append(f"{command}\n{result.stderr[-1500:]}")
+    assert not failures, "\n\n".join(failures)
+    assert ran, f"{readme} shows no command to run"
