@@ -22,7 +22,10 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "cbow": ["bench_cbow.py"],
     "bpe": ["bench_bpe.py"],
+    "prepare": ["bench_prepare.py"],
+    "first_step": ["bench_first_step.py"],
     "attention": ["bench_attention.py"],
+    "fused": ["bench_fused.py"],
     "kv_cache": ["bench_kv_cache.py"],
     "lightning_loop": ["bench_lightning_loop.py"],
 }

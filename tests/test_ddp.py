@@ -17,9 +17,17 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path: Pa
     # union of the two rank batches at step k is exactly the single process's batch k of size 2b,
     # and DDP's mean of the two mean gradients is the mean gradient of that batch.
     ddp = run_process(
-        *LM, "trainer=ddp_cpu", "data.batch_size=4", f"hydra.run.dir={tmp_path / 'ddp'}", timeout=600
+        *LM,
+        "trainer=ddp_cpu",
+        "data.batch_size=4",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",  # empty: this run trains and prepares
+        timeout=600,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
+    # Both processes need the tokenizer and the ids; only the first made them, the second reused them.
+    assert ddp.stdout.count("training the bpe tokenizer") == 1
+    assert ddp.stderr.count("prepare train:") == 1
     single = run_process(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = final_weights(tmp_path / "ddp", 4), final_weights(tmp_path / "single", 4)

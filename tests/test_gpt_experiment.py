@@ -155,3 +155,21 @@ def test_train_false_evaluates_the_given_checkpoint(tiny_run: Path, tmp_path: Pa
     # the test loader is the validation loader, and both stages must score the checkpoint's weights
     assert trained["test/loss"] == pytest.approx(trained["val/loss"], abs=1e-5)
     assert trained["test/loss"] < untrained["test/loss"] - 0.2  # 8 trained steps vs fresh weights
+
+
+def test_a_sweep_trains_its_tokenizer_once_and_prepares_its_ids_once(tmp_path: Path) -> None:
+    """Two GPT runs of a grid sweep share the corpus and tokenizer settings: the first trains the
+    BPE and prepares the ids, the second finds both in the cache (each run says when it trains)."""
+    result = run_train(
+        "-m",
+        *TINY_RUN,
+        "trainer.max_steps=2",
+        "optimizer.lr=1e-3,2e-3",
+        f"hydra.sweep.dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "0" / "metrics.json").is_file() and (tmp_path / "1" / "metrics.json").is_file()
+    assert result.stdout.count("training the bpe tokenizer") == 1
+    assert result.stderr.count("prepare train:") == 1
+    assert len(list((tmp_path / "cache" / "tokenizers").glob("bpe-*/tokenizer.json"))) == 1

@@ -69,6 +69,7 @@ def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly
     assert printed.startswith(f"python {ROOT / 'train.py'}") and printed.endswith(f"ckpt_path={run_dir}")
     resumed = subprocess.run(shlex.split(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"step {step + 1}/{STEPS}" in resumed.stdout  # the progress counts on from the checkpoint
 
     reference = run_train(*RUN, f"hydra.run.dir={straight}")
     assert reference.returncode == 0, reference.stderr[-3000:]
