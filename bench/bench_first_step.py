@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-
 from bench_prepare import corpus
 
 ROOT = Path(__file__).resolve().parents[1]
