@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.nn.attention import attention_weights
 
 # Sequential colour map from white (no attention) to dark blue (all of it): one hue, so brightness
@@ -87,8 +87,8 @@ class AttentionMaps(L.Callback):
         cell: int = 18,
     ) -> None:
         if every_n_steps < 1:
-            raise ConfigError(
-                "callbacks.attention_maps.every_n_steps",
+            raise ArgumentError(
+                "every_n_steps",
                 f"{every_n_steps} < 1",
                 "use a positive number of steps",
             )
@@ -110,8 +110,8 @@ class AttentionMaps(L.Callback):
     def probe_ids(self, tokenizer: Any, context_length: int | None) -> list[int]:
         ids = tokenizer.encode(self.probe)[: min(self.max_tokens, context_length or 10**9)]
         if not ids:
-            raise ConfigError(
-                "callbacks.attention_maps.probe",
+            raise ArgumentError(
+                "probe",
                 "the probe encodes to no tokens",
                 "use a sentence with words from the corpus",
             )

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError, ConfigError
 
 # One RGB colour per class (cycled beyond ten classes).
 PALETTE = np.array(
@@ -85,8 +85,7 @@ class DecisionBoundary(L.Callback):
     def __init__(self, every_n_epochs: int = 5, resolution: int = 200, point_size: int = 2) -> None:
         super().__init__()
         if every_n_epochs < 1:
-            key = "callbacks.decision_boundary.every_n_epochs"
-            raise ConfigError(key, f"must be >= 1, got {every_n_epochs}")
+            raise ArgumentError("every_n_epochs", f"must be >= 1, got {every_n_epochs}")
         self.every_n_epochs = every_n_epochs
         self.resolution = resolution
         self.point_size = point_size

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError, ConfigError
 
 
 class TextSamples(L.Callback):
@@ -36,13 +36,13 @@ class TextSamples(L.Callback):
     ) -> None:
         super().__init__()
         if not prompts or any(not p for p in prompts):
-            raise ConfigError(
-                "callbacks.text_samples.prompts",
+            raise ArgumentError(
+                "prompts",
                 "needs non-empty prompts",
                 'e.g. ["The function", "A list is"]',
             )
         if every_n_steps < 1:
-            raise ConfigError("callbacks.text_samples.every_n_steps", f"must be ≥ 1, got {every_n_steps}")
+            raise ArgumentError("every_n_steps", f"must be ≥ 1, got {every_n_steps}")
         self.prompts = list(prompts)
         self.every_n_steps = every_n_steps
         self.max_new_tokens = max_new_tokens
