@@ -160,7 +160,7 @@ class PerceptronClassifier(Classifier):
         log_classification(self, "val", self.predict_classes(x), y)
 
     def on_train_end(self) -> None:
-        epochs = self.current_epoch + 1
+        epochs = self.current_epoch  # epochs completed (Lightning counts them at each epoch end)
         if self.epoch_mistakes == 0:
             message = f"the perceptron separates the training data: no mistakes in epoch {epochs}"
             log.info(message)
