@@ -70,7 +70,7 @@ def end_step(step: int, total_steps: float, time_spent: TimeSpent | None = None)
         spent = time_spent()
         if spent > 0:
             end = min(end, step / spent)
-    return int(end) if math.isfinite(end) else sys.maxsize
+    return round(end) if math.isfinite(end) else sys.maxsize
 
 
 def warmup_cosine(
