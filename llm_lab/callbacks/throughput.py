@@ -55,20 +55,20 @@ def peak_flops(
     :data:`DENSE_HALF_TFLOPS` for bf16/fp16 on the chips listed there, else Lightning's table
     (``get_available_flops``); ``(None, reason)`` when unknown."""
     if tflops is not None:
-        return tflops * 1e12, "callbacks.throughput.peak_tflops"
+        return tflops * 1e12, "as given"
     if device.type != "cuda":
         return None, f"no peak is known for a {device.type.upper()}"
     name = torch.cuda.get_device_name(device)
     if dtype in (torch.bfloat16, torch.float16):
         chip = next((c for c in DENSE_HALF_TFLOPS if c in name.lower()), None)
         if chip is not None:
-            return DENSE_HALF_TFLOPS[chip] * 1e12, f"dense {dtype} peak of {name}"
+            return DENSE_HALF_TFLOPS[chip] * 1e12, f"dense {dtype} peak of {name}, datasheet"
     with warnings.catch_warnings():  # "FLOPs not found": said below, with the way out
         warnings.simplefilter("ignore")
         peak = get_available_flops(device, dtype)
     if peak is None:
         return None, f"no {dtype} peak is known for {name!r}"
-    return float(peak), f"{dtype} peak of {name} (Lightning's table)"
+    return float(peak), f"{dtype} peak of {name}, Lightning's table"
 
 
 class TokenThroughput(L.Callback):
@@ -165,7 +165,7 @@ class TokenThroughput(L.Callback):
                 )
             else:
                 log.info(
-                    f"train/mfu: model FLOP/s over {self._peak / 1e12:.1f} TFLOP/s, the {self._peak_source}"
+                    f"train/mfu: model FLOP/s over {self._peak / 1e12:.1f} TFLOP/s ({self._peak_source})"
                 )
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
