@@ -113,6 +113,7 @@ def test_logged_speed_and_mfu_are_timed_over_training_only(tmp_path: Path):
         val_check_interval=5,
         limit_val_batches=2,
         logger=CSVLogger(tmp_path),
+        default_root_dir=tmp_path,  # where the module writes model.safetensors
         callbacks=[fake, throughput],
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -114,13 +114,14 @@ class LineProgress(L.Callback):
         # With gradient accumulation several batches end at the same step: report it once.
         if step != self._last_step and (step % self.every_n_steps == 0 or step == 1):
             self._last_step = step
-            self._log(trainer, run_position(trainer)[0], "train/")
+            # The position always; the metrics as last logged (every trainer.log_every_n_steps).
+            self._log(trainer, run_position(trainer)[0], metrics_text(trainer, "train/"))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._log(trainer, f"validation at step {trainer.global_step}", "val/")
+        metrics = metrics_text(trainer, "val/")
+        if not trainer.sanity_checking and metrics:  # nothing logged (e.g. per-epoch metrics): no line
+            self._log(trainer, f"validation at step {trainer.global_step}", metrics)
 
-    def _log(self, trainer: L.Trainer, what: str, prefix: str) -> None:
-        metrics = metrics_text(trainer, prefix)
-        if trainer.is_global_zero and metrics:  # nothing logged yet (e.g. per-epoch metrics): wait
-            log.info(f"[{time.perf_counter() - self._start:7.1f}s] {what} {metrics}")
+    def _log(self, trainer: L.Trainer, what: str, metrics: str) -> None:
+        if trainer.is_global_zero:
+            log.info(f"[{time.perf_counter() - self._start:7.1f}s] {what} {metrics}".rstrip())
