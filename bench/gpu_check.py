@@ -16,14 +16,14 @@ The steps, most important first, each within its own time limit and all within `
    steps, fused AdamW. The logged ``train/tokens_per_sec`` and ``train/mfu`` over steps 110-190 (no
    validation or text samples between), the wall-clock tokens/s of the same steps (``train.log``
    times, independent of the throughput callback), the loss at step 200.
-2. The raw loop of ``bench/gpu_gpt2_mfu.py`` on the same model and batch: tokens/s, and train.py's
-   share of it (target ≥ 0.95).
+2. ``bench/bench_lightning_loop.py`` on the GPU: a raw PyTorch loop and the Lightning loop with the
+   same module (compiled, bf16) and batch as 1. The Lightning loop's share of the raw loop's
+   tokens/s, and train.py's (targets ≥ 0.95).
 3. ``trainer=fsdp`` on one GPU: 20 steps clipped at 1.0, resumed to 40; the exported
    ``model.safetensors`` holds the gathered weights of the last checkpoint.
 4. ``generate.py`` on the checkpoints of 1 and 3.
-5. ``bench/bench_lightning_loop.py`` on the GPU: the Lightning loop against the raw loop with the
-   same module and batches (target ≥ 0.95).
-6. ``bench/gpu_gpt_vs_reference.py`` (fused against written-out kernels), if this checkout has it.
+5. ``bench/gpu_gpt_vs_reference.py`` (the lab's fused kernels against a minimal fused GPT-2,
+   eager), if this checkout has it.
 
 Writes ``gpu_check.md`` (the table) and ``gpu_check.log`` (every command and its output) to ``--out``.
 """
@@ -59,8 +59,8 @@ class Sizes:
     tokens: int  # per training step: data.batch_size x data.context_length
     steps: int  # training steps of step 1
     window: tuple[int, int]  # the steps whose throughput is compared (no validation between)
-    raw: list[str]  # arguments of bench/gpu_gpt2_mfu.py
     loop: list[str]  # arguments of bench/bench_lightning_loop.py
+    reference: list[str]  # arguments of bench/gpu_gpt_vs_reference.py
     fsdp: list[str]  # train.py overrides of the FSDP run
     device: str
 
@@ -78,9 +78,9 @@ GPU = Sizes(
     tokens=16 * 1024,
     steps=200,
     window=(110, 190),
-    raw=["--vocab", "8192", "--steps", "30", "--warmup", "5"],
     loop=["--device", "cuda", "--size", "gpt2", "--seq-len", "1024", "--vocab", "8192", "--compile"]
     + ["--steps", "40", "--warmup", "10", "--rounds", "1", "--min-ratio", "0.95"],
+    reference=["--no-compile", "--rounds", "2"],
     fsdp=[
         "trainer=fsdp",
         "trainer.devices=1",
@@ -103,9 +103,9 @@ SMOKE = Sizes(
     tokens=16 * 32,
     steps=40,
     window=(10, 30),
-    raw=["--smoke", "--vocab", "300"],
-    loop=["--size", "lab-tiny", "--seq-len", "32", "--vocab", "300", "--batch", "4"]
-    + ["--steps", "12", "--warmup", "4", "--rounds", "1", "--min-ratio", "0"],
+    loop=["--size", "lab-tiny", "--seq-len", "32", "--vocab", "300", "--batch", "16"]
+    + ["--steps", "30", "--warmup", "10", "--rounds", "1", "--min-ratio", "0"],
+    reference=["--smoke"],
     fsdp=[
         "trainer=fsdp",
         "trainer.accelerator=cpu",
@@ -230,15 +230,16 @@ def main() -> None:
                 f"{logged[sizes.steps]['train/loss']:.3f}"
             )
 
-        def raw_loop() -> str:
-            code, output = check.run([PY, "-m", "bench.gpu_gpt2_mfu", *sizes.raw], limit=150)
-            expect(code, output, "bench/gpu_gpt2_mfu.py")
-            raw = float(re.search(r"tokens/s: ([\d,]+)", output)[1].replace(",", ""))  # type: ignore[index]
-            mfu = re.search(r"MFU: [^\n]*", output)
-            ratio = ""
+        def loops() -> str:
+            code, output = check.run([PY, "-m", "bench.bench_lightning_loop", *sizes.loop], limit=240)
+            if code not in (0, 1):  # 1: below the target ratio, which the table shows
+                expect(code, output, "bench/bench_lightning_loop.py")
+            rates = dict(re.findall(r"^(raw PyTorch loop|Lightning loop): +(\d+) tokens/s", output, re.M))
+            raw, lightning = float(rates["raw PyTorch loop"]), float(rates["Lightning loop"])
+            shares = f"Lightning loop / raw: {lightning / raw:.3f}"
             if "train" in found:
-                ratio = f"; train.py / raw: {found['train'] / raw:.3f} (target ≥ 0.95)"
-            return f"{raw:,.0f} tokens/s, {mfu[0] if mfu else 'no MFU line'}{ratio}"
+                shares += f", train.py / raw: {found['train'] / raw:.3f}"
+            return f"raw loop {raw:,.0f} tokens/s, Lightning loop {lightning:,.0f}; {shares} (targets ≥ 0.95)"
 
         def fsdp_run() -> str:
             common = [PY, "train.py", "experiment=gpt", *sizes.fsdp, "logger=csv", f"hydra.run.dir={fsdp}"]
@@ -276,30 +277,19 @@ def main() -> None:
                 texts.append(f"{run_dir.name}: {' '.join(output.split())[-80:]!r}")
             return "; ".join(texts)
 
-        def lightning_loop() -> str:
-            code, output = check.run([PY, "-m", "bench.bench_lightning_loop", *sizes.loop], limit=200)
-            if code not in (0, 1):  # 1: below the target ratio, which the table shows
-                expect(code, output, "bench/bench_lightning_loop.py")
-            wanted = ("raw PyTorch", "Lightning loop", "ratio")
-            lines = [x for x in output.splitlines() if x.startswith(wanted)]
-            return "; ".join(" ".join(x.split()) for x in lines)
-
         def reference() -> str:
             script = ROOT / "bench" / "gpu_gpt_vs_reference.py"
             if not script.is_file():
                 return "not in this checkout (the model engineer adds it): skipped"
-            if args.smoke:
-                return "not run on the CPU"
-            code, output = check.run([PY, "-m", "bench.gpu_gpt_vs_reference"], limit=120)
+            code, output = check.run([PY, "-m", "bench.gpu_gpt_vs_reference", *sizes.reference], limit=150)
             expect(code, output, script.name)
             return " | ".join(output.strip().splitlines()[-6:])
 
         check.step("1 train.py gpt2 compiled bf16", 240, train_py)
-        check.step("2 raw loop, same model+batch", 150, raw_loop)
+        check.step("2 raw loop vs Lightning, same batch", 240, loops)
         check.step("3 trainer=fsdp, 1 device", 300, fsdp_run)
         check.step("4 generate.py", 180, generate)
-        check.step("5 Lightning vs raw loop", 200, lightning_loop)
-        check.step("6 fused vs written-out", 120, reference)
+        check.step("5 lab GPT vs minimal GPT-2, eager", 150, reference)
 
     device = torch.cuda.get_device_name() if sizes.device == "cuda" else "CPU (smoke)"
     import lightning
