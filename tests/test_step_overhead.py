@@ -15,12 +15,15 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_GPT, run_in_process
+from conftest import ROOT, TINY_GPT, run_in_process
+from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.throughput import TokenThroughput, peak_flops
+from llm_lab.config import build
+from llm_lab.errors import ConfigError
 from llm_lab.lit.lm import NextTokenLM
 from llm_lab.models import GPT
 
@@ -171,3 +174,11 @@ def test_the_loss_is_a_float32_softmax_of_the_logits_in_every_precision():
     module.net.to(torch.bfloat16)  # trainer.precision=bf16-true: bf16 logits, no autocast
     loss, expected = module.loss((x, y))[0], reference()
     assert loss.dtype == torch.float32 and loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize(("key", "value"), [("window_size", 1), ("peak_tflops", 0)])
+def test_a_bad_throughput_setting_names_its_key(key: str, value: float):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"callbacks.throughput.{key}={value}"])
+    with pytest.raises(ConfigError, match=f"^callbacks.throughput.{key}: "):
+        build(cfg.callbacks.throughput, cfg)

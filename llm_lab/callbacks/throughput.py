@@ -30,7 +30,7 @@ import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch.utilities.data import extract_batch_size
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import is_logging_step
 
 log = logging.getLogger("train")
@@ -79,13 +79,13 @@ class TokenThroughput(L.Callback):
 
     def __init__(self, window_size: int = 5, peak_tflops: float | None = None) -> None:
         if window_size < 2:
-            raise ConfigError(
-                "callbacks.throughput.window_size",
-                f"{window_size} < 2: a rate needs two measurements",
-                "use 2 or more logging intervals",
+            raise ArgumentError(
+                "window_size", f"{window_size} < 2: a rate needs two measurements", "use 2 or more"
             )
         if peak_tflops is not None and peak_tflops <= 0:
-            raise ConfigError("callbacks.throughput.peak_tflops", f"{peak_tflops} is not positive", "or null")
+            raise ArgumentError(
+                "peak_tflops", f"{peak_tflops} is not positive", "give the chip's peak, or null"
+            )
         self.window_size = window_size
         self.peak_tflops = peak_tflops
         self._throughput: Throughput | None = None  # None: the module does not count tokens
