@@ -108,6 +108,25 @@ def make_tokenizer(cfg: DictConfig, corpus: Corpus) -> Tokenizer:
         )
 
 
+# Keys of conf/trainer/ that are the lab's settings, not arguments of lightning.Trainer.
+TRAINER_LAB_KEYS = ("gradient_clip_backend", "float32_matmul_precision")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+
+def set_matmul_precision(trainer: DictConfig) -> None:
+    """float32 matrix products on a CUDA GPU at ``trainer.float32_matmul_precision``: ``high`` runs them
+    on the TF32 tensor cores (torch.set_float32_matmul_precision). A CPU run keeps full float32."""
+    precision = trainer.get("float32_matmul_precision", "highest")
+    if precision not in MATMUL_PRECISIONS:
+        raise ConfigError(
+            "trainer.float32_matmul_precision",
+            f"unknown value {precision!r}",
+            f"use one of {', '.join(MATMUL_PRECISIONS)}",
+        )
+    if str(trainer.get("accelerator")) in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        torch.set_float32_matmul_precision(precision)
+
+
 def check_trainer(trainer: DictConfig) -> None:
     """Settings Lightning accepts but that cannot give a result here, each with its way out."""
     if trainer.get("gradient_clip_backend", "torch") not in CLIP_BACKENDS:
@@ -160,7 +179,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Lo
     trainer: L.Trainer = build(
         cfg.trainer,
         cfg,
-        exclude=["gradient_clip_backend"],  # the lab's setting (LabModule), not a Trainer argument
+        exclude=list(TRAINER_LAB_KEYS),  # the lab's own trainer settings, not Trainer arguments
         callbacks=callbacks,
         logger=loggers or False,
         enable_progress_bar=sys.stdout.isatty(),
@@ -238,6 +257,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("model") is not None:
         check_trainer(cfg.trainer)
+        set_matmul_precision(cfg.trainer)
     corpus = tokenizer = None
     if cfg.get("tokenizer") is not None:
         corpus = read_corpus(cfg)

@@ -139,8 +139,8 @@ def test_every_trainer_config_composes_and_its_strategy_builds(name: str, tmp_pa
     strategy = cfg.trainer.get("strategy")
     if isinstance(strategy, DictConfig):  # e.g. FSDP: the strategy object itself must build
         built = instantiate(strategy)
-        assert type(built).__name__ == "FSDPStrategy"
-        assert [c.__name__ for c in built.kwargs["auto_wrap_policy"]._module_classes] == ["Block"]
+        assert type(built).__name__ == "FSDP2Strategy"
+        assert [c.__name__ for c in built.shard_classes] == ["Block"]
     elif cfg.trainer.accelerator == "cpu":  # CPU trainers build here, as train.py builds them
         cfg.paths.output_dir = str(tmp_path)
         trainer = load_script("train.py").build_trainer(cfg, callbacks=[], loggers=[])

@@ -1,8 +1,9 @@
 """Lightning's ModelCheckpoint with a ``last.ckpt`` that is always recent enough to resume from.
 
 Besides Lightning's own schedule (every N steps, every epoch), ``last.ckpt`` is written
-- right after the run's final training step (a run that stops at ``max_steps`` between two periodic
-  saves would otherwise lose its last steps);
+- right after the run's final training step (a run that stops at ``max_steps``, or when its time
+  budget ``trainer.max_time`` runs out, between two periodic saves would otherwise lose its last
+  steps);
 - every ``every_minutes`` of training, so a slow CPU run always has a recent one;
 - when the run is interrupted: on SIGINT (Ctrl-C) or SIGTERM (a cluster's pre-emption) the current
   step is finished, ``last.ckpt`` is saved and :class:`Interrupted` ends the run; ``train.py`` then
@@ -125,7 +126,8 @@ class LastCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if not self.save_last:
             return
-        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        # The run's final step: max_steps reached, or a stop requested (e.g. trainer.max_time is up).
+        last_step = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps or trainer.should_stop
         max_epochs = trainer.max_epochs or 0
         last_batch = trainer.is_last_batch and max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs
         minutes = (self.clock() - self._last_save_time) / 60

@@ -1,8 +1,11 @@
 """Training progress counted in optimizer steps: a bar on a terminal, plain lines in logs and CI.
 
 Both show ``step/total`` — ``total`` is what bounds the run (``trainer.max_steps``, or the epochs'
-steps: Lightning's ``estimated_stepping_batches``) — and the epoch only when epochs bound the run.
-Counting from ``trainer.global_step`` keeps them right after a resume.
+steps: Lightning's ``estimated_stepping_batches``) — the epoch only when epochs bound the run, and
+the time left of a time budget (``trainer.max_time``). Counting from ``trainer.global_step`` and the
+budget's clock (Lightning's ``Timer``, restored from the checkpoint) keeps them right after a resume.
+Metrics are shown when the loggers write them (every ``trainer.log_every_n_steps``): reading a value
+on the CPU waits for the GPU, which would slow every step.
 """
 
 from __future__ import annotations
@@ -15,18 +18,38 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from llm_lab.lit.base import is_logging_step
+from llm_lab.lit.schedules import time_budget
+
 log = logging.getLogger("train")
 
 
+def time_left(trainer: L.Trainer) -> float | None:
+    """Seconds left of the run's time budget (``trainer.max_time``), None without one."""
+    timer = time_budget(trainer)
+    return None if timer is None else max(0.0, timer.time_remaining() or 0.0)
+
+
+def clock(seconds: float) -> str:
+    """``3:07`` (minutes:seconds) or ``1:02:03`` (hours:minutes:seconds)."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def run_position(trainer: L.Trainer) -> tuple[str, int | None]:
-    """``("step 50/500", 500)``, or ``("step 50/500 epoch 2/5", 500)`` when epochs bound the run;
-    the total is None for a run bounded by neither (an endless iterable, a time budget)."""
+    """``("step 50/500", 500)``, ``("step 50/500 epoch 2/5", 500)`` when epochs bound the run, and
+    ``("step 50 (3:07 left)", None)`` under a time budget alone; the total is None for a run without
+    a known number of steps (a time budget, an endless iterable)."""
     total = trainer.estimated_stepping_batches
     steps = None if math.isinf(total) else int(total)
-    text = f"step {trainer.global_step}/{steps if steps is not None else '?'}"
+    text = f"step {trainer.global_step}" + (f"/{steps}" if steps is not None else "")
     max_epochs = trainer.max_epochs or -1
     if max_epochs > 0 and (trainer.max_steps <= 0 or steps is not None and steps < trainer.max_steps):
         text += f" epoch {trainer.current_epoch + 1}/{max_epochs}"
+    left = time_left(trainer)
+    if left is not None:
+        text += f" ({clock(left)} left)"
     return text, steps
 
 
@@ -48,15 +71,30 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         bar.reset(total=total)
         bar.n = bar.initial = trainer.global_step
-        bar.set_description(description.split(" ", 2)[-1] if " epoch " in description else "train")
+        bar.set_description(
+            description.split(" ", 2)[-1].split(" (")[0] if " epoch " in description else "train"
+        )
         bar.refresh()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         bar = self.train_progress_bar
         if not bar.disable and self._should_update(trainer.global_step, bar.total):
             bar.n = trainer.global_step
-            bar.set_postfix(self.get_metrics(trainer, pl_module))
+            if is_logging_step(trainer, trainer.global_step):
+                bar.set_postfix(self.get_metrics(trainer, pl_module))
             bar.refresh()
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Lightning's progress-bar metrics, the losses, and the time left of a time budget."""
+        metrics: dict[str, Any] = dict(super().get_metrics(trainer, pl_module))
+        for key in ("train/loss", "val/loss"):
+            value = trainer.callback_metrics.get(key)
+            if key not in metrics and value is not None and value.numel() == 1:
+                metrics[key] = f"{float(value):.4g}"
+        left = time_left(trainer)
+        if left is not None:
+            metrics["left"] = clock(left)
+        return metrics
 
 
 class LineProgress(L.Callback):
@@ -76,13 +114,14 @@ class LineProgress(L.Callback):
         # With gradient accumulation several batches end at the same step: report it once.
         if step != self._last_step and (step % self.every_n_steps == 0 or step == 1):
             self._last_step = step
-            self._log(trainer, run_position(trainer)[0], "train/")
+            # The position always; the metrics as last logged (every trainer.log_every_n_steps).
+            self._log(trainer, run_position(trainer)[0], metrics_text(trainer, "train/"))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._log(trainer, f"validation at step {trainer.global_step}", "val/")
+        metrics = metrics_text(trainer, "val/")
+        if not trainer.sanity_checking and metrics:  # nothing logged (e.g. per-epoch metrics): no line
+            self._log(trainer, f"validation at step {trainer.global_step}", metrics)
 
-    def _log(self, trainer: L.Trainer, what: str, prefix: str) -> None:
-        metrics = metrics_text(trainer, prefix)
-        if trainer.is_global_zero and metrics:  # nothing logged yet (e.g. per-epoch metrics): wait
-            log.info(f"[{time.perf_counter() - self._start:7.1f}s] {what} {metrics}")
+    def _log(self, trainer: L.Trainer, what: str, metrics: str) -> None:
+        if trainer.is_global_zero:
+            log.info(f"[{time.perf_counter() - self._start:7.1f}s] {what} {metrics}".rstrip())

@@ -74,12 +74,15 @@ class TextSamples(L.Callback):
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
-        if not trainer.is_global_zero:
-            return
         boards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not boards:
             return
-        for i, text in enumerate(self.samples(pl_module)):
+        # Every process generates (the same text: same seed): under FSDP each forward gathers the
+        # weights from all of them. Only the first writes.
+        texts = self.samples(pl_module)
+        if not trainer.is_global_zero:
+            return
+        for i, text in enumerate(texts):
             # Four leading spaces: TensorBoard renders Markdown, this keeps the text verbatim.
             block = "\n".join("    " + line for line in text.splitlines())
             for board in boards:

@@ -3,28 +3,41 @@
 Models are plain ``nn.Module``s that know nothing of Lightning; a LightningModule wraps one per
 *objective* (CBoW, classification, next-token prediction). The optimizer and scheduler arrive as
 Hydra partials (``_partial_: true``) from the top-level ``optimizer/`` and ``scheduler/`` groups,
-so ``optimizer.lr=3e-3`` works the same for every stage.
+so ``optimizer.lr=3e-3`` works the same for every stage. The schedule learns when the run ends from
+the Trainer: its steps, or its time budget (``trainer.max_time``; see ``llm_lab/lit/schedules.py``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from torch import nn
 
 from llm_lab.errors import ArgumentError, ConfigError
+from llm_lab.lit.fsdp import FSDP2Strategy
+from llm_lab.lit.schedules import time_spent
 from llm_lab.nn.clipping import clip_grad_norm
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
-# Called as factory(optimizer, total_steps=...): see llm_lab/lit/schedules.py.
+# Called as factory(optimizer, total_steps=..., [time_spent=...]): see llm_lab/lit/schedules.py.
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 CLIP_BACKENDS = ("torch", "lab")
+
+
+def is_logging_step(trainer: L.Trainer, step: int) -> bool:
+    """Whether the loggers write the metrics of optimizer step ``step`` (every
+    ``trainer.log_every_n_steps``): the steps where reading a value, which waits for the device,
+    costs nothing extra, because Lightning reads the logged values there anyway."""
+    every: int = getattr(trainer, "log_every_n_steps", 0)  # set by the Trainer, untyped
+    return every > 0 and step % every == 0
 
 
 class LabModule(L.LightningModule):
@@ -59,8 +72,16 @@ class LabModule(L.LightningModule):
             raise ConfigError("optimizer", str(err), "check the optimizer.* values") from None
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        total_steps = self.trainer.estimated_stepping_batches
+        spent = time_spent(self.trainer)
+        if math.isinf(total_steps) and spent is None:
+            raise ConfigError(
+                "trainer.max_steps",
+                "the learning-rate schedule needs to know when training ends, and nothing bounds it",
+                "set trainer.max_steps, trainer.max_epochs or a time budget trainer.max_time",
+            )
+        timed = {"time_spent": spent} if spent is not None else {}
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps, **timed)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -75,13 +96,28 @@ class LabModule(L.LightningModule):
         if self.gradient_clip_backend == "torch" or not gradient_clip_val:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        if gradient_clip_algorithm not in (None, "norm") or isinstance(self.trainer.strategy, FSDPStrategy):
+        sharded = isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy)
+        if gradient_clip_algorithm not in (None, "norm") or sharded:
             raise ConfigError(
                 "trainer.gradient_clip_backend",
                 "the lab clips the global norm of whole (unsharded) gradients",
                 "use trainer.gradient_clip_algorithm=norm without FSDP, or gradient_clip_backend=torch",
             )
         clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]], gradient_clip_val)
+
+    def sharding_root(self) -> nn.Module:
+        """The module ``trainer=fsdp`` shards: the one whose ``forward`` the training step calls."""
+        raise ConfigError(
+            "trainer.strategy",
+            f"{type(self).__name__} does not support sharding (FSDP)",
+            "use trainer=cpu, trainer=gpu or trainer=ddp",
+        )
+
+    def configure_model(self) -> None:
+        """Under ``trainer=fsdp``, shard the model over the processes (``llm_lab/lit/fsdp.py``)."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDP2Strategy):
+            strategy.shard(self.sharding_root())
 
     @property
     def run_dir(self) -> Path:
