@@ -10,10 +10,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -66,6 +68,50 @@ def run_process(
     return subprocess.run(
         command(script, *overrides), cwd=WORKDIR, capture_output=True, text=True, timeout=timeout, env=ENV
     )
+
+
+def signal_at(
+    marker: str, signum: int, *overrides: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Start ``python train.py OVERRIDES`` in a new process, send it ``signum`` when a line of its
+    output contains ``marker`` (e.g. a progress line), and wait for it to end."""
+    proc = subprocess.Popen(
+        command("train.py", *overrides),
+        cwd=WORKDIR,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        if marker in line:
+            proc.send_signal(signum)
+            break
+        assert time.monotonic() < deadline, f"no line with {marker!r}"
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+class Regression(L.LightningModule):
+    """Linear regression of 2 features, trained by SGD; its loss turns NaN from step ``nan_from`` on
+    (never by default): a Lightning module small enough for tests of the training machinery."""
+
+    def __init__(self, nan_from: int | None = None) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 1)
+        self.nan_from = nan_from
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.lin(x), y)
+        return (
+            loss * float("nan") if self.nan_from is not None and self.global_step >= self.nan_from else loss
+        )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_GPT, final_weights, run_train
+from conftest import TINY_GPT, Regression, final_weights, run_train
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.finite_loss import DivergedError, FiniteLoss
@@ -40,22 +40,6 @@ def test_checkpoints_are_read_without_unpickling_code(tmp_path: Path):
         AtomicCheckpointIO().load_checkpoint(path)
 
 
-class _Diverging(L.LightningModule):
-    """Linear regression whose loss becomes NaN from step 3 on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = torch.nn.Linear(2, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.lin(x), y)
-        return loss * float("nan") if self.global_step >= 3 else loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path):
     data = TensorDataset(torch.randn(64, 2), torch.randn(64, 1))
     ckpt = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1)
@@ -67,7 +51,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Pat
         plugins=[AtomicCheckpointIO()],
     )
     with pytest.raises(DivergedError, match="in step 4"):
-        trainer.fit(_Diverging(), DataLoader(data, batch_size=8))
+        trainer.fit(Regression(nan_from=3), DataLoader(data, batch_size=8))
     state = AtomicCheckpointIO().load_checkpoint(tmp_path / "last.ckpt")
     assert state["global_step"] == 3  # steps 1-3 were good; step 4 (NaN) was never saved
     assert all(torch.isfinite(t).all() for t in state["state_dict"].values())

@@ -3,17 +3,15 @@ step it is in, says how to resume, and the resumed run ends with the weights of 
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import ENV, ROOT, TINY_GPT, WORKDIR, command, final_weights, run_train
+from conftest import ENV, ROOT, TINY_GPT, WORKDIR, Regression, final_weights, run_train, signal_at
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.checkpoint import LastCheckpoint
@@ -32,33 +30,11 @@ RUN = [
 ]
 
 
-def interrupt_at_step(run_dir: Path, signum: int, step: int = 5) -> subprocess.CompletedProcess[str]:
-    """Start train.py, wait for its progress line of ``step``, send ``signum``, wait for the end."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        command("train.py", *RUN, f"hydra.run.dir={run_dir}"),
-        cwd=WORKDIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 240
-    for line in proc.stdout:
-        if f"step {step}/{STEPS}" in line:
-            proc.send_signal(signum)
-            break
-        assert time.monotonic() < deadline, "no progress line"
-    stdout, stderr = proc.communicate(timeout=240)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly(signum: int, tmp_path: Path):
     run_dir, straight = tmp_path / "interrupted", tmp_path / "straight"
-    stopped = interrupt_at_step(run_dir, signum)
+    stopped = signal_at(f"step 5/{STEPS}", signum, *RUN, f"hydra.run.dir={run_dir}")
     assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
     assert not (run_dir / "FAILED").exists() and not (run_dir / "metrics.json").exists()
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
@@ -78,19 +54,6 @@ def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)
 
 
-class _Regression(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = torch.nn.Linear(2, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.lin(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
 def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
     """With a clock that advances 4 minutes at every reading (one per step, one per save),
     every_minutes=10 saves after steps 3, 6 and 9."""
@@ -107,6 +70,6 @@ def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
     callback = Recording(dirpath=tmp_path, every_minutes=10)
     data = DataLoader(TensorDataset(torch.randn(64, 2), torch.randn(64, 1)), batch_size=4)
     trainer = L.Trainer(max_steps=10, callbacks=[callback], logger=False, enable_progress_bar=False)
-    trainer.fit(_Regression(), data)
+    trainer.fit(Regression(), data)
     assert saved[:-1] == [3, 6, 9] and saved[-1] == 10  # ... and once more after the final step
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 10

@@ -4,17 +4,13 @@ with a validation and its checkpoint at min_lr, and a resumed run continues the 
 from __future__ import annotations
 
 import csv
-import os
 import shlex
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_GPT, run_train
+from conftest import TINY_GPT, run_train, signal_at
 
 from llm_lab.lit.schedules import linear_decay, warmup_cosine
 
@@ -92,28 +88,13 @@ def train_state(run_dir: Path) -> tuple[int, float, float]:
 @pytest.mark.slow
 def test_an_interrupted_budget_resumes_where_it_stopped_and_ends_at_min_lr(tmp_path: Path):
     run_dir = tmp_path / "run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "train.py", *RUN, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 240
-    for line in proc.stdout:  # the progress lines count the budget down: stop 3-4 s into it
-        if "(0:04 left)" in line:
-            proc.send_signal(signal.SIGINT)
-            break
-        assert time.monotonic() < deadline, "no progress line with the time left"
-    _, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 130, stderr[-3000:]
+    # The progress lines count the budget down: stop 3-4 s into it.
+    stopped = signal_at("(0:04 left)", signal.SIGINT, *RUN, f"hydra.run.dir={run_dir}")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
     step, used, lr = train_state(run_dir)
     assert 3 <= used < BUDGET
 
-    resumed = run_train(*shlex.split(stderr.strip().splitlines()[-1])[2:])  # the printed command
+    resumed = run_train(*shlex.split(stopped.stderr.strip().splitlines()[-1])[2:])  # the printed command
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final_step, final_used, _ = train_state(run_dir)
     # The resumed run trained for what was left of the budget, not for a new one.
