@@ -8,6 +8,7 @@ user sets (``n_head`` raised while building ``model`` → ``model.net.n_head``).
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from llm_lab.errors import ArgumentError, ConfigError, LabError
+from llm_lab.errors import ArgumentError, ConfigError, LabError, type_error
 
 
 def gensim_test_file(name: str) -> str | None:
@@ -131,6 +132,33 @@ def keyed(node: Any, root: Any = None) -> Iterator[None]:
         raise as_config_error(err, node, root) from None
 
 
+def check_types(node: Any) -> None:
+    """Refuse a value that the ``_target_``'s signature rules out (``model.embed_dim=abc``: a word
+    where an integer belongs), in this node and the nodes below it, as an ArgumentError naming the
+    argument; Hydra would pass it on and the constructor fail somewhere inside."""
+    if not isinstance(node, DictConfig):
+        return
+    target = node.get("_target_")
+    parameters: Any = {}
+    if isinstance(target, str):
+        from hydra.utils import get_object
+
+        try:
+            parameters = inspect.signature(get_object(target)).parameters
+        except (ImportError, ValueError, TypeError):
+            parameters = {}
+    for key in map(str, node):
+        if key.startswith("_") or OmegaConf.is_missing(node, key):
+            continue
+        value = node[key]
+        if isinstance(value, DictConfig):
+            check_types(value)
+        elif key in parameters:
+            wrong = type_error(key, value, parameters[key].annotation)
+            if wrong is not None:
+                raise wrong
+
+
 def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(node, **kwargs)`` with the lab's errors brought to the surface.
 
@@ -143,15 +171,21 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
     if exclude:
         target = OmegaConf.create({k: v for k, v in plain(node).items() if k not in exclude})
     with keyed(node, root):
+        check_types(node)
         try:
             return instantiate(target, **kwargs)
         except InstantiationException as err:
             cause: BaseException | None = err
             while cause is not None and not isinstance(cause, LabError | ArgumentError):
                 cause = cause.__cause__
-            if cause is None:
-                raise
-            raise cause from None
+            if cause is not None:
+                raise cause from None
+            if str(node.get("_target_", "")).startswith("llm_lab."):
+                raise  # the lab's own classes name their arguments: anything else is a bug to see whole
+            # torch's or Lightning's refusal of a value (trainer.devices=two): the user's config is
+            # the likely cause, so one line naming the node, with the library's own words.
+            key = node._get_full_key(None) or "config"
+            raise ConfigError(key, str(err.__cause__ or err).strip(), f"check the {key}.* values") from None
 
 
 def call(node: Any, root: Any = None, exclude: Sequence[str] = (), **objects: Any) -> Any:
@@ -162,6 +196,7 @@ def call(node: Any, root: Any = None, exclude: Sequence[str] = (), **objects: An
 
     values = {k: v for k, v in plain(node).items() if k not in exclude}
     with keyed(node, root):
+        check_types(node)
         return get_class(values.pop("_target_"))(**values, **objects)
 
 
@@ -202,6 +237,8 @@ def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None
     try:
         main()
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
-        overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+        from hydra._internal.utils import get_args_parser
+
+        overrides = get_args_parser().parse_known_args()[0].overrides  # Hydra's own reading of argv
         print(f"error: {composition_error(err, overrides, config_dir, config_name)}", file=sys.stderr)
         sys.exit(2)

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 
 class ArgumentError(ValueError):
     """A bad argument to a library function or class: ``ArgumentError("n_head", "n_embd=30 is not
@@ -55,3 +58,30 @@ class DivergedError(LabError):
 class StorageError(LabError):
     """A file could not be written (a full disk, a read-only folder): says which one, and what is
     still intact."""
+
+
+_PLAIN_TYPES = {"int": int, "float": float, "bool": bool}
+# Words of an annotation that do not widen it: a config value is never a Tensor, so ``float | Tensor``
+# (torch.optim's ``lr``) asks a config for a number.
+_NEUTRAL = {"None", "NoneType", "Optional", "Union", "typing", "torch", "Tensor"}
+
+
+def type_error(arg: str, value: Any, annotation: Any) -> ArgumentError | None:
+    """An ArgumentError when ``value`` cannot be what an ``int``/``float``/``bool`` annotation
+    (``"int | None"``, ``Optional[float]``...) asks for, e.g. a word where a number belongs; None
+    when it fits, or when the annotation admits other types (a string, a list...)."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    names = set(re.findall(r"[A-Za-z_]+", text)) - _NEUTRAL
+    if not names or not names <= _PLAIN_TYPES.keys() or value is None:
+        return None
+    kinds = {_PLAIN_TYPES[name] for name in names}
+    if isinstance(value, bool):
+        fits = bool in kinds
+    elif isinstance(value, int):
+        fits = bool(kinds & {int, float})
+    else:
+        fits = isinstance(value, float) and float in kinds
+    if fits:
+        return None
+    wanted = {int: "an integer", float: "a number", bool: "true or false"}
+    return ArgumentError(arg, f"{value!r} is not {' or '.join(sorted(wanted[k] for k in kinds))}")

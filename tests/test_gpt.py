@@ -225,6 +225,11 @@ def test_bad_config_fails_early_naming_the_setting() -> None:
     for key in ("d_ff", "n_kv_head", "norm_eps", "rope_theta"):
         with pytest.raises(ArgumentError, match=f"^{key}: must be positive"):
             GPTConfig(**{key: 0})
+    with pytest.raises(ArgumentError, match="^n_layer: 'abc' is not an integer"):
+        GPTConfig(n_layer="abc")  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match="^dropout: 'high' is not a number"):
+        GPTConfig(dropout="high")  # type: ignore[arg-type]
+    assert GPTConfig(dropout=0).dropout == 0  # an integer is a number
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,13 @@ def _fails(proc, key: str, run: Path) -> None:
         ("data.num_workers=2", "data.num_workers"),
         ("optimizer.lr=-1", "optimizer"),
         ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
+        # a word where a number belongs, caught from the target's signature before it is built
+        ("model.embed_dim=abc", "model.embed_dim: 'abc' is not an integer"),
+        ("optimizer.lr=fast", "optimizer.lr: 'fast' is not a number"),
+        ("trainer.max_steps=abc", "trainer.max_steps: 'abc' is not an integer"),
+        ("data.batch_size=x", "data.batch_size: 'x' is not an integer"),
+        # a value Lightning itself refuses, in its own words, under the node's name
+        ("trainer.devices=two", "trainer: `devices`"),
     ],
 )
 def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):

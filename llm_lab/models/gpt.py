@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm_lab.errors import ArgumentError
+from llm_lab.errors import ArgumentError, type_error
 from llm_lab.models.sampling import sample_next
 from llm_lab.nn.attention import KVCache, causal_mask
 from llm_lab.nn.feedforward import MLPS, make_mlp
@@ -90,6 +90,10 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         # Fail here, naming the setting to change, before any layer is built.
+        for field in fields(self):
+            wrong = type_error(field.name, getattr(self, field.name), field.type)
+            if wrong is not None:
+                raise wrong
         for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd", "n_kv_head", "d_ff"):
             value = getattr(self, key)
             if value is not None and value <= 0:
