@@ -35,7 +35,17 @@ from omegaconf import DictConfig
 from llm_lab import tokenizer_stage
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
-from llm_lab.config import as_config_error, build, call, flatten, keyed, plain, register_resolvers, run_cli
+from llm_lab.config import (
+    as_config_error,
+    build,
+    call,
+    check_complete,
+    flatten,
+    keyed,
+    plain,
+    register_resolvers,
+    run_cli,
+)
 from llm_lab.console import configure_console
 from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError
@@ -251,6 +261,7 @@ def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) ->
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
+    check_complete(cfg)
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)

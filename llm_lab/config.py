@@ -132,6 +132,16 @@ def keyed(node: Any, root: Any = None) -> Iterator[None]:
         raise as_config_error(err, node, root) from None
 
 
+def check_complete(cfg: DictConfig) -> None:
+    """A ``???`` left unset (a value the config asks the user for, such as ``tokenizer.path`` of
+    ``tokenizer=hf``) is a ConfigError naming the key before anything is built: Hydra's instantiate
+    would pass it on as the string ``"???"`` or leave the argument at its default, silently."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        others = f"; {', '.join(missing[1:])} too" if missing[1:] else ""
+        raise ConfigError(missing[0], "needs a value", f"add {missing[0]}=... to the command line{others}")
+
+
 def check_types(node: Any) -> None:
     """Refuse a value that the ``_target_``'s signature rules out (``model.embed_dim=abc``: a word
     where an integer belongs), in this node and the nodes below it, as an ArgumentError naming the

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from llm_lab.callbacks.attention_maps import heatmap_image
 from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.lit.masked_lm import MaskedTokenLM
 from llm_lab.models.attention_lm import AttentionLM
+from llm_lab.tokenizers.base import load_tokenizer
 
 V, T = 30, 8
 
@@ -223,7 +225,8 @@ def causes(err: BaseException | None) -> Iterator[BaseException]:
         err = err.__cause__
 
 
-def test_cbow_embedding_experiment(tmp_path: Path) -> None:
+def test_cbow_embedding_experiment(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="llm_lab.models.attention_lm")
     vectors = tmp_path / "vectors.txt"
     rng = np.random.default_rng(0)
     lines = [
@@ -237,6 +240,13 @@ def test_cbow_embedding_experiment(tmp_path: Path) -> None:
         "model.net.freeze_embeddings=true",
     )
     assert math.isfinite(metrics["val/loss"])
+    # The rows started are the vocabulary's spellings of the file's three words (any case).
+    tokenizer = load_tokenizer(tmp_path / "frozen" / "tokenizer.json")
+    spellings = [tokenizer.decode([i]).strip().lower() for i in range(tokenizer.vocab_size)]
+    started = sum(word in ("the", "function", "class") for word in spellings)
+    rows = tokenizer.vocab_size + 1  # the masked objective adds the [MASK] row
+    report = f"embeddings: {started} of {rows} token rows start from {vectors}"
+    assert started >= 3 and report in caplog.text, caplog.text
     # A model narrower than the vectors is refused with the key to fix (Hydra wraps the error).
     with pytest.raises(Exception) as info:
         run_tiny(

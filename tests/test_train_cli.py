@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from llm_lab.config import register_resolvers
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+# The values an experiment asks its user for (``???`` in its file), as its header comment gives them.
+ASKED = {"cbow_embedding": ["model.net.embeddings=null"]}
 
 
 def shrink_data(cfg: DictConfig) -> None:
@@ -33,7 +35,12 @@ def test_every_experiment_composes_and_builds(name: str, tmp_path: Path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "train",
-            overrides=[f"experiment={name}", f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}"],
+            overrides=[
+                f"experiment={name}",
+                *ASKED.get(name, []),
+                f"paths.output_dir={tmp_path}",
+                f"paths.root_dir={tmp_path}",
+            ],
         )
     shrink_data(cfg)
     corpus = tokenizer = None
@@ -117,6 +124,22 @@ def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
     _fails(proc, key, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["experiment=cbow_embedding"], "model.net.embeddings"),
+        (["experiment=cbow", "tokenizer=hf"], "tokenizer.path"),
+    ],
+)
+def test_a_value_the_config_asks_for_is_named_when_missing(overrides: list[str], key: str, tmp_path: Path):
+    """``???`` left unset: Hydra would pass the string on (or keep the model's default) silently."""
+    proc = run_train(*overrides, f"hydra.run.dir={tmp_path}")
+    _fails(proc, f"{key}: needs a value (add {key}=...", tmp_path)
+    assert set(ASKED) == {
+        name for name in EXPERIMENTS if "???" in (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
+    }
+
+
 def test_bad_corpus_files(tmp_path: Path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("caf\xe9 ".encode("latin-1") * 50)
@@ -164,6 +187,7 @@ def test_every_experiment_survives_debug_fast(name: str, tmp_path: Path):
             "train",
             overrides=[
                 f"experiment={name}",
+                *ASKED.get(name, []),
                 "debug=fast",
                 f"paths.output_dir={tmp_path}",
                 f"paths.root_dir={tmp_path}",

@@ -12,6 +12,7 @@ language models (``llm_lab.lit.lm.NextTokenLM``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from llm_lab.nn.attention import (
     SimplifiedSelfAttention,
 )
 from llm_lab.nn.positions import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
+
+log = logging.getLogger(__name__)
 
 ATTENTIONS = ("simple", "self", "causal", "multihead")
 POSITIONS = ("none", "learned", "sinusoidal")
@@ -123,7 +126,10 @@ class AttentionLM(nn.Module):
                     "pass the tokenizer (the masked-token objective does)",
                 )
             vocab = [tokenizer.decode([i]).strip() for i in range(tokenizer.vocab_size)]
-            self.load_embeddings(embeddings, vocab)
+            copied = self.load_embeddings(embeddings, vocab)
+            # Words the vectors lack keep a random start: say how many, since few means the vectors
+            # come from another corpus or tokenization and the comparison with random init is moot.
+            log.info("embeddings: %d of %d token rows start from %s", copied, vocab_size, embeddings)
         self.tok_emb.weight.requires_grad_(not freeze_embeddings)
 
     def load_embeddings(self, path: str | Path, vocab: Sequence[str]) -> int:
