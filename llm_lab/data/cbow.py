@@ -190,6 +190,8 @@ class CBoWDataModule(TextDataModule):
         return DataLoader(self.val_set, batch_size=None, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
+        # The corpus is split in two (train/validation): the test stage is a final report on the
+        # validation documents, not a third held-out set (CBoW's word benchmarks come from outside).
         return self.val_dataloader()
 
     def model_kwargs(self) -> dict[str, Any]:

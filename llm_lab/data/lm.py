@@ -96,6 +96,7 @@ class LMDataModule(TextDataModule):
         return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
+        # The validation documents again: the corpus is split in two, not three (see data/cbow.py).
         return self.val_dataloader()
 
     def model_kwargs(self) -> dict[str, Any]:
