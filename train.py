@@ -20,7 +20,7 @@ import logging
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,10 +223,12 @@ def fit(cfg: DictConfig, run: Run) -> dict[str, float]:
 HPARAM_GROUPS = ("data", "tokenizer", "model", "optimizer", "scheduler", "trainer", "stage")
 
 
-def hparams_record(cfg: DictConfig) -> dict[str, Any]:
+def hparams_record(cfg: DictConfig, net: Any = None) -> dict[str, Any]:
     """What a person compares runs by in TensorBoard's HParams view: the option chosen in each
     config group (``experiment``, ``model``, ``optimizer``, …), the seed, and the plain values of
-    data, tokenizer, model, optimizer, scheduler and trainer (no ``_target_`` paths, no objects)."""
+    data, tokenizer, model, optimizer, scheduler and trainer (no ``_target_`` paths, no objects).
+    A net with a dataclass ``config`` (GPT) gives the values it was built with: ``size=lab-small``
+    leaves ``n_layer`` null in the config, the dashboard should still show 4."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
@@ -239,13 +241,17 @@ def hparams_record(cfg: DictConfig) -> dict[str, Any]:
             if key.rsplit("/", 1)[-1].startswith("_") or (isinstance(value, str) and "_target_" in value):
                 continue
             record[key] = "null" if value is None else value
+    built = getattr(net, "config", None)
+    if is_dataclass(built) and not isinstance(built, type):
+        for key, value in asdict(built).items():
+            record[f"model/net/{key}"] = "null" if value is None else value
     return record
 
 
-def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) -> None:
+def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], net: Any = None) -> None:
     """The HParams record for TensorBoard (see ``llm_lab.loggers``), the loggers closed,
     ``metrics.json`` written and the FAILED marker of an earlier attempt removed."""
-    record = hparams_record(cfg)
+    record = hparams_record(cfg, net)
     for logger in loggers:
         if isinstance(logger, LabTensorBoardLogger):
             logger.log_hparams_record(record)
@@ -290,7 +296,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run = build_run(cfg, corpus, tokenizer)
     metrics = fit(cfg, run)
     if run.trainer.is_global_zero:
-        finish(cfg, metrics, run.loggers)
+        finish(cfg, metrics, run.loggers, getattr(run.module, "net", None))
     return metrics
 
 

@@ -12,6 +12,8 @@ from conftest import TINY_GPT, run_train
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from llm_lab.models.gpt import GPTConfig
+
 
 def load_like_tensorboard(logdir: Path) -> EventMultiplexer:
     """TensorBoard's own loader: every folder holding event files below ``logdir`` is one run."""
@@ -69,6 +71,9 @@ def test_hparams_list_the_choices_and_values_people_compare(finished_gpt_run: Pa
     assert hparams["experiment"] == "gpt" and hparams["optimizer"] == "adamw" and hparams["model"] == "gpt"
     assert hparams["model/net/size"] == "lab-tiny" and hparams["optimizer/lr"] == pytest.approx(1e-3)
     assert hparams["tokenizer/vocab_size"] == 300 and hparams["trainer/max_steps"] == 12
+    # The values the net was built with, not the config's nulls: lab-tiny's preset, as GPTConfig has it.
+    preset = GPTConfig.from_name("lab-tiny")
+    assert (hparams["model/net/n_layer"], hparams["model/net/n_embd"]) == (preset.n_layer, preset.n_embd)
     assert not [k for k in hparams if "_target_" in k or k.startswith(("callbacks", "paths", "logger"))]
     # Each metric the record names has a curve in the run, whose last point HParams shows.
     assert {"val/loss", "train/loss", "test/loss"} <= metrics
