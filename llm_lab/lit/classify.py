@@ -111,7 +111,8 @@ class PerceptronClassifier(Classifier):
 
     Logs ``train/mistakes`` (per epoch) and ``val/acc``. Training stops early after an epoch with
     no mistake (the perceptron has converged); when the last epoch still had mistakes, the run says
-    it cannot separate the training data, in the log and as TensorBoard text.
+    it has not separated the training data, in the log and as TensorBoard text. It cannot say more:
+    on separable data more epochs get there (Novikoff's bound), on XOR none will.
     """
 
     default_lr = 1.0
@@ -133,6 +134,7 @@ class PerceptronClassifier(Classifier):
             lambda in_features, num_classes: Perceptron(in_features), in_features, 2, optimizer, scheduler
         )
         self.epoch_mistakes = 0  # mistakes so far in the current (or last) epoch
+        self.epoch_batches = 0  # its batches so far: fewer than an epoch's when max_steps cut it short
 
     @property
     def perceptron(self) -> Perceptron:
@@ -143,16 +145,21 @@ class PerceptronClassifier(Classifier):
     def predict_classes(self, x: Tensor) -> Tensor:
         return self.perceptron.predict(x)
 
+    @property
+    def epoch_complete(self) -> bool:
+        return self.epoch_batches >= self.trainer.num_training_batches
+
     def on_train_epoch_start(self) -> None:
-        self.epoch_mistakes = 0
+        self.epoch_mistakes = self.epoch_batches = 0
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:  # type: ignore[override]
         x, y = batch
         self.epoch_mistakes += hand_written_step(self, lambda lr: self.perceptron.update(x, y, lr))
+        self.epoch_batches += 1
 
     def on_train_epoch_end(self) -> None:
         self.log("train/mistakes", float(self.epoch_mistakes))
-        if self.epoch_mistakes == 0:
+        if self.epoch_mistakes == 0 and self.epoch_complete:
             self.trainer.should_stop = True  # converged: every training point is on its side
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -160,18 +167,28 @@ class PerceptronClassifier(Classifier):
         log_classification(self, "val", self.predict_classes(x), y)
 
     def on_train_end(self) -> None:
-        epochs = self.current_epoch  # epochs completed (Lightning counts them at each epoch end)
-        if self.epoch_mistakes == 0:
+        # Lightning counts an epoch cut short by max_steps as done: current_epoch includes it.
+        epochs = self.current_epoch
+        if self.epoch_mistakes == 0 and self.epoch_complete:
             message = f"the perceptron separates the training data: no mistakes in epoch {epochs}"
             log.info(message)
         else:
+            last = (
+                "its last epoch" if self.epoch_complete else "its last epoch (cut short by trainer.max_steps)"
+            )
+            mistakes = plural(self.epoch_mistakes, "mistake")
             message = (
-                f"the perceptron cannot separate the training data: still {self.epoch_mistakes} "
-                f"mistakes in its last epoch after {epochs} epochs. If the classes are not linearly "
-                "separable (XOR is not), no number of epochs will fix that: use a hidden layer "
-                "(experiment=mlp_scratch)."
+                f"the perceptron has not separated the training data: {mistakes} in {last}, after "
+                f"{plural(epochs, 'epoch')}. If the classes are linearly separable, more epochs get "
+                "there (trainer.max_epochs); if not (XOR is not), no number of epochs will: use a "
+                "hidden layer (experiment=mlp_scratch)."
             )
             log.warning(message)
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_text("perceptron/result", message, self.global_step)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
