@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path: Pa
     assert ddp.stderr.count("prepare train:") == 1
     single = run_process(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
+    # Validation is the mean over every window once, whichever rank scored it: the same number.
+    ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    single_metrics = json.loads((tmp_path / "single" / "metrics.json").read_text())
+    assert ddp_metrics["val/loss"] == pytest.approx(single_metrics["val/loss"], rel=1e-5)
     a, b = final_weights(tmp_path / "ddp", 4), final_weights(tmp_path / "single", 4)
     assert a.keys() == b.keys()
     for name in a:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from llm_lab.data.corpus import Corpus
 from llm_lab.data.prepare import PreparedCorpus, prepare
-from llm_lab.data.resumable import ResumableLoader, rank_and_world
+from llm_lab.data.resumable import EveryItemOnce, ResumableLoader, rank_and_world
 from llm_lab.data.text import TextDataModule
 from llm_lab.data.windows import TokenWindows
 from llm_lab.errors import ArgumentError, DataError
@@ -93,7 +93,8 @@ class LMDataModule(TextDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        sampler = EveryItemOnce(self.val_set)  # under DDP: each window on one rank, none twice
+        return DataLoader(self.val_set, self.batch_size, sampler=sampler, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
         # The validation documents again: the corpus is split in two, not three (see data/cbow.py).

@@ -44,6 +44,25 @@ class ResumableSampler(DistributedSampler):
         return iter(indices[skip * self.batch_size :])
 
 
+class EveryItemOnce(DistributedSampler):
+    """This rank's share of an evaluation set, in order: items rank, rank + world, ... Across the
+    ranks every item is scored exactly once. ``DistributedSampler`` pads its last round with
+    repeats, which a validation mean summed over the ranks would count twice."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        rank, world = rank_and_world()
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=False)  # type: ignore[arg-type]
+
+    def _share(self) -> range:
+        return range(self.rank, len(self.dataset), self.num_replicas)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._share())
+
+    def __len__(self) -> int:
+        return len(self._share())
+
+
 class ResumableLoader(DataLoader):
     """A shuffling DataLoader whose position in the epoch is saved in Lightning checkpoints."""
 

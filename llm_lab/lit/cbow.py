@@ -77,10 +77,11 @@ class CBoWModule(LabModule):
         self._tick = time.perf_counter()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("val/loss", self.net(*batch), prog_bar=True)
+        # sync_dist: the epoch's mean over every DDP rank, so all ranks (and checkpoints) agree.
+        self.log("val/loss", self.net(*batch), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.log("test/loss", self.net(*batch))
+        self.log("test/loss", self.net(*batch), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.similarity_file and not self.trainer.sanity_checking:

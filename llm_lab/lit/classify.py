@@ -37,9 +37,11 @@ def log_classification(
     """Log ``stage/acc`` (and ``stage/loss`` when given) for a batch of predicted class ids, under the
     same names for every classifier, so that their TensorBoard curves can be overlaid."""
     accuracy = (predicted == y).float().mean()
+    # Evaluation means are reduced over the DDP ranks once per epoch; a training step is not worth a sync.
+    sync = stage != "train"
     if loss is not None:
-        module.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(y))
-    module.log(f"{stage}/acc", accuracy, prog_bar=True, batch_size=len(y))
+        module.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(y), sync_dist=sync)
+    module.log(f"{stage}/acc", accuracy, prog_bar=True, batch_size=len(y), sync_dist=sync)
 
 
 class Classifier(LabModule):

@@ -133,15 +133,17 @@ class NextTokenLM(LabModule):
         loss, n = self.loss(batch)
         self._val_sum += loss.detach().double() * n  # on the device: no wait per batch
         self._val_count += n
-        self.log("val/loss", loss, batch_size=n)
 
     def on_validation_epoch_end(self) -> None:
-        # Perplexity is exp of the mean loss over all validation tokens (of every DDP rank), not a
-        # mean of per-batch or per-rank perplexities.
+        # The mean loss over all validation tokens of every DDP rank (each window is on one rank,
+        # see EveryItemOnce), and perplexity its exp: not a mean of per-batch or per-rank values,
+        # and the same number on every rank, so checkpoints and sweeps agree whichever rank reads it.
         count = torch.tensor(float(self._val_count), dtype=torch.float64, device=self.device)
         totals = self.trainer.strategy.reduce(torch.stack([self._val_sum, count]), reduce_op="sum")
         if totals[1] > 0:
-            self.log("val/perplexity", math.exp(min(float(totals[0] / totals[1]), 50.0)))
+            mean = float(totals[0] / totals[1])
+            self.log("val/loss", mean)
+            self.log("val/perplexity", math.exp(min(mean, 50.0)))
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         loss, n = self.loss(batch)
