@@ -185,6 +185,16 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _value(text: str) -> str:
+    """An override's value as a cell: a value as typed on a grid's command line stays as it is; a
+    long float an Optuna sampler drew (``0.0012345678901234567``) is cut to 4 significant digits."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return f"{number:.4g}" if len(text) > 8 and not text.lstrip("-").isdigit() else text
+
+
 def summary_table(jobs: list[JobResult], metric: str, direction: str = "minimize") -> str:
     """A markdown table: one row per job, best first; the columns are the overrides that differ
     between jobs (all overrides when every job has the same ones)."""
@@ -199,7 +209,7 @@ def summary_table(jobs: list[JobResult], metric: str, direction: str = "minimize
     ]
     for i, job in enumerate(rank(jobs, direction), start=1):
         value = "" if job.value is None else f"{job.value:.6g}"
-        row = [i, job.name, *(job.overrides.get(k, "") for k in swept), value, job.status]
+        row = [i, job.name, *(_value(job.overrides.get(k, "")) for k in swept), value, job.status]
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines) + "\n"
 

@@ -173,6 +173,17 @@ def test_summary_ranks_jobs_best_first(tmp_path: Path, direction: str):
     assert table[4].startswith(f"| 1 | {finite[0]} | {finite[0]} | ")
 
 
+def test_summary_shortens_sampled_floats_only(tmp_path: Path):
+    """An Optuna trial's drawn value is cut to 4 significant digits; what a person typed stays."""
+    typed = ["experiment=cbow", "optimizer.lr=3e-3", "data.subsample=0.001", "model.embed_dim=100000000"]
+    _fake_job(tmp_path, "0", typed, {"val/loss": 1.0})
+    drawn = ["experiment=cbow", "optimizer.lr=0.0012345678901234567", "data.subsample=1e-05"]
+    _fake_job(tmp_path, "1", [*drawn, "model.embed_dim=16"], {"val/loss": 2.0})
+    rows = summary_table(read_jobs(tmp_path, "val/loss"), "val/loss").splitlines()[4:]
+    assert rows[0] == "| 1 | 0 | 3e-3 | 0.001 | 100000000 | 1 |  |"
+    assert rows[1] == "| 2 | 1 | 0.001235 | 1e-05 | 16 | 2 |  |"
+
+
 def test_grid_sweep_writes_one_dir_per_job_a_summary_and_hparams(tmp_path: Path):
     proc = run_train(
         "-m",
