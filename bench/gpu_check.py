@@ -22,8 +22,8 @@ The steps, most important first, each within its own time limit and all within `
 3. ``trainer=fsdp`` on one GPU: 20 steps clipped at 1.0, resumed to 40; the exported
    ``model.safetensors`` holds the gathered weights of the last checkpoint.
 4. ``generate.py`` on the checkpoints of 1 and 3.
-5. ``bench/gpu_gpt_vs_reference.py`` (the lab's fused kernels against a minimal fused GPT-2,
-   eager), if this checkout has it.
+5. ``bench/gpu_gpt_vs_reference.py``: the lab's GPT against a minimal fused GPT-2, eager and
+   compiled; its own table goes below the summary.
 
 Writes ``gpu_check.md`` (the table) and ``gpu_check.log`` (every command and its output) to ``--out``.
 """
