@@ -36,7 +36,7 @@ from llm_lab import tokenizer_stage
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import as_config_error, build, call, flatten, keyed, plain, register_resolvers, run_cli
-from llm_lab.console import configure_console
+from llm_lab.console import configure_console, print_and_log
 from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
@@ -305,10 +305,10 @@ def main(cfg: DictConfig) -> float | None:
         # Not a failure: the run can go on from its checkpoint. 128 + n is the shell's code for
         # "ended by signal n" (130 for Ctrl-C, 143 for SIGTERM).
         how = f"resume with:\n  {resume_command(cfg)}" if stop.step > 0 else "nothing to resume"
-        print(f"interrupted: {stop}; {how}", file=sys.stderr)
+        print_and_log(f"interrupted: {stop}; {how}", logging.WARNING)
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
-        print("interrupted before the first training step: nothing to resume", file=sys.stderr)
+        print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
         sys.exit(130)
     except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
@@ -318,7 +318,7 @@ def main(cfg: DictConfig) -> float | None:
         out = Path(cfg.paths.output_dir)
         if out.is_dir():
             (out / "FAILED").write_text(f"{err}\n")
-        print(f"error: {err}", file=sys.stderr)
+        print_and_log(f"error: {err}")
         sys.exit(2)
 
 

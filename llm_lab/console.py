@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from typing import TextIO
 
@@ -57,6 +58,9 @@ LOG_FILE_ONLY = [
     ),
 ]
 
+# ``extra=`` of a record the console has shown already (see :func:`print_and_log`).
+LOG_FILE_ONLY_RECORD = {"console": False}
+
 
 class Silence(logging.Filter):
     """Drop the Lightning lines listed in SILENCED_LINES."""
@@ -66,11 +70,14 @@ class Silence(logging.Filter):
 
 
 class ConsoleOnly(logging.Filter):
-    """Pass what belongs on the console: not the LOG_FILE_ONLY lines."""
+    """Pass what belongs on the console: not the LOG_FILE_ONLY lines, nor the records marked
+    LOG_FILE_ONLY_RECORD."""
 
     patterns = [re.compile(pattern) for pattern, _why in LOG_FILE_ONLY]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "console", True) is False:
+            return False
         message = record.getMessage()
         return not any(p.search(message) for p in self.patterns)
 
@@ -88,6 +95,13 @@ class ConsoleHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         with tqdm.external_write_mode(file=self.stream):
             super().emit(record)
+
+
+def print_and_log(message: str, level: int = logging.ERROR) -> None:
+    """``message`` on stderr, where a command's last words belong (the console handler writes to
+    stdout), and in the run's ``train.log``, so that the run folder says why the run stopped."""
+    print(message, file=sys.stderr, flush=True)
+    logging.getLogger("train").log(level, message, extra=LOG_FILE_ONLY_RECORD)
 
 
 def configure_console() -> None:
