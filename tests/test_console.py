@@ -1,5 +1,6 @@
 """What a run prints: the lab's own lines and real warnings on the console, Lightning's routine
-notices in the run's train.log only, and log lines that leave a live progress bar intact."""
+notices in the run's train.log only, log lines that leave a live progress bar intact, and a last
+line that says where the run folder is."""
 
 from __future__ import annotations
 
@@ -69,6 +70,12 @@ def test_real_warnings_and_the_labs_lines_stay_on_the_console(cbow_runs: Runs) -
     shown = console(cbow_runs.fresh)
     assert "step 1/10" in shown and "validation at step 10 val/loss=" in shown
     assert "wordsim: only" in shown  # the lab's warning: too few evaluation words in the vocabulary
+
+
+def test_the_last_line_names_the_run_folder_and_how_to_look_at_it(cbow_runs: Runs) -> None:
+    expected = f"run folder: outputs/cbow/runs/{cbow_runs.run.name}  (tensorboard --logdir outputs/cbow)"
+    assert cbow_runs.fresh.stdout.strip().splitlines()[-1] == expected
+    assert cbow_runs.log.strip().splitlines()[-1].endswith(expected)  # the resumed run's, the same
 
 
 def test_lightnings_logging_interval_note_shows_only_when_nothing_would_be_logged(tmp_path: Path) -> None:
