@@ -292,7 +292,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             settings.pop("path", None)
             stage = plain(cfg.get("stage"))
             with keyed(cfg.tokenizer, cfg):
-                tokenizer, metrics = tokenizer_stage.run(corpus.load(), kind, settings, stage, loggers)
+                tokenizer, metrics = tokenizer_stage.run(
+                    corpus.load(), kind, settings, stage, loggers, cfg.get("progress_every_n_steps", 50)
+                )
             tokenizer.save(output_dir / "tokenizer.json")
             finish(cfg, metrics, loggers)
             return metrics
