@@ -29,7 +29,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from llm_lab import tokenizer_stage
@@ -46,7 +46,7 @@ from llm_lab.config import (
     register_resolvers,
     run_cli,
 )
-from llm_lab.console import configure_console
+from llm_lab.console import configure_console, print_and_log
 from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
@@ -83,6 +83,16 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     return [build(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def run_folder(cfg: DictConfig) -> Path:
+    """This run's directory, absolute."""
+    return Path(cfg.paths.output_dir).resolve()
+
+
+def from_cwd(path: Path) -> Path:
+    """``path`` relative to where the command was started when it lies below it: what a user types."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
@@ -250,7 +260,8 @@ def hparams_record(cfg: DictConfig, net: Any = None) -> dict[str, Any]:
 
 def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], net: Any = None) -> None:
     """The HParams record for TensorBoard (see ``llm_lab.loggers``), the loggers closed,
-    ``metrics.json`` written and the FAILED marker of an earlier attempt removed."""
+    ``metrics.json`` written, the FAILED marker of an earlier attempt removed, and a last line
+    saying where the run folder is and how to look at it."""
     record = hparams_record(cfg, net)
     for logger in loggers:
         if isinstance(logger, LabTensorBoardLogger):
@@ -263,6 +274,19 @@ def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], ne
     tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     tmp.replace(output_dir / "metrics.json")
     (output_dir / "FAILED").unlink(missing_ok=True)  # an earlier attempt in this folder failed
+    log.info(where_to_look(cfg, loggers))
+
+
+def where_to_look(cfg: DictConfig, loggers: list[Logger]) -> str:
+    """The last line of a run: its folder and, with a TensorBoard logger, the command that shows it
+    beside the experiment's other runs (``outputs/<experiment>``), or alone when it lives elsewhere."""
+    run_dir = run_folder(cfg)
+    line = f"run folder: {from_cwd(run_dir)}"
+    if any(isinstance(logger, TensorBoardLogger) for logger in loggers):
+        experiment_dir = (Path(cfg.paths.log_dir) / cfg.task_name).resolve()
+        logdir = experiment_dir if run_dir.is_relative_to(experiment_dir) else run_dir
+        line += f"  (tensorboard --logdir {shlex.quote(str(from_cwd(logdir)))})"
+    return line
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -285,7 +309,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             settings.pop("path", None)
             stage = plain(cfg.get("stage"))
             with keyed(cfg.tokenizer, cfg):
-                tokenizer, metrics = tokenizer_stage.run(corpus.load(), kind, settings, stage, loggers)
+                tokenizer, metrics = tokenizer_stage.run(
+                    corpus.load(), kind, settings, stage, loggers, cfg.get("progress_every_n_steps", 50)
+                )
             tokenizer.save(output_dir / "tokenizer.json")
             finish(cfg, metrics, loggers)
             return metrics
@@ -304,9 +330,7 @@ def resume_command(cfg: DictConfig) -> str:
     """The command line that resumes this run in its own directory from its ``last.ckpt``."""
     from hydra.core.hydra_config import HydraConfig
 
-    run_dir = Path(cfg.paths.output_dir).resolve()
-    if run_dir.is_relative_to(Path.cwd()):
-        run_dir = run_dir.relative_to(Path.cwd())
+    run_dir = from_cwd(run_folder(cfg))
     kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
     words = ["python", sys.argv[0], *kept, f"hydra.run.dir={run_dir}", f"ckpt_path={run_dir}"]
     return " ".join(shlex.quote(w) for w in words)
@@ -322,10 +346,10 @@ def main(cfg: DictConfig) -> float | None:
         # Not a failure: the run can go on from its checkpoint. 128 + n is the shell's code for
         # "ended by signal n" (130 for Ctrl-C, 143 for SIGTERM).
         how = f"resume with:\n  {resume_command(cfg)}" if stop.step > 0 else "nothing to resume"
-        print(f"interrupted: {stop}; {how}", file=sys.stderr)
+        print_and_log(f"interrupted: {stop}; {how}", logging.WARNING)
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
-        print("interrupted before the first training step: nothing to resume", file=sys.stderr)
+        print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
         sys.exit(130)
     except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
@@ -335,7 +359,7 @@ def main(cfg: DictConfig) -> float | None:
         out = Path(cfg.paths.output_dir)
         if out.is_dir():
             (out / "FAILED").write_text(f"{err}\n")
-        print(f"error: {err}", file=sys.stderr)
+        print_and_log(f"error: {err}")
         sys.exit(2)
 
 

@@ -6,12 +6,21 @@ Lightning gives its loggers a handler of their own when it is imported before lo
 (``conf/hydra/default.yaml``). Advertisements and notices about the lab's own choices are
 dropped, and so are the warnings a user cannot act on (each listed below with why); every other
 warning goes to the log like any line.
+
+The console is for the lab's own lines (progress, metrics, where things are) and the warnings a
+user can act on: Lightning's routine notices (LOG_FILE_ONLY) stay in ``train.log`` alone, where
+someone reading the run folder later still finds them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
 import warnings
+from typing import TextIO
+
+from tqdm import tqdm
 
 # (message pattern, why it is not the user's to act on)
 SILENCED_WARNINGS = [
@@ -27,12 +36,72 @@ SILENCED_LINES = [
     ("Trainer already configured with model summary", "the lab configures its own summary on purpose"),
 ]
 
+# (pattern searched in a log line, why the console does without it): train.log keeps these lines.
+LOG_FILE_ONLY = [
+    (
+        r"^(GPU|TPU|HPU) available: ",
+        "the devices the config asked for; an unused GPU still warns ('GPU available but not used')",
+    ),
+    (r"^`Trainer\(\w+=1\.0\)` was configured so ", "restates Lightning's default: the whole epoch"),
+    (r"^Loading `train_dataloader` to estimate number of stepping batches", "a step inside Lightning"),
+    (r"^Seed set to ", "the seed is in the run's config (.hydra/config.yaml)"),
+    (r"^Restoring states from the checkpoint path at ", "'Restored all states from ...' follows"),
+    (
+        r"is smaller than the logging interval Trainer\(log_every_n_steps=",
+        "it counts one epoch's batches, but logging counts the run's steps: the progress callback"
+        " warns when the whole run logs nothing (llm_lab/callbacks/progress.py)",
+    ),
+    (
+        r"Checkpoint directory .* exists and is not empty",
+        "a resumed run finds its own checkpoints there, and a new run is refused a folder with"
+        " checkpoints before it starts (llm_lab/run_dir.py, claim)",
+    ),
+]
+
+# ``extra=`` of a record the console has shown already (see :func:`print_and_log`).
+LOG_FILE_ONLY_RECORD = {"console": False}
+
 
 class Silence(logging.Filter):
     """Drop the Lightning lines listed in SILENCED_LINES."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(tuple(start for start, _why in SILENCED_LINES))
+
+
+class ConsoleOnly(logging.Filter):
+    """Pass what belongs on the console: not the LOG_FILE_ONLY lines, nor the records marked
+    LOG_FILE_ONLY_RECORD."""
+
+    patterns = [re.compile(pattern) for pattern, _why in LOG_FILE_ONLY]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "console", True) is False:
+            return False
+        message = record.getMessage()
+        return not any(p.search(message) for p in self.patterns)
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """The console's handler (``conf/hydra/default.yaml``): lines as they are, without the ones
+    :class:`ConsoleOnly` leaves to ``train.log``. While a progress bar is live, a line is written
+    the way ``tqdm.write`` does it: the bars are cleared, the line written, the bars drawn again
+    below it; a plain write would land in the middle of the bar's line and break both."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self.addFilter(ConsoleOnly())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with tqdm.external_write_mode(file=self.stream):
+            super().emit(record)
+
+
+def print_and_log(message: str, level: int = logging.ERROR) -> None:
+    """``message`` on stderr, where a command's last words belong (the console handler writes to
+    stdout), and in the run's ``train.log``, so that the run folder says why the run stopped."""
+    print(message, file=sys.stderr, flush=True)
+    logging.getLogger("train").log(level, message, extra=LOG_FILE_ONLY_RECORD)
 
 
 def configure_console() -> None:
@@ -46,4 +115,7 @@ def configure_console() -> None:
         rank_zero.addFilter(Silence())
     for pattern, _why in SILENCED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    # Capture anew: when a run ends inside warnings.catch_warnings() (a test, a notebook), leaving it
+    # gives warnings their printing back, while logging still counts itself as capturing them.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)

@@ -114,19 +114,34 @@ def build_simple(
 
 
 def run(
-    corpus: Split, kind: str, settings: dict[str, Any], stage: dict[str, Any], loggers: Sequence[Logger]
+    corpus: Split,
+    kind: str,
+    settings: dict[str, Any],
+    stage: dict[str, Any],
+    loggers: Sequence[Logger],
+    every_n_steps: int = 50,
 ) -> tuple[Tokenizer, dict[str, float]]:
     """Train the tokenizer ``kind`` with its ``settings`` and this stage's ``stage`` settings; log
-    every step to ``loggers`` and the console; return the tokenizer and its final metrics."""
+    every step to ``loggers``, and the first, every ``every_n_steps``-th and the last to the console
+    (a line per block of merges would bury everything else); return the tokenizer and its final
+    metrics."""
+    every_n_steps = max(1, every_n_steps)
     final: dict[str, float] = {}
     start = time.perf_counter()
+    unshown: tuple[int, dict[str, float]] | None = None  # the newest step, when not shown: the last
+
+    def show(step: int, metrics: dict[str, float]) -> None:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        log.info(f"[{time.perf_counter() - start:7.1f}s] step {step} {shown}")
 
     def report(step: int, metrics: dict[str, float]) -> None:
+        nonlocal unshown
         final.update(metrics)
         for logger in loggers:
             logger.log_metrics(metrics, step)
-        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-        log.info(f"[{time.perf_counter() - start:7.1f}s] step {step} {shown}")
+        unshown = None if step == 1 or step % every_n_steps == 0 else (step, metrics)
+        if unshown is None:
+            show(step, metrics)
 
     tokenizer: Tokenizer
     if kind == "bpe":
@@ -137,6 +152,8 @@ def run(
         title = "tokenizer/round_trips"
     else:
         raise ArgumentError("kind", f"a {kind!r} tokenizer is not trained", "use simple or bpe")
+    if unshown is not None:
+        show(*unshown)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_text(title, "\n".join(table))

@@ -1,7 +1,9 @@
-"""`python train.py experiment=bpe` end to end: tokenizer.json, TensorBoard scalars, max_steps."""
+"""`python train.py experiment=bpe` end to end: tokenizer.json, TensorBoard scalars, max_steps, and
+the console's lines."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from conftest import run_train
@@ -69,3 +71,15 @@ def test_too_small_vocabulary_is_a_one_line_config_error(tmp_path: Path):
     result = run_train("experiment=bpe", "tokenizer.vocab_size=100", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert "tokenizer.vocab_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_console_shows_the_first_every_nth_and_last_step(tmp_path: Path):
+    """Every step goes to the loggers; the console gets one line every progress_every_n_steps."""
+    run_dir = tmp_path / "run"
+    result = run_train(
+        *TINY, "tokenizer.vocab_size=320", "progress_every_n_steps=3", f"hydra.run.dir={run_dir}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = [int(m) for m in re.findall(r"\] step (\d+) train/", result.stdout)]
+    logged = len(scalars(run_dir)["train/vocab_size"])  # (320 - 257) / 8 merges: 8 steps
+    assert logged == 8 and shown == [1, 3, 6, 8]

@@ -43,6 +43,9 @@ def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly
     # The last line says how to resume: run exactly that, from where the run was started.
     printed = stopped.stderr.strip().splitlines()[-1].strip()
     assert printed.startswith(f"python {ROOT / 'train.py'}") and printed.endswith(f"ckpt_path={run_dir}")
+    # So does the run folder's train.log, for whoever finds the folder later.
+    said = stopped.stderr[stopped.stderr.rindex("interrupted: ") :].rstrip()
+    assert (run_dir / "train.log").read_text().rstrip().endswith(f"[WARNING] {said}")
     resumed = subprocess.run(shlex.split(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"step {step + 1}/{STEPS}" in resumed.stdout  # the progress counts on from the checkpoint

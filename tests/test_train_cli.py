@@ -98,6 +98,8 @@ def _fails(proc, key: str, run: Path) -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and key in last, last
     assert not (run / "metrics.json").exists() and (run / "FAILED").is_file()
+    # The run folder says why the run stopped, for whoever reads it later.
+    assert (run / "train.log").read_text().rstrip().endswith(f"[ERROR] {last}")
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,20 @@ def run_position(trainer: L.Trainer) -> tuple[str, int | None]:
     return text, steps
 
 
+def warn_if_never_logged(trainer: L.Trainer) -> None:
+    """Warn when the loggers will get no training metrics at all: the loggers write every
+    ``trainer.log_every_n_steps`` steps of the whole run, and the run has fewer. (Lightning's own
+    warning compares the interval with one epoch's batches instead, and so also fires for a run of
+    many short epochs that logs just fine; the console leaves it to train.log.)"""
+    total = trainer.estimated_stepping_batches
+    every: int = getattr(trainer, "log_every_n_steps", 0)  # set by the Trainer, untyped
+    if trainer.is_global_zero and trainer.loggers and not math.isinf(total) and total < every:
+        log.warning(
+            f"trainer.log_every_n_steps={every} is more than the run's {int(total)} steps: the loggers"
+            f" get no training metrics (set trainer.log_every_n_steps={max(1, int(total))} or less)"
+        )
+
+
 def metrics_text(trainer: L.Trainer, prefix: str) -> str:
     """The scalar metrics whose name starts with ``prefix``, as ``name=value`` pairs."""
     return " ".join(
@@ -64,6 +78,10 @@ def metrics_text(trainer: L.Trainer, prefix: str) -> str:
 
 class StepProgressBar(TQDMProgressBar):
     """Lightning's TQDM bar, counting optimizer steps over the whole run instead of batches per epoch."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        warn_if_never_logged(trainer)
 
     def on_train_epoch_start(self, trainer: L.Trainer, *_: Any) -> None:
         super().on_train_epoch_start(trainer)
@@ -108,6 +126,7 @@ class LineProgress(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        warn_if_never_logged(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
         step = trainer.global_step
