@@ -47,6 +47,36 @@ def test_non_utf8_file_is_a_clear_error(tmp_path: Path):
         list(Corpus(path=str(f)).documents())
 
 
+def test_a_utf8_byte_order_mark_is_dropped(tmp_path: Path):
+    (tmp_path / "a.txt").write_bytes("\ufeffWindows Notepad wrote this".encode())
+    (tmp_path / "b.txt").write_bytes("second file<|endoftext|>\ufeffthird".encode("utf-8-sig"))
+    documents = list(Corpus(path=str(tmp_path)).documents())
+    # Only the mark that opens a file goes: one inside the text is a character of it.
+    assert documents == ["Windows Notepad wrote this", "second file", "\ufeffthird"]
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "guess"),
+    [
+        ("Привет, как дела? Это тест.\n", "cp1251", "<its encoding>"),
+        ("日本語のテキストです。\n", "shift_jis", "<its encoding>"),
+        ("Ça coûte très cher, hélas.\n", "latin-1", "CP1252"),
+    ],
+    ids=["cyrillic", "japanese", "french"],
+)
+def test_a_non_utf8_file_gets_the_iconv_command_for_its_likely_encoding(
+    tmp_path: Path, text: str, encoding: str, guess: str
+):
+    f = tmp_path / "book.txt"
+    f.write_bytes(text.encode(encoding) * 10)
+    with pytest.raises(DataError) as info:
+        list(Corpus(path=str(f)).documents())
+    # A Western text is mostly ASCII; Cyrillic or Japanese in a code page also decodes as CP1252,
+    # but must not be called that.
+    assert str(info.value).startswith(f"{f}: not UTF-8 text (byte 0x")
+    assert f"iconv -f {guess} -t UTF-8 {f} > {f}.utf8.txt" in str(info.value)
+
+
 def test_empty_corpus_is_a_clear_error(tmp_path: Path):
     f = tmp_path / "empty.txt"
     f.write_text("  \n", encoding="utf-8")

@@ -55,6 +55,21 @@ def test_utf16_text_without_a_byte_order_mark_is_refused_with_the_conversion(tmp
     one_line_error(proc, str(text), "UTF-16LE", "iconv -f UTF-16LE -t UTF-8")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_text_with_a_byte_order_mark_is_named_with_its_conversion(tmp_path: Path, encoding: str):
+    text = tmp_path / "notes.txt"
+    text.write_bytes(("\ufeff" + "The function returns a list.\n" * 200).encode(encoding))
+    proc = run_train("experiment=bpe", f"data.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, f"{text}: UTF-16", f"iconv -f UTF-16 -t UTF-8 {text} > {text}.utf8.txt")
+
+
+def test_text_in_a_western_code_page_is_named_with_its_likely_encoding(tmp_path: Path):
+    text = tmp_path / "livro.txt"
+    text.write_bytes("A ação não é difícil: é só começar.\n".encode("cp1252") * 50)
+    proc = run_train("experiment=bpe", f"data.path={text}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, f"{text}: not UTF-8", "CP1252", f"iconv -f CP1252 -t UTF-8 {text} > {text}.utf8.txt")
+
+
 def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, monkeypatch):
     from llm_lab.data.corpus import read_text
 

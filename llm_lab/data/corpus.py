@@ -12,6 +12,7 @@ corpus (a trained tokenizer, prepared ids) can be cached and reused.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import re
@@ -43,6 +44,21 @@ def builtin_corpus() -> list[str]:
     return [topics[name] for name in sorted(topics)]
 
 
+# Byte-order marks of the encodings a text editor may save in instead of UTF-8, longest first:
+# UTF-32LE's mark starts with UTF-16LE's.
+_FOREIGN_BOMS = [
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+]
+
+
+def conversion(path: Path, encoding: str) -> str:
+    """The fix of a file in another encoding than UTF-8: the command that writes a UTF-8 copy."""
+    return f"convert it: iconv -f {encoding} -t UTF-8 {path} > {path}.utf8.txt, and use the copy in its place"
+
+
 def check_plausible_text(text: str, path: Path) -> None:
     """Refuse text that decodes as UTF-8 but is not text: UTF-16 without a byte-order mark is
     ASCII plus NUL bytes (valid UTF-8, and a BPE would learn merges of NULs); warn about a stray one."""
@@ -52,9 +68,9 @@ def check_plausible_text(text: str, path: Path) -> None:
         nul = sample.count("\0")
         if nul > 0.25 * len(sample):  # every other byte: UTF-16; which half tells the byte order
             order = "LE" if sample.find("\0") % 2 == 1 else "BE"
-            hint = f"it looks like UTF-16{order}: convert it with `iconv -f UTF-16{order} -t UTF-8`"
+            hint = f"it looks like UTF-16{order} ({conversion(path, f'UTF-16{order}')})"
         else:
-            hint = "it looks like a binary file, or text in another encoding: convert it to UTF-8"
+            hint = "it looks like a binary file, or text in another encoding (convert it to UTF-8)"
         raise DataError(
             f"{path}: {controls / len(sample):.0%} of its characters are control characters; {hint}"
         )
@@ -62,15 +78,42 @@ def check_plausible_text(text: str, path: Path) -> None:
         warnings.warn(f"{path}: {controls} stray control characters (e.g. NUL) in the text", stacklevel=3)
 
 
+def decode_error(path: Path, err: UnicodeDecodeError) -> DataError:
+    """What to tell a user whose file is not UTF-8, with the ``iconv`` command that converts it.
+
+    A byte-order mark names the encoding. Without one, text of a Western language is mostly ASCII
+    with some accented letters: if under a third of its bytes are non-ASCII and it decodes as
+    CP1252 (Windows' Western code page, whose letters include Latin-1's), it most likely is that.
+    Cyrillic, Greek or East Asian text is mostly non-ASCII bytes and its code page cannot be told
+    reliably from the bytes alone, so the user is asked for it."""
+    data: bytes = err.object
+    encoding = next((name for bom, name in _FOREIGN_BOMS if data.startswith(bom)), None)
+    if encoding is not None:
+        problem = f"{encoding} text (it starts with a {encoding} byte-order mark), not UTF-8"
+    else:
+        problem = f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})"
+        sample = data[:SAMPLE_CHARS]
+        non_ascii = sum(byte >= 0x80 for byte in sample) / len(sample)
+        try:
+            sample.decode("cp1252")
+            western = non_ascii < 1 / 3
+        except UnicodeDecodeError:
+            western = False
+        if western:
+            encoding, problem = "CP1252", f"{problem}, probably CP1252 (Windows Western)"
+        else:
+            encoding = "<its encoding>"
+            problem += ": another code page (e.g. CP1251, GBK, Shift_JIS; `iconv -l` lists them), or not text"
+    return DataError(f"{path}: {problem} ({conversion(path, encoding)})")
+
+
 def read_text(path: Path) -> str:
-    """A UTF-8 text file's content, or a DataError naming the file and the fix."""
+    """A UTF-8 text file's content (a UTF-8 byte-order mark, which some editors write, dropped), or
+    a DataError naming the file and the fix."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
-            "convert it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from err
+        raise decode_error(path, err) from None
     except OSError as err:
         raise DataError(f"{path} cannot be read ({err.strerror}); check its permissions") from err
     check_plausible_text(text, path)
