@@ -15,10 +15,11 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import logging
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ DOCUMENT_SEPARATOR = "<|endoftext|>"  # a file holding it is several documents
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 SAMPLE_CHARS = 1 << 20  # the plausibility check reads this much of a file
 MAX_CONTROL_SHARE = 0.01  # above this share of control characters a file is not text
+
+log = logging.getLogger(__name__)
+_warned_shares: set[str] = set()  # fingerprints of corpora whose split was warned about
 
 
 def builtin_corpus() -> list[str]:
@@ -172,21 +176,28 @@ def _uniform(seed: int, index: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def assign(documents: Iterable[str], val_fraction: float, seed: int) -> Iterator[tuple[bool, str]]:
+def assign(
+    documents: Iterable[str],
+    val_fraction: float,
+    seed: int,
+    on_split: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[bool, str]]:
     """``(is_validation, document)`` for every document of a stream, in order.
 
     Document i goes to validation when a hash of (seed, i) falls below ``val_fraction``: the split
     needs no count of the documents and no shuffle in memory, and each pass over the same source
     splits it the same way. Two corner cases keep a validation set: if no document drew
     validation, the last one goes there; a corpus of a single document is cut by characters at a
-    line boundary instead (a one-file corpus still gets a validation set).
+    line boundary instead (a one-file corpus still gets a validation set). Once a stream of several
+    documents is split to its end, ``on_split(validation documents, documents)`` is called: on a few
+    documents the share can be far from ``val_fraction``, and only the counts tell.
     """
     held: str | None = None
-    index = any_val = 0
+    index = val = 0
     for index, doc in enumerate(documents):  # noqa: B007 - index is read after the loop
         if held is not None:
             is_val = _uniform(seed, index - 1) < val_fraction
-            any_val |= is_val
+            val += is_val
             yield is_val, held
         held = doc
     if held is None:
@@ -197,7 +208,10 @@ def assign(documents: Iterable[str], val_fraction: float, seed: int) -> Iterator
         yield False, held[:cut]
         yield True, held[cut:]
         return
-    yield (not any_val) or _uniform(seed, index) < val_fraction, held
+    is_val = val == 0 or _uniform(seed, index) < val_fraction
+    yield is_val, held
+    if on_split is not None:
+        on_split(val + is_val, index + 1)
 
 
 @dataclass(frozen=True)
@@ -277,12 +291,27 @@ class Corpus:
             where = self.path or self.hf_dataset or "the built-in corpus"
             raise DataError(f"the corpus from {where} is empty (give text, or another dataset)")
 
-    def _side(self, validation: bool) -> Iterator[str]:
-        return (
-            doc
-            for is_val, doc in assign(self.documents(), self.val_fraction, self.seed)
-            if is_val == validation
+    def _assigned(self) -> Iterator[tuple[bool, str]]:
+        """:func:`assign` over this corpus's documents."""
+        return assign(self.documents(), self.val_fraction, self.seed, self._check_val_share)
+
+    def _check_val_share(self, val: int, total: int) -> None:
+        """Warn (once per corpus and process, not on every pass) when the split by whole documents
+        gave validation far more than ``val_fraction``: 1 of 3 documents is 33%, whatever was asked."""
+        if val / total <= 2 * self.val_fraction:
+            return
+        fingerprint = self.fingerprint()
+        if fingerprint in _warned_shares:
+            return
+        _warned_shares.add(fingerprint)
+        log.warning(
+            f"val_fraction: validation got {val} of {total} documents ({val / total:.0%}), far more than "
+            f"the {self.val_fraction} asked, as the split keeps documents whole (give more documents, "
+            f"or cut a big file into several with {DOCUMENT_SEPARATOR} between them)"
         )
+
+    def _side(self, validation: bool) -> Iterator[str]:
+        return (doc for is_val, doc in self._assigned() if is_val == validation)
 
     def train_documents(self) -> Iterator[str]:
         """The training documents, streamed (each call reads the source again)."""
@@ -296,7 +325,7 @@ class Corpus:
         """Both sides in memory, for corpora that fit (CBoW, the tokenizer stages, tests)."""
         train: list[str] = []
         val: list[str] = []
-        for is_val, doc in assign(self.documents(), self.val_fraction, self.seed):
+        for is_val, doc in self._assigned():
             (val if is_val else train).append(doc)
         return Split(train, val, self.fingerprint())
 
