@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from llm_lab import tokenizer_stage
+from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import as_config_error, build, call, flatten, keyed, plain, register_resolvers, run_cli
@@ -243,9 +244,8 @@ def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) ->
             logger.log_hyperparams(record)
         logger.finalize("success")
     output_dir = Path(cfg.paths.output_dir)
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    tmp.replace(output_dir / "metrics.json")
+    with replacing(output_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (output_dir / "FAILED").unlink(missing_ok=True)  # an earlier attempt in this folder failed
 
 

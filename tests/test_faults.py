@@ -213,6 +213,24 @@ def test_two_runs_at_once_on_one_folder_the_second_is_refused(tmp_path: Path):
         first.wait()
 
 
+def test_files_written_atomically_get_the_mode_of_any_file_under_the_umask(tmp_path: Path):
+    umask = os.umask(0o027)  # group may read, others nothing: neither the default nor mkstemp's 0600
+    try:
+        proc = run_train(*GPT, "trainer.max_steps=2", cwd=tmp_path)
+    finally:
+        os.umask(umask)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modes = {
+        str(f.relative_to(tmp_path)): oct(f.stat().st_mode & 0o777)
+        for f in (tmp_path / "outputs").rglob("*")
+        if f.is_file()
+    }
+    # The checkpoints and the cached tokenizer are the files written by temporary file and rename.
+    assert any(name.endswith("checkpoints/last.ckpt") for name in modes), modes
+    assert any(name.startswith("outputs/cache/tokenizers/") for name in modes), modes
+    assert {name: mode for name, mode in modes.items() if mode != oct(0o640)} == {}
+
+
 def test_resuming_a_folder_takes_its_newest_checkpoint_and_a_killed_save_is_cleared(
     gpt_run: Path, tmp_path: Path
 ):
