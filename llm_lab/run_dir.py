@@ -38,6 +38,12 @@ def checkpoint_path(path: str | Path) -> Path:
     """A checkpoint file as given, or the newest checkpoint (by step) of a run directory."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "checkpoints").is_dir():
+            raise ArgumentError(
+                "ckpt_path",
+                f"{path} is not a run folder (no checkpoints/ in it)",
+                "give a train.py run folder, outputs/<experiment>/runs/<time>, or a .ckpt file",
+            )
         newest = newest_checkpoint(path / "checkpoints")
         if newest is None:
             raise ArgumentError(

@@ -18,6 +18,8 @@ from conftest import TINY_GPT, WORKDIR, command, run_train
 
 from llm_lab.errors import DataError, DivergedError, StorageError
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
+from llm_lab.models.gpt import GPT as GPTModel
+from llm_lab.models.gpt import GPTConfig
 from llm_lab.run_dir import checkpoint_path, claim
 
 GPT = [*TINY_GPT, "trainer.max_steps=4", "callbacks.text_samples=null"]
@@ -273,6 +275,50 @@ def test_generate_py_names_a_corrupt_tokenizer_and_meaningless_settings(gpt_run:
     one_line_error(generate(f"ckpt_path={gpt_run}", f"tokenizer_path={corrupt}"), str(corrupt))
     one_line_error(generate(f"ckpt_path={gpt_run}", "max_new_tokens=-5"), "max_new_tokens")
     one_line_error(generate(f"ckpt_path={gpt_run}", "num_samples=0"), "num_samples")
+
+
+def hf_folder(folder: Path) -> Path:
+    """A Hugging Face model folder (config.json + model.safetensors) as the lab exports one, with no
+    tokenizer: what a download of only the weights gives."""
+    GPTModel(GPTConfig(vocab_size=300, context_length=16, n_layer=1, n_head=2, n_embd=8)).save_hf(folder)
+    return folder
+
+
+def test_generate_py_tells_a_run_folder_from_a_hugging_face_folder_and_from_neither(
+    gpt_run: Path, tmp_path: Path
+):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "ideas.txt").write_text("not a model")
+    for key in ("ckpt_path", "hf_path"):
+        one_line_error(
+            generate(f"{key}={notes}"),
+            f"{key}: {notes} is not a run folder (no checkpoints/ in it)",
+            "outputs/<experiment>/runs/<time>",
+            "config.json",
+        )
+    hf = hf_folder(tmp_path / "hf")
+    one_line_error(
+        generate(f"ckpt_path={hf}"), f"ckpt_path: {hf} is a Hugging Face model folder", f"hf_path={hf}"
+    )
+    one_line_error(
+        generate(f"hf_path={gpt_run}"), f"hf_path: {gpt_run} is a train.py run folder", f"ckpt_path={gpt_run}"
+    )
+    # train.py resumes from run folders only, and says what one is.
+    proc = run_train(*GPT, f"ckpt_path={notes}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, f"ckpt_path: {notes} is not a run folder", "outputs/<experiment>/runs/<time>")
+
+
+def test_generate_py_names_tokenizer_path_when_the_model_has_no_tokenizer(gpt_run: Path, tmp_path: Path):
+    hf = hf_folder(tmp_path / "hf")
+    run = tmp_path / "run"
+    shutil.copytree(gpt_run, run)
+    (run / "tokenizer.json").unlink()
+    for given, folder in ((f"hf_path={hf}", hf), (f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", run)):
+        one_line_error(generate(given), f"tokenizer_path: no tokenizer.json beside the model in {folder}")
+    # The option it names is the way out.
+    proc = generate(f"hf_path={hf}", f"tokenizer_path={gpt_run / 'tokenizer.json'}", "max_new_tokens=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 GPT2_CONFIG = {
