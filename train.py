@@ -189,10 +189,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Lo
     return trainer
 
 
-def fit(cfg: DictConfig, run: Run) -> dict[str, float]:
-    """Fit (and optionally test) a built run; return its final metrics."""
+def fit(cfg: DictConfig, run: Run, ckpt_path: str | None) -> dict[str, float]:
+    """Fit (and optionally test) a built run, from ``ckpt_path`` (resolved); return its final metrics."""
     trainer, module, datamodule = run.trainer, run.module, run.datamodule
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     if ckpt_path not in (None, "last"):
         check_fits(Path(ckpt_path), module)
     if cfg.get("train", True):
@@ -251,6 +250,8 @@ def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger]) ->
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
+    # A checkpoint that is not there is reported now, not after minutes of reading and tokenizing.
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
@@ -277,7 +278,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             # Beside the checkpoints, so that generate.py finds the tokenizer of the model.
             tokenizer.save(output_dir / "tokenizer.json")
     run = build_run(cfg, corpus, tokenizer)
-    metrics = fit(cfg, run)
+    metrics = fit(cfg, run, ckpt_path)
     if run.trainer.is_global_zero:
         finish(cfg, metrics, run.loggers)
     return metrics

@@ -142,6 +142,14 @@ def test_a_truncated_or_foreign_checkpoint_is_named(gpt_run: Path, tmp_path: Pat
         one_line_error(proc, str(bad), "not a readable checkpoint")
 
 
+def test_a_missing_checkpoint_is_refused_before_the_corpus_is_read(tmp_path: Path):
+    missing = tmp_path / "runs" / "last.ckpt"
+    proc = run_train(*GPT, f"ckpt_path={missing}", cwd=tmp_path)
+    one_line_error(proc, f"ckpt_path: no checkpoint at {missing}")
+    # Nothing was tokenized or prepared: the cache (tokenizers, prepared shards) was never made.
+    assert not (tmp_path / "outputs" / "cache").exists()
+
+
 def test_a_checkpoint_of_another_model_size_names_the_settings_that_differ(gpt_run: Path, tmp_path: Path):
     proc = run_train(*GPT, "model.net.n_embd=32", f"ckpt_path={gpt_run}", f"hydra.run.dir={tmp_path / 'run'}")
     one_line_error(proc, "was made for another model", "n_embd=64 there, 32 here")
