@@ -1,10 +1,11 @@
 """Continue a prompt with a trained GPT: ``python generate.py ckpt_path=<run dir> prompt="..."``.
 
-The model comes from a ``train.py experiment=gpt`` run — ``ckpt_path`` is a run directory (its
-``last.ckpt``) or a checkpoint file, as for ``train.py`` — rebuilt from the plain settings saved in
-the checkpoint and read with ``weights_only=True`` (see ``llm_lab.run_dir``: nothing in a run folder
-is executed), with the run's ``tokenizer.json``. Or from a Hugging Face folder (``hf_path=``, with a
-``tokenizer.json`` beside it or given by ``tokenizer_path=``). Sampling settings are those of
+The model comes from a ``train.py experiment=gpt`` run — ``ckpt_path`` is a run directory (the
+checkpoint of its ``checkpoints/`` with the highest training step, ``last.ckpt`` on a tie) or a
+checkpoint file, as for ``train.py`` — rebuilt from the plain settings saved in the checkpoint and
+read with ``weights_only=True`` (see ``llm_lab.run_dir``: nothing in a run folder is executed), with
+the run's ``tokenizer.json``. Or from a Hugging Face folder (``hf_path=``, with a ``tokenizer.json``
+beside it or given by ``tokenizer_path=``). Sampling settings are those of
 :meth:`llm_lab.models.gpt.GPT.generate`.
 """
 
@@ -29,6 +30,30 @@ from llm_lab.tokenizers.simple import ENDOFTEXT
 CONF = Path(__file__).resolve().parent / "conf"  # where the configs are, wherever generate.py is started
 
 
+def check_model_folder(key: str, path: Path) -> None:
+    """Refuse a folder given to ``key`` (``ckpt_path`` or ``hf_path``) that is the other kind of
+    model folder, or neither: a run folder has ``checkpoints/``, a Hugging Face one ``config.json``."""
+    if not path.is_dir():
+        return  # a .ckpt file, a hub name, or nothing: the loaders name what is wrong with those
+    is_run, is_hf = (path / "checkpoints").is_dir(), (path / "config.json").is_file()
+    if key == "ckpt_path" and is_hf and not is_run:
+        raise ConfigError(
+            key, f"{path} is a Hugging Face model folder, not a run folder", f"use hf_path={path}"
+        )
+    if key == "hf_path" and is_run and not is_hf:
+        raise ConfigError(
+            key, f"{path} is a train.py run folder, not a Hugging Face one", f"use ckpt_path={path}"
+        )
+    if not is_run and not is_hf:
+        raise ConfigError(
+            key,
+            f"{path} is not a run folder (no checkpoints/ in it) nor a Hugging Face model folder "
+            "(no config.json)",
+            "ckpt_path= takes a train.py run folder, outputs/<experiment>/runs/<time>, or a .ckpt file; "
+            "hf_path= a Hugging Face model folder with config.json + model.safetensors",
+        )
+
+
 def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
     """The GPT and tokenizer named by ``ckpt_path`` / ``hf_path`` / ``tokenizer_path``."""
     if (cfg.ckpt_path is None) == (cfg.hf_path is None):
@@ -37,6 +62,8 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
             "give exactly one of ckpt_path and hf_path",
             "ckpt_path=<run dir or .ckpt> or hf_path=<HF GPT-2 folder>",
         )
+    key = "ckpt_path" if cfg.ckpt_path is not None else "hf_path"
+    check_model_folder(key, Path(cfg[key]))
     if cfg.ckpt_path is not None:
         net, run_dir = load_net(cfg.ckpt_path)
         if not isinstance(net, GPT):
@@ -45,6 +72,12 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
     else:
         model = GPT.from_hf(cfg.hf_path)
         default_tokenizer = Path(cfg.hf_path) / "tokenizer.json"
+    if cfg.tokenizer_path is None and not default_tokenizer.is_file():
+        raise ConfigError(
+            "tokenizer_path",
+            f"no tokenizer.json beside the model in {default_tokenizer.parent}",
+            "give the tokenizer the model was trained with: tokenizer_path=<its tokenizer.json>",
+        )
     tokenizer = load_tokenizer(cfg.tokenizer_path or default_tokenizer)
     try:
         model.check_vocab(tokenizer.vocab_size)

@@ -33,6 +33,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from llm_lab import tokenizer_stage
+from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import (
@@ -208,10 +209,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Lo
     return trainer
 
 
-def fit(cfg: DictConfig, run: Run) -> dict[str, float]:
-    """Fit (and optionally test) a built run; return its final metrics."""
+def fit(cfg: DictConfig, run: Run, ckpt_path: str | None) -> dict[str, float]:
+    """Fit (and optionally test) a built run, from ``ckpt_path`` (resolved); return its final metrics."""
     trainer, module, datamodule = run.trainer, run.module, run.datamodule
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     if ckpt_path not in (None, "last"):
         check_fits(Path(ckpt_path), module)
     if cfg.get("train", True):
@@ -270,9 +270,8 @@ def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], ne
             logger.log_hyperparams(record)
         logger.finalize("success")
     output_dir = Path(cfg.paths.output_dir)
-    tmp = output_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    tmp.replace(output_dir / "metrics.json")
+    with replacing(output_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (output_dir / "FAILED").unlink(missing_ok=True)  # an earlier attempt in this folder failed
     log.info(where_to_look(cfg, loggers))
 
@@ -292,6 +291,8 @@ def where_to_look(cfg: DictConfig, loggers: list[Logger]) -> str:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
     check_complete(cfg)
+    # A checkpoint that is not there is reported now, not after minutes of reading and tokenizing.
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
@@ -320,7 +321,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             # Beside the checkpoints, so that generate.py finds the tokenizer of the model.
             tokenizer.save(output_dir / "tokenizer.json")
     run = build_run(cfg, corpus, tokenizer)
-    metrics = fit(cfg, run)
+    metrics = fit(cfg, run, ckpt_path)
     if run.trainer.is_global_zero:
         finish(cfg, metrics, run.loggers, getattr(run.module, "net", None))
     return metrics

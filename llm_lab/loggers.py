@@ -1,12 +1,21 @@
-"""TensorBoard as the lab uses it: curves, and one HParams record per run that does not hide them."""
+"""Lightning's loggers as the lab uses them: TensorBoard with one HParams record per run that does
+not hide the curves, and a metrics.csv that a resumed run continues."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from torch.utils.tensorboard.summary import hparams
+
+from llm_lab.atomic import replacing
+from llm_lab.errors import DataError
 
 
 class LabTensorBoardLogger(TensorBoardLogger):
@@ -32,3 +41,84 @@ class LabTensorBoardLogger(TensorBoardLogger):
         for summary in hparams(dict(record), dict.fromkeys(sorted(self.scalar_tags), 0.0)):
             writer.add_summary(summary)
         writer.flush()
+
+
+def read_metrics_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The columns and the ``(step, row)`` of a ``metrics.csv`` that CSVLogger wrote, or a DataError
+    naming the file (and the way to start it anew)."""
+    fix = "move it out of the run folder to start a new one"
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: not a readable metrics.csv, {err} ({fix})") from None
+    if "step" not in columns:
+        raise DataError(f"{path}: no step column, so not a metrics.csv of CSVLogger ({fix})")
+    if rows and None in rows[-1].values():  # a last line cut short: the run was killed mid-write
+        rows.pop()
+    steps = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            steps.append((int(float(row["step"])), row))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}:{line}: step {row['step']!r} is not a number ({fix})") from None
+    return columns, steps
+
+
+# Columns of metrics.csv that say when a row was logged, not what was measured.
+_WHEN = ("step", "epoch")
+
+
+class ContinuedMetricsWriter(ExperimentWriter):
+    """Lightning's metrics.csv writer that keeps the rows already in the file.
+
+    Lightning deletes an existing metrics.csv when its logger starts, so a run resumed into its own
+    folder (``ckpt_path=<run>``) would lose the curves of everything before the checkpoint. Here the
+    earlier rows are read (and checked) at the start and kept, except where the resumed run logs
+    the same thing again: a run killed some steps after its last checkpoint logged steps that the
+    resumed run trains and logs once more. So when the first new rows are written, the earlier rows
+    after the first new step go, and at that step those measuring a metric the new rows measure
+    too (the final validation of a run that is then extended stays). No step and metric is ever
+    in the file twice. A run that failed before its first checkpoint starts again at step 0: its
+    rows are replaced, as Lightning's writer would.
+    """
+
+    earlier: tuple[list[str], list[tuple[int, dict[str, str]]]] | None  # the file's rows, until kept
+
+    def _check_log_dir_exists(self) -> None:
+        # Called by Lightning's __init__, where it deletes the file.
+        path = Path(self.metrics_file_path)
+        self.earlier = read_metrics_csv(path) if path.is_file() else None
+
+    def save(self) -> None:
+        if self.metrics and self.earlier is not None:
+            columns, rows = self.earlier
+            first = min(int(row["step"]) for row in self.metrics)
+            measured = {key for row in self.metrics if int(row["step"]) == first for key in row}
+
+            def kept(step: int, row: dict[str, str]) -> bool:
+                logged = {key for key, value in row.items() if value and key not in _WHEN}
+                return step < first or (step == first and not logged & measured)
+
+            self.metrics_keys = sorted(columns)  # Lightning's order: the new rows are appended in it
+            with replacing(self.metrics_file_path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(row for step, row in rows if kept(step, row))
+            self.earlier = None
+        super().save()
+
+
+class LabCSVLogger(CSVLogger):
+    """Lightning's CSVLogger writing through :class:`ContinuedMetricsWriter`: a resumed run
+    appends to its metrics.csv instead of replacing it."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = ContinuedMetricsWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from torch import nn
 
+from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, ConfigError, DataError
 from llm_lab.models.gpt import GPT, GPTConfig
 
@@ -37,6 +38,12 @@ def checkpoint_path(path: str | Path) -> Path:
     """A checkpoint file as given, or the newest checkpoint (by step) of a run directory."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "checkpoints").is_dir():
+            raise ArgumentError(
+                "ckpt_path",
+                f"{path} is not a run folder (no checkpoints/ in it)",
+                "give a train.py run folder, outputs/<experiment>/runs/<time>, or a .ckpt file",
+            )
         newest = newest_checkpoint(path / "checkpoints")
         if newest is None:
             raise ArgumentError(
@@ -114,9 +121,8 @@ def save_model_config(net: nn.Module, folder: Path) -> None:
     """``model_config.json`` beside an exported ``model.safetensors``: the settings of the net."""
     record = net_record(net)
     if record is not None:
-        tmp = folder / "model_config.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(folder / "model_config.json")
+        with replacing(folder / "model_config.json") as tmp:
+            tmp.write_text(json.dumps(record, indent=2))
 
 
 def checkpoint_step(file: Path) -> int | None:

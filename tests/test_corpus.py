@@ -1,9 +1,11 @@
 """Where text comes from: the built-in corpus, files and folders, HF datasets (streamed too), and a
 split by document that is stable, disjoint and complete without holding the corpus in memory."""
 
+import logging
 from pathlib import Path
 
 import pytest
+from conftest import TINY_GPT, run_train
 
 from llm_lab.data.corpus import Corpus, assign, builtin_corpus
 from llm_lab.errors import ArgumentError, DataError
@@ -47,6 +49,36 @@ def test_non_utf8_file_is_a_clear_error(tmp_path: Path):
         list(Corpus(path=str(f)).documents())
 
 
+def test_a_utf8_byte_order_mark_is_dropped(tmp_path: Path):
+    (tmp_path / "a.txt").write_bytes("\ufeffWindows Notepad wrote this".encode())
+    (tmp_path / "b.txt").write_bytes("second file<|endoftext|>\ufeffthird".encode("utf-8-sig"))
+    documents = list(Corpus(path=str(tmp_path)).documents())
+    # Only the mark that opens a file goes: one inside the text is a character of it.
+    assert documents == ["Windows Notepad wrote this", "second file", "\ufeffthird"]
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "guess"),
+    [
+        ("Привет, как дела? Это тест.\n", "cp1251", "<its encoding>"),
+        ("日本語のテキストです。\n", "shift_jis", "<its encoding>"),
+        ("Ça coûte très cher, hélas.\n", "latin-1", "CP1252"),
+    ],
+    ids=["cyrillic", "japanese", "french"],
+)
+def test_a_non_utf8_file_gets_the_iconv_command_for_its_likely_encoding(
+    tmp_path: Path, text: str, encoding: str, guess: str
+):
+    f = tmp_path / "book.txt"
+    f.write_bytes(text.encode(encoding) * 10)
+    with pytest.raises(DataError) as info:
+        list(Corpus(path=str(f)).documents())
+    # A Western text is mostly ASCII; Cyrillic or Japanese in a code page also decodes as CP1252,
+    # but must not be called that.
+    assert str(info.value).startswith(f"{f}: not UTF-8 text (byte 0x")
+    assert f"iconv -f {guess} -t UTF-8 {f} > {f}.utf8.txt" in str(info.value)
+
+
 def test_empty_corpus_is_a_clear_error(tmp_path: Path):
     f = tmp_path / "empty.txt"
     f.write_text("  \n", encoding="utf-8")
@@ -76,6 +108,29 @@ def test_every_split_has_a_validation_side():
     assert train + val == text and val.startswith("\n") and 0.15 < len(val) / len(text) < 0.25
 
 
+def test_a_validation_share_far_above_val_fraction_is_warned_once(tmp_path: Path, caplog):
+    for i in range(3):
+        (tmp_path / f"chapter{i}.txt").write_text(f"chapter {i} " * 50, encoding="utf-8")
+    corpus = Corpus(path=str(tmp_path), val_fraction=0.05)
+    with caplog.at_level(logging.WARNING, logger="llm_lab.data.corpus"):
+        assert len(corpus.load().val) == 1
+        list(corpus.train_documents()), list(corpus.val_documents())  # a run's other passes
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message
+    assert "1 of 3 documents (33%)" in message and "0.05" in message and "<|endoftext|>" in message
+
+
+@pytest.mark.parametrize("documents", [1, 400], ids=["one-document", "many-documents"])
+def test_a_split_near_val_fraction_is_not_warned_about(tmp_path: Path, caplog, documents: int):
+    # One document is cut by characters at val_fraction; 400 put 10% ± 1.5% in validation.
+    (tmp_path / "book.txt").write_text("<|endoftext|>".join(f"line {i}\n" * 20 for i in range(documents)))
+    corpus = Corpus(path=str(tmp_path / "book.txt"), val_fraction=0.1)
+    with caplog.at_level(logging.WARNING, logger="llm_lab.data.corpus"):
+        split = corpus.load()
+    assert split.val and not caplog.records
+
+
 def test_train_and_val_streams_and_the_loaded_split_agree():
     corpus = Corpus(max_documents=40, seed=42)
     split = corpus.load()
@@ -96,3 +151,21 @@ def test_fingerprint_names_the_text_and_the_split(tmp_path: Path):
 def test_bad_val_fraction():
     with pytest.raises(ArgumentError, match="^val_fraction"):
         Corpus(val_fraction=0.0)
+
+
+def test_a_run_on_a_few_documents_warns_once_about_the_validation_share(tmp_path: Path):
+    corpus = tmp_path / "my_texts"
+    corpus.mkdir()
+    for i, doc in enumerate(builtin_corpus()[:3]):
+        (corpus / f"doc{i}.txt").write_text(doc, encoding="utf-8")
+    # A GPT run reads the corpus three times: to train its tokenizer, to prepare each split.
+    proc = run_train(
+        *TINY_GPT,
+        "trainer.max_steps=1",
+        f"data.path={corpus}",
+        "data.val_fraction=0.05",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warned = [line for line in proc.stdout.splitlines() if "validation got" in line]
+    assert len(warned) == 1 and "of 3 documents" in warned[0], proc.stdout[-3000:]

@@ -1,9 +1,11 @@
 """What TensorBoard shows of a finished run, read the way TensorBoard reads it: one run per
 directory (its event files merged), every scalar a curve whose last point is its latest step, and
-an HParams record listing what runs are compared by."""
+an HParams record listing what runs are compared by. And metrics.csv (``logger=csv``), which a
+resumed run continues."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from conftest import TINY_GPT, run_train
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from llm_lab.errors import DataError
+from llm_lab.loggers import LabCSVLogger
 from llm_lab.models.gpt import GPTConfig
 
 
@@ -78,3 +82,66 @@ def test_hparams_list_the_choices_and_values_people_compare(finished_gpt_run: Pa
     # Each metric the record names has a curve in the run, whose last point HParams shows.
     assert {"val/loss", "train/loss", "test/loss"} <= metrics
     assert metrics <= set(multiplexer.PluginRunToTagToContent("scalars")[run])
+
+
+# ------------------------------------------------------------------------------------ metrics.csv
+def csv_rows(file: Path) -> list[dict[str, str]]:
+    with file.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_resumed_run_appends_to_its_metrics_csv(tmp_path: Path):
+    run = tmp_path / "run"
+    args = [*TINY_GPT, "trainer.log_every_n_steps=1", "callbacks.text_samples=null", f"hydra.run.dir={run}"]
+    first = run_train(*args, "trainer.max_steps=4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = csv_rows(run / "csv" / "metrics.csv")
+    resumed = run_train(*args, "trainer.max_steps=8", f"ckpt_path={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = csv_rows(run / "csv" / "metrics.csv")
+    assert after[: len(before)] == before  # the first part's rows, as they were
+    losses = [int(row["step"]) for row in after if row["train/loss"]]
+    assert losses == list(range(8))  # then the resumed steps: each step once, in order
+
+
+def test_rows_the_resumed_run_logs_again_are_replaced_and_a_foreign_file_is_named(tmp_path: Path):
+    """Resumed from a checkpoint at step 3 of a run that had logged up to step 5, the run logs steps
+    3 to 5 again: they replace the earlier rows rather than appear twice. The validation of the
+    checkpoint's weights at step 3 measured what the new rows do not, and stays."""
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    metrics = folder / "metrics.csv"
+    earlier = "".join(f"{step},{9 - step},\n" for step in range(6))
+    metrics.write_text("step,train/loss,val/loss\n" + earlier + "3,,6.9\n")
+    logger = LabCSVLogger(tmp_path, name="csv", version="")
+    logger.log_metrics({"train/loss": 6.5}, step=3)
+    logger.log_metrics({"train/loss": 5.5, "train/grad_norm": 1.0}, step=4)
+    logger.save()
+    rows = [
+        (row["step"], row["train/loss"], row["val/loss"], row["train/grad_norm"]) for row in csv_rows(metrics)
+    ]
+    assert rows == [
+        ("0", "9", "", ""),
+        ("1", "8", "", ""),
+        ("2", "7", "", ""),
+        ("3", "", "6.9", ""),
+        ("3", "6.5", "", ""),
+        ("4", "5.5", "", "1.0"),
+    ]
+    metrics.write_text("time,loss\n1,2\n")
+    with pytest.raises(DataError, match=f"^{metrics}: no step column"):
+        LabCSVLogger(tmp_path, name="csv", version="").experiment  # noqa: B018 - opening it reads the file
+
+
+def test_a_metrics_csv_cut_short_by_a_kill_is_continued(tmp_path: Path):
+    (tmp_path / "csv").mkdir()
+    metrics = tmp_path / "csv" / "metrics.csv"
+    metrics.write_text("epoch,step,train/loss\n0,0,9.0\n0,1,8.0\n0,")  # killed while writing step 2
+    logger = LabCSVLogger(tmp_path, name="csv", version="")
+    logger.log_metrics({"epoch": 0, "train/loss": 7.0}, step=2)
+    logger.save()
+    assert [(row["step"], row["train/loss"]) for row in csv_rows(metrics)] == [
+        ("0", "9.0"),
+        ("1", "8.0"),
+        ("2", "7.0"),
+    ]

@@ -18,6 +18,8 @@ from conftest import TINY_GPT, WORKDIR, command, run_train
 
 from llm_lab.errors import DataError, DivergedError, StorageError
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
+from llm_lab.models.gpt import GPT as GPTModel
+from llm_lab.models.gpt import GPTConfig
 from llm_lab.run_dir import checkpoint_path, claim
 
 GPT = [*TINY_GPT, "trainer.max_steps=4", "callbacks.text_samples=null"]
@@ -53,6 +55,21 @@ def test_utf16_text_without_a_byte_order_mark_is_refused_with_the_conversion(tmp
     text.write_bytes(("The function returns a list.\n" * 200).encode("utf-16-le"))
     proc = run_train("experiment=bpe", f"data.path={text}", f"hydra.run.dir={tmp_path / 'run'}")
     one_line_error(proc, str(text), "UTF-16LE", "iconv -f UTF-16LE -t UTF-8")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_text_with_a_byte_order_mark_is_named_with_its_conversion(tmp_path: Path, encoding: str):
+    text = tmp_path / "notes.txt"
+    text.write_bytes(("\ufeff" + "The function returns a list.\n" * 200).encode(encoding))
+    proc = run_train("experiment=bpe", f"data.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, f"{text}: UTF-16", f"iconv -f UTF-16 -t UTF-8 {text} > {text}.utf8.txt")
+
+
+def test_text_in_a_western_code_page_is_named_with_its_likely_encoding(tmp_path: Path):
+    text = tmp_path / "livro.txt"
+    text.write_bytes("A ação não é difícil: é só começar.\n".encode("cp1252") * 50)
+    proc = run_train("experiment=bpe", f"data.path={text}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, f"{text}: not UTF-8", "CP1252", f"iconv -f CP1252 -t UTF-8 {text} > {text}.utf8.txt")
 
 
 def test_a_file_that_cannot_be_read_is_named(tmp_path: Path, monkeypatch):
@@ -123,6 +140,14 @@ def test_a_truncated_or_foreign_checkpoint_is_named(gpt_run: Path, tmp_path: Pat
     for bad in (truncated, foreign):
         proc = run_train(*GPT, f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / bad.stem}")
         one_line_error(proc, str(bad), "not a readable checkpoint")
+
+
+def test_a_missing_checkpoint_is_refused_before_the_corpus_is_read(tmp_path: Path):
+    missing = tmp_path / "runs" / "last.ckpt"
+    proc = run_train(*GPT, f"ckpt_path={missing}", cwd=tmp_path)
+    one_line_error(proc, f"ckpt_path: no checkpoint at {missing}")
+    # Nothing was tokenized or prepared: the cache (tokenizers, prepared shards) was never made.
+    assert not (tmp_path / "outputs" / "cache").exists()
 
 
 def test_a_checkpoint_of_another_model_size_names_the_settings_that_differ(gpt_run: Path, tmp_path: Path):
@@ -198,6 +223,24 @@ def test_two_runs_at_once_on_one_folder_the_second_is_refused(tmp_path: Path):
         first.wait()
 
 
+def test_files_written_atomically_get_the_mode_of_any_file_under_the_umask(tmp_path: Path):
+    umask = os.umask(0o027)  # group may read, others nothing: neither the default nor mkstemp's 0600
+    try:
+        proc = run_train(*GPT, "trainer.max_steps=2", cwd=tmp_path)
+    finally:
+        os.umask(umask)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modes = {
+        str(f.relative_to(tmp_path)): oct(f.stat().st_mode & 0o777)
+        for f in (tmp_path / "outputs").rglob("*")
+        if f.is_file()
+    }
+    # The checkpoints and the cached tokenizer are the files written by temporary file and rename.
+    assert any(name.endswith("checkpoints/last.ckpt") for name in modes), modes
+    assert any(name.startswith("outputs/cache/tokenizers/") for name in modes), modes
+    assert {name: mode for name, mode in modes.items() if mode != oct(0o640)} == {}
+
+
 def test_resuming_a_folder_takes_its_newest_checkpoint_and_a_killed_save_is_cleared(
     gpt_run: Path, tmp_path: Path
 ):
@@ -240,6 +283,50 @@ def test_generate_py_names_a_corrupt_tokenizer_and_meaningless_settings(gpt_run:
     one_line_error(generate(f"ckpt_path={gpt_run}", f"tokenizer_path={corrupt}"), str(corrupt))
     one_line_error(generate(f"ckpt_path={gpt_run}", "max_new_tokens=-5"), "max_new_tokens")
     one_line_error(generate(f"ckpt_path={gpt_run}", "num_samples=0"), "num_samples")
+
+
+def hf_folder(folder: Path) -> Path:
+    """A Hugging Face model folder (config.json + model.safetensors) as the lab exports one, with no
+    tokenizer: what a download of only the weights gives."""
+    GPTModel(GPTConfig(vocab_size=300, context_length=16, n_layer=1, n_head=2, n_embd=8)).save_hf(folder)
+    return folder
+
+
+def test_generate_py_tells_a_run_folder_from_a_hugging_face_folder_and_from_neither(
+    gpt_run: Path, tmp_path: Path
+):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "ideas.txt").write_text("not a model")
+    for key in ("ckpt_path", "hf_path"):
+        one_line_error(
+            generate(f"{key}={notes}"),
+            f"{key}: {notes} is not a run folder (no checkpoints/ in it)",
+            "outputs/<experiment>/runs/<time>",
+            "config.json",
+        )
+    hf = hf_folder(tmp_path / "hf")
+    one_line_error(
+        generate(f"ckpt_path={hf}"), f"ckpt_path: {hf} is a Hugging Face model folder", f"hf_path={hf}"
+    )
+    one_line_error(
+        generate(f"hf_path={gpt_run}"), f"hf_path: {gpt_run} is a train.py run folder", f"ckpt_path={gpt_run}"
+    )
+    # train.py resumes from run folders only, and says what one is.
+    proc = run_train(*GPT, f"ckpt_path={notes}", f"hydra.run.dir={tmp_path / 'run'}")
+    one_line_error(proc, f"ckpt_path: {notes} is not a run folder", "outputs/<experiment>/runs/<time>")
+
+
+def test_generate_py_names_tokenizer_path_when_the_model_has_no_tokenizer(gpt_run: Path, tmp_path: Path):
+    hf = hf_folder(tmp_path / "hf")
+    run = tmp_path / "run"
+    shutil.copytree(gpt_run, run)
+    (run / "tokenizer.json").unlink()
+    for given, folder in ((f"hf_path={hf}", hf), (f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", run)):
+        one_line_error(generate(given), f"tokenizer_path: no tokenizer.json beside the model in {folder}")
+    # The option it names is the way out.
+    proc = generate(f"hf_path={hf}", f"tokenizer_path={gpt_run / 'tokenizer.json'}", "max_new_tokens=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 GPT2_CONFIG = {

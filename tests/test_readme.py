@@ -96,13 +96,16 @@ def fill(command: str, where: Path) -> str:
 
 
 def user_files(where: Path) -> None:
-    """The files README's commands expect a user to have made: their own text."""
+    """What README's commands expect of where they run: a clone's ``data/`` (its README.md), and
+    the folders a user made there for their own text, files saved into them as UTF-8."""
+    (where / "data").mkdir()
+    (where / "data" / "README.md").write_bytes((ROOT / "data" / "README.md").read_bytes())
     docs = builtin_corpus()[:20]
-    for folder in (where / "my_texts", where / "my_corpus", where / "data"):
+    for folder in (where / "my_texts", where / "my_corpus", where / "data" / "my_texts"):
         folder.mkdir()
         for i, doc in enumerate(docs):
             (folder / f"doc{i}.txt").write_text(doc, encoding="utf-8")
-    (where / "data" / "my_book.txt").write_text("\n\n".join(docs), encoding="utf-8")
+    (where / "data" / "my_texts" / "my_book.txt").write_text("\n\n".join(docs), encoding="utf-8")
 
 
 def reads_text(args: list[str]) -> bool:

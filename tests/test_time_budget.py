@@ -99,8 +99,8 @@ def test_an_interrupted_budget_resumes_where_it_stopped_and_ends_at_min_lr(tmp_p
     final_step, final_used, _ = train_state(run_dir)
     # The resumed run trained for what was left of the budget, not for a new one.
     assert final_step > step and BUDGET <= final_used < BUDGET + used
-    with (run_dir / "csv" / "metrics.csv").open() as f:  # the resumed run's metrics
-        rows = list(csv.DictReader(f))
+    with (run_dir / "csv" / "metrics.csv").open() as f:  # both parts' metrics: the resumed run's
+        rows = [row for row in csv.DictReader(f) if int(row["step"]) >= step]
     rates = [float(r["lr-AdamW/pg1"]) for r in rows if r.get("lr-AdamW/pg1")]
     peak, floor = 1.0e-3, 1.0e-4  # experiment=gpt: optimizer.lr, x scheduler.min_lr_ratio
     assert rates[0] <= lr * (1 + 1e-6)  # the cosine goes on down from where it was stopped

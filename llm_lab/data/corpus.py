@@ -12,12 +12,14 @@ corpus (a trained tokenizer, prepared ids) can be cached and reused.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import logging
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 SAMPLE_CHARS = 1 << 20  # the plausibility check reads this much of a file
 MAX_CONTROL_SHARE = 0.01  # above this share of control characters a file is not text
 
+log = logging.getLogger(__name__)
+_warned_shares: set[str] = set()  # fingerprints of corpora whose split was warned about
+
 
 def builtin_corpus() -> list[str]:
     """CPython's own documentation topics (``pydoc_data.topics``): ~65k words of English prose.
@@ -43,6 +48,21 @@ def builtin_corpus() -> list[str]:
     return [topics[name] for name in sorted(topics)]
 
 
+# Byte-order marks of the encodings a text editor may save in instead of UTF-8, longest first:
+# UTF-32LE's mark starts with UTF-16LE's.
+_FOREIGN_BOMS = [
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+]
+
+
+def conversion(path: Path, encoding: str) -> str:
+    """The fix of a file in another encoding than UTF-8: the command that writes a UTF-8 copy."""
+    return f"convert it: iconv -f {encoding} -t UTF-8 {path} > {path}.utf8.txt, and use the copy in its place"
+
+
 def check_plausible_text(text: str, path: Path) -> None:
     """Refuse text that decodes as UTF-8 but is not text: UTF-16 without a byte-order mark is
     ASCII plus NUL bytes (valid UTF-8, and a BPE would learn merges of NULs); warn about a stray one."""
@@ -52,9 +72,9 @@ def check_plausible_text(text: str, path: Path) -> None:
         nul = sample.count("\0")
         if nul > 0.25 * len(sample):  # every other byte: UTF-16; which half tells the byte order
             order = "LE" if sample.find("\0") % 2 == 1 else "BE"
-            hint = f"it looks like UTF-16{order}: convert it with `iconv -f UTF-16{order} -t UTF-8`"
+            hint = f"it looks like UTF-16{order} ({conversion(path, f'UTF-16{order}')})"
         else:
-            hint = "it looks like a binary file, or text in another encoding: convert it to UTF-8"
+            hint = "it looks like a binary file, or text in another encoding (convert it to UTF-8)"
         raise DataError(
             f"{path}: {controls / len(sample):.0%} of its characters are control characters; {hint}"
         )
@@ -62,15 +82,42 @@ def check_plausible_text(text: str, path: Path) -> None:
         warnings.warn(f"{path}: {controls} stray control characters (e.g. NUL) in the text", stacklevel=3)
 
 
+def decode_error(path: Path, err: UnicodeDecodeError) -> DataError:
+    """What to tell a user whose file is not UTF-8, with the ``iconv`` command that converts it.
+
+    A byte-order mark names the encoding. Without one, text of a Western language is mostly ASCII
+    with some accented letters: if under a third of its bytes are non-ASCII and it decodes as
+    CP1252 (Windows' Western code page, whose letters include Latin-1's), it most likely is that.
+    Cyrillic, Greek or East Asian text is mostly non-ASCII bytes and its code page cannot be told
+    reliably from the bytes alone, so the user is asked for it."""
+    data: bytes = err.object
+    encoding = next((name for bom, name in _FOREIGN_BOMS if data.startswith(bom)), None)
+    if encoding is not None:
+        problem = f"{encoding} text (it starts with a {encoding} byte-order mark), not UTF-8"
+    else:
+        problem = f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})"
+        sample = data[:SAMPLE_CHARS]
+        non_ascii = sum(byte >= 0x80 for byte in sample) / len(sample)
+        try:
+            sample.decode("cp1252")
+            western = non_ascii < 1 / 3
+        except UnicodeDecodeError:
+            western = False
+        if western:
+            encoding, problem = "CP1252", f"{problem}, probably CP1252 (Windows Western)"
+        else:
+            encoding = "<its encoding>"
+            problem += ": another code page (e.g. CP1251, GBK, Shift_JIS; `iconv -l` lists them), or not text"
+    return DataError(f"{path}: {problem} ({conversion(path, encoding)})")
+
+
 def read_text(path: Path) -> str:
-    """A UTF-8 text file's content, or a DataError naming the file and the fix."""
+    """A UTF-8 text file's content (a UTF-8 byte-order mark, which some editors write, dropped), or
+    a DataError naming the file and the fix."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
-            "convert it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from err
+        raise decode_error(path, err) from None
     except OSError as err:
         raise DataError(f"{path} cannot be read ({err.strerror}); check its permissions") from err
     check_plausible_text(text, path)
@@ -129,21 +176,28 @@ def _uniform(seed: int, index: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def assign(documents: Iterable[str], val_fraction: float, seed: int) -> Iterator[tuple[bool, str]]:
+def assign(
+    documents: Iterable[str],
+    val_fraction: float,
+    seed: int,
+    on_split: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[bool, str]]:
     """``(is_validation, document)`` for every document of a stream, in order.
 
     Document i goes to validation when a hash of (seed, i) falls below ``val_fraction``: the split
     needs no count of the documents and no shuffle in memory, and each pass over the same source
     splits it the same way. Two corner cases keep a validation set: if no document drew
     validation, the last one goes there; a corpus of a single document is cut by characters at a
-    line boundary instead (a one-file corpus still gets a validation set).
+    line boundary instead (a one-file corpus still gets a validation set). Once a stream of several
+    documents is split to its end, ``on_split(validation documents, documents)`` is called: on a few
+    documents the share can be far from ``val_fraction``, and only the counts tell.
     """
     held: str | None = None
-    index = any_val = 0
+    index = val = 0
     for index, doc in enumerate(documents):  # noqa: B007 - index is read after the loop
         if held is not None:
             is_val = _uniform(seed, index - 1) < val_fraction
-            any_val |= is_val
+            val += is_val
             yield is_val, held
         held = doc
     if held is None:
@@ -154,7 +208,10 @@ def assign(documents: Iterable[str], val_fraction: float, seed: int) -> Iterator
         yield False, held[:cut]
         yield True, held[cut:]
         return
-    yield (not any_val) or _uniform(seed, index) < val_fraction, held
+    is_val = val == 0 or _uniform(seed, index) < val_fraction
+    yield is_val, held
+    if on_split is not None:
+        on_split(val + is_val, index + 1)
 
 
 @dataclass(frozen=True)
@@ -234,12 +291,27 @@ class Corpus:
             where = self.path or self.hf_dataset or "the built-in corpus"
             raise DataError(f"the corpus from {where} is empty (give text, or another dataset)")
 
-    def _side(self, validation: bool) -> Iterator[str]:
-        return (
-            doc
-            for is_val, doc in assign(self.documents(), self.val_fraction, self.seed)
-            if is_val == validation
+    def _assigned(self) -> Iterator[tuple[bool, str]]:
+        """:func:`assign` over this corpus's documents."""
+        return assign(self.documents(), self.val_fraction, self.seed, self._check_val_share)
+
+    def _check_val_share(self, val: int, total: int) -> None:
+        """Warn (once per corpus and process, not on every pass) when the split by whole documents
+        gave validation far more than ``val_fraction``: 1 of 3 documents is 33%, whatever was asked."""
+        if val / total <= 2 * self.val_fraction:
+            return
+        fingerprint = self.fingerprint()
+        if fingerprint in _warned_shares:
+            return
+        _warned_shares.add(fingerprint)
+        log.warning(
+            f"val_fraction: validation got {val} of {total} documents ({val / total:.0%}), far more than "
+            f"the {self.val_fraction} asked, as the split keeps documents whole (give more documents, "
+            f"or cut a big file into several with {DOCUMENT_SEPARATOR} between them)"
         )
+
+    def _side(self, validation: bool) -> Iterator[str]:
+        return (doc for is_val, doc in self._assigned() if is_val == validation)
 
     def train_documents(self) -> Iterator[str]:
         """The training documents, streamed (each call reads the source again)."""
@@ -253,7 +325,7 @@ class Corpus:
         """Both sides in memory, for corpora that fit (CBoW, the tokenizer stages, tests)."""
         train: list[str] = []
         val: list[str] = []
-        for is_val, doc in assign(self.documents(), self.val_fraction, self.seed):
+        for is_val, doc in self._assigned():
             (val if is_val else train).append(doc)
         return Split(train, val, self.fingerprint())
 

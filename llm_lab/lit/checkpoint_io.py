@@ -16,7 +16,6 @@ Every checkpoint of a run goes through :class:`AtomicCheckpointIO`:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from llm_lab.atomic import replacing
 from llm_lab.errors import DivergedError, StorageError
 from llm_lab.run_dir import newest_checkpoint, read_checkpoint
 
@@ -66,8 +66,8 @@ def _from_torch_writer(err: BaseException) -> bool:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, fsync, then ``os.replace``; refuse non-finite weights; load with
-    ``weights_only=True`` (see the module doc)."""
+    """Write to a temporary file, fsync, then rename it (:func:`llm_lab.atomic.replacing`); refuse
+    non-finite weights; load with ``weights_only=True`` (see the module doc)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
@@ -83,15 +83,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        except OSError as err:
-            raise StorageError(f"could not write {path}: {err.strerror}") from None
-        try:
-            with os.fdopen(fd, "wb") as f:
+            with replacing(path) as tmp, tmp.open("wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
         except (OSError, RuntimeError) as err:
             # A failed write (a full disk) surfaces as the OSError itself, or as a RuntimeError of
             # torch's zip writer raised while it unwinds from that OSError.
@@ -102,9 +97,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise StorageError(
                 f"could not write {path}: {reason}; intact: {last_good(path.parent)}"
             ) from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def load_checkpoint(
         self,

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from llm_lab.atomic import replacing
 from llm_lab.errors import ConfigError
 from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory, is_logging_step
 from llm_lab.nn.weight_decay import weight_decay_groups
@@ -173,9 +174,8 @@ class NextTokenLM(LabModule):
             tensors = {
                 k.removeprefix("net."): v.detach().cpu().clone().contiguous() for k, v in state.items()
             }
-            tmp = self.run_dir / "model.safetensors.tmp"
-            save_file(tensors, str(tmp))
-            tmp.replace(self.run_dir / "model.safetensors")
+            with replacing(self.run_dir / "model.safetensors") as tmp:
+                save_file(tensors, str(tmp))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The net's settings as plain values, so that the checkpoint alone rebuilds the model

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, DataError
 
 LOSSES = ("negative_sampling", "softmax")
@@ -126,13 +127,10 @@ def save_word2vec_text(path: str | Path, words: Sequence[str], vectors: np.ndarr
 
     Written to a temporary file and renamed, so a crash never leaves half a file behind.
     """
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with replacing(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         f.write(f"{len(words)} {vectors.shape[1]}\n")
         for word, row in zip(words, vectors, strict=True):
             f.write(word + " " + " ".join(f"{x:.6f}" for x in row) + "\n")
-    tmp.replace(path)
 
 
 def load_word2vec_text(path: str | Path) -> tuple[list[str], np.ndarray]:

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.models.gpt import GPT, GPTConfig
 from llm_lab.nn.feedforward import swiglu_hidden
@@ -428,4 +429,5 @@ def save_hf(model: GPT, path: str | Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(hf_config, indent=2), encoding="utf-8")
     contiguous = {name: tensor.detach().contiguous() for name, tensor in tensors.items()}
-    save_file(contiguous, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with replacing(folder / "model.safetensors") as tmp:  # safetensors alone would make it 0600
+        save_file(contiguous, str(tmp), metadata={"format": "pt"})

@@ -13,13 +13,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError
 from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
@@ -60,14 +59,8 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 
 
 def _save_atomically(tokenizer: Tokenizer, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         tokenizer.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build_tokenizer(
