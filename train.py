@@ -52,7 +52,7 @@ from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.loggers import LabTensorBoardLogger
-from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process
+from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, read_checkpoint
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import build_tokenizer
 
@@ -101,7 +101,9 @@ def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
     ``last`` (Lightning's: the newest in this run's checkpoints/, with ``hydra.run.dir=<old run>``)."""
     if ckpt_path is None or ckpt_path == "last":
         return ckpt_path
-    return str(checkpoint_path(ckpt_path))
+    path = checkpoint_path(ckpt_path)
+    read_checkpoint(path)  # truncated, not a checkpoint, unreadable: said now (memory-mapped, cheap)
+    return str(path)
 
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:

@@ -138,8 +138,11 @@ def test_a_truncated_or_foreign_checkpoint_is_named(gpt_run: Path, tmp_path: Pat
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     foreign.write_bytes(b"not a checkpoint at all" * 100)
     for bad in (truncated, foreign):
-        proc = run_train(*GPT, f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / bad.stem}")
+        (tmp_path / bad.stem).mkdir()
+        proc = run_train(*GPT, f"ckpt_path={bad}", cwd=tmp_path / bad.stem)
         one_line_error(proc, str(bad), "not a readable checkpoint")
+        # Said before the corpus is tokenized or prepared: no cache was made.
+        assert not (tmp_path / bad.stem / "outputs" / "cache").exists()
 
 
 def test_a_missing_checkpoint_is_refused_before_the_corpus_is_read(tmp_path: Path):
