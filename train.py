@@ -112,6 +112,15 @@ def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 def read_corpus(cfg: DictConfig) -> Corpus:
     """Step 1: the corpus the ``data.*`` corpus keys describe (streamed, split by document)."""
+    source = cfg.data.get("path")
+    if source is not None and Path(source).expanduser().resolve().is_dir():
+        run_dir = Path(cfg.paths.output_dir).resolve()
+        if run_dir.is_relative_to(Path(source).expanduser().resolve()):
+            raise ConfigError(
+                "hydra.run.dir",
+                f"{run_dir} is inside the corpus folder data.path={source}",
+                "write runs outside it, e.g. to the default outputs/<experiment>/runs/",
+            )
     with keyed(cfg.data, cfg):
         return Corpus.from_settings(plain(cfg.data))
 

@@ -37,6 +37,32 @@ def test_hf_text_builder_reads_the_same_documents_as_local_files(tmp_path: Path,
     assert list(corpus.documents()) == ["alpha beta", "gamma delta"]
 
 
+def test_a_folder_corpus_leaves_out_run_folders_and_hidden_folders(tmp_path: Path):
+    """A run written below the corpus folder (its vectors.txt is numbers) and a .git folder are not
+    text to learn from; a plain subfolder is."""
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("alpha beta", encoding="utf-8")
+    run = tmp_path / "runs" / "cbow"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "vectors.txt").write_text("2 1\nalpha 0.5\nbeta 0.25\n", encoding="utf-8")
+    (run / "tensorboard").mkdir()
+    (run / "tensorboard" / "notes.txt").write_text("inside the run too", encoding="utf-8")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "description.txt").write_text("not the corpus", encoding="utf-8")
+    assert list(Corpus(path=str(tmp_path)).documents()) == ["alpha beta"]
+
+
+def test_a_run_folder_inside_the_corpus_folder_is_refused(tmp_path: Path):
+    (tmp_path / "a.txt").write_text(" ".join(builtin_corpus()[:5]), encoding="utf-8")
+    proc = run_train(
+        "experiment=cbow", "debug=fast", f"data.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith(f"error: hydra.run.dir: {tmp_path / 'run'} is inside")
+    )
+
+
 def test_missing_path_names_the_argument(tmp_path: Path):
     with pytest.raises(ArgumentError, match="^path: .*does not exist"):
         Corpus(path=str(tmp_path / "nope.txt"))

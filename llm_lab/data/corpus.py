@@ -131,10 +131,22 @@ def text_files(path: str | Path) -> list[Path]:
         raise ArgumentError("path", f"{root} does not exist", "give an existing file or folder")
     if root.is_file():
         return [root]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES and not _is_output(p, root)
+    )
     if not files:
         raise ArgumentError("path", f"{root} holds no text files ({', '.join(TEXT_SUFFIXES)})", "add some")
     return files
+
+
+def _is_output(file: Path, root: Path) -> bool:
+    """Whether a file below ``root`` is something other than corpus text: inside a hidden folder
+    (``.git``, ``.hydra``) or inside a lab run folder (one holding ``.hydra/``), whose
+    ``vectors.txt`` is numbers written by a run, not text to learn from."""
+    relative = file.relative_to(root)
+    if any(part.startswith(".") for part in relative.parts[:-1]):
+        return True
+    return any((root / parent / ".hydra").is_dir() for parent in relative.parents)
 
 
 def file_documents(path: str | Path) -> Iterator[str]:
