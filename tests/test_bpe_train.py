@@ -211,3 +211,11 @@ def builtin_text() -> str:
     from pydoc_data.topics import topics
 
     return " ".join(topics[k] for k in sorted(topics))
+
+
+@pytest.mark.parametrize("cls", [BPETokenizer, FastBPETokenizer])
+def test_a_vocabulary_the_corpus_cannot_fill_is_said(cls, caplog: pytest.LogCaptureFixture):
+    """'ab ab ab' has two pre-tokens ('ab', ' ab'): 256 bytes + 2 merges ('a b', then ' ab'), no more."""
+    tokenizer = cls.train(1000, text="ab ab ab")
+    assert tokenizer.vocab_size == 258
+    assert "vocab_size=1000: BPE stopped at 258 tokens" in caplog.text

@@ -16,6 +16,7 @@ tokens first, then the 256 single bytes in GPT-2's order, then one id per merge 
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -40,6 +41,8 @@ AllowedSpecial = Literal["all", "none"] | Collection[str]
 T = TypeVar("T", bound="BPETokenizer")
 # The special-token splitter of each set of allowed tokens, compiled once per process.
 cached_splitter = lru_cache(maxsize=64)(special_splitter)
+
+log = logging.getLogger(__name__)
 
 
 def get_stats(ids: Sequence[int], stats: Counter[Pair] | None = None, weight: int = 1) -> Counter[Pair]:
@@ -147,7 +150,15 @@ class BPETokenizer:
         )
         if not counts:
             raise DataError("the training corpus is empty (no text outside special tokens)")
-        return cls(*cls.learn_merges(counts, vocab_size, special_tokens), special_tokens)
+        tokenizer = cls(*cls.learn_merges(counts, vocab_size, special_tokens), special_tokens)
+        if tokenizer.vocab_size < vocab_size:
+            log.warning(
+                "vocab_size=%d: BPE stopped at %d tokens, every pre-token of the corpus is one token "
+                "(a larger corpus gives more merges)",
+                vocab_size,
+                tokenizer.vocab_size,
+            )
+        return tokenizer
 
     @staticmethod
     def learn_merges(
