@@ -142,6 +142,12 @@ def test_a_value_the_config_asks_for_is_named_when_missing(overrides: list[str],
     }
 
 
+def test_a_setting_of_another_tokenizer_kind_is_named(tmp_path: Path):
+    """experiment=gpt sets tokenizer.vocab_size for BPE; the word tokenizer has no such setting."""
+    proc = run_train("experiment=gpt", "tokenizer=simple", "debug=fast", f"hydra.run.dir={tmp_path}")
+    _fails(proc, "tokenizer.vocab_size: is not a setting of the simple tokenizer (it takes strict,", tmp_path)
+
+
 def test_bad_corpus_files(tmp_path: Path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("caf\xe9 ".encode("latin-1") * 50)

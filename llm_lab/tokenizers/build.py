@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -31,12 +32,24 @@ CACHE_VERSION = 1  # bump when a tokenizer trained from the same settings would 
 
 def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tokenizer:
     """Train a ``simple`` (regex words) or ``bpe`` (byte-level BPE) tokenizer on ``documents``."""
+    trainers: dict[str, Callable[..., Tokenizer]] = {
+        "simple": SimpleTokenizer.from_corpus,
+        "bpe": FastBPETokenizer.train,
+    }
+    if kind not in trainers:
+        raise ArgumentError("kind", f"{kind!r} cannot be trained", "use simple or bpe, or give a path")
+    # A setting meant for another kind (vocab_size reaching the simple tokenizer) is named here,
+    # not as a TypeError from inside the call.
+    accepted = inspect.signature(trainers[kind]).parameters
+    for name in settings:
+        if name not in accepted:
+            takes = ", ".join(p for p in accepted if p not in ("docs", "documents", "text", "files"))
+            raise ArgumentError(
+                name, f"is not a setting of the {kind} tokenizer (it takes {takes})", "leave it out"
+            )
     if kind == "simple":
         return SimpleTokenizer.from_corpus(documents, **settings)
-    if kind == "bpe":
-        vocab_size = settings.pop("vocab_size")
-        return FastBPETokenizer.train(vocab_size, documents=documents, **settings)
-    raise ArgumentError("kind", f"{kind!r} cannot be trained", "use simple or bpe, or give a path")
+    return FastBPETokenizer.train(documents=documents, **settings)
 
 
 def cache_key(kind: str, settings: dict[str, Any], fingerprint: str) -> str:
