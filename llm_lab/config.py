@@ -252,3 +252,14 @@ def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None
         overrides = get_args_parser().parse_known_args()[0].overrides  # Hydra's own reading of argv
         print(f"error: {composition_error(err, overrides, config_dir, config_name)}", file=sys.stderr)
         sys.exit(2)
+    except OSError as err:
+        # A folder that cannot be made or written (hydra.run.dir=/proc/x, a file in its place, a
+        # read-only disk): Hydra makes the run folder before any of the lab's code runs.
+        if err.filename is None:
+            raise
+        where = "hydra.run.dir, paths.log_dir or paths.cache_dir" if config_name == "train" else "the path"
+        print(
+            f"error: {err.filename}: cannot be created or written ({err.strerror}) (choose another: {where})",
+            file=sys.stderr,
+        )
+        sys.exit(2)

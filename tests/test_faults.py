@@ -360,6 +360,20 @@ def test_generate_py_names_what_is_wrong_in_a_hugging_face_folder(tmp_path: Path
 
 
 # ---------------------------------------------------------------------------------------- faults
+@pytest.mark.parametrize("where", ["run_dir_is_a_file", "cache_dir_under_a_file"])
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path, where: str):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("in the way")
+    if where == "run_dir_is_a_file":
+        overrides = [f"hydra.run.dir={blocker}"]
+    else:
+        overrides = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={blocker / 'cache'}"]
+    proc = run_train("experiment=cbow", "debug=fast", *overrides)
+    one_line_error(
+        proc, str(blocker), "cannot be created or written", "hydra.run.dir, paths.log_dir or paths.cache_dir"
+    )
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 1 MiB filesystem (tmpfs, where the machine lets a test mount one), else None."""
