@@ -87,10 +87,18 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Refuse settings that would run but mean nothing (an empty continuation, no sample)."""
+    """Refuse settings that would run but mean nothing (an empty continuation, no sample), and a
+    device this machine does not have."""
     for key in ("max_new_tokens", "num_samples"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(key, f"must be a positive integer, got {cfg[key]!r}", f"e.g. {key}=1")
+    try:
+        device = torch.device(str(cfg.device))
+    except RuntimeError:
+        raise ConfigError("device", f"{cfg.device!r} is not a device", "cpu, cuda, cuda:1 or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ConfigError("device", f"this machine has no {device.type} device", "device=cpu")
 
 
 def generate(cfg: DictConfig) -> list[str]:

@@ -286,6 +286,11 @@ def test_generate_py_names_a_corrupt_tokenizer_and_meaningless_settings(gpt_run:
     one_line_error(generate(f"ckpt_path={gpt_run}", f"tokenizer_path={corrupt}"), str(corrupt))
     one_line_error(generate(f"ckpt_path={gpt_run}", "max_new_tokens=-5"), "max_new_tokens")
     one_line_error(generate(f"ckpt_path={gpt_run}", "num_samples=0"), "num_samples")
+    one_line_error(generate(f"ckpt_path={gpt_run}", "device=tpu"), "device: 'tpu' is not a device")
+    if not torch.cuda.is_available():
+        one_line_error(
+            generate(f"ckpt_path={gpt_run}", "device=cuda"), "device: this machine has no cuda device"
+        )
 
 
 def hf_folder(folder: Path) -> Path:

@@ -196,14 +196,17 @@ def test_generate_py_gives_transformers_greedy_text(hf_folder_with_tokenizer: Pa
     assert result.stdout.rstrip("\n") == tokenizer.decode(ids)
 
 
-def test_generate_py_rejects_a_tokenizer_larger_than_the_model(
-    hf_folder_with_tokenizer: Path, tmp_path: Path
+@pytest.mark.parametrize("size", [260, 600])
+def test_generate_py_rejects_a_tokenizer_of_another_size(
+    hf_folder_with_tokenizer: Path, tmp_path: Path, size: int
 ) -> None:
+    """Larger: ids without an embedding row; smaller: ids the model generates that it cannot decode.
+    Both are said before generating."""
     text = "".join(chr(c) for c in range(0x4E00, 0x4F00)) * 3  # many distinct multi-byte chars
-    FastBPETokenizer.train(600, text=text, special_tokens=[ENDOFTEXT]).save(tmp_path / "tokenizer.json")
+    FastBPETokenizer.train(size, text=text, special_tokens=[ENDOFTEXT]).save(tmp_path / "tokenizer.json")
     cfg = OmegaConf.load(ROOT / "conf" / "generate.yaml")
     cfg.hf_path, cfg.tokenizer_path = str(hf_folder_with_tokenizer), str(tmp_path / "tokenizer.json")
-    with pytest.raises(ConfigError, match=r"tokenizer_path: the tokenizer has \d+ tokens but the model only"):
+    with pytest.raises(ConfigError, match=rf"tokenizer_path: the tokenizer has {size} tokens, the model \d+"):
         load_script("generate.py").generate(cfg)
     cfg.ckpt_path = "somewhere.ckpt"
     with pytest.raises(ConfigError, match="exactly one of ckpt_path and hf_path"):

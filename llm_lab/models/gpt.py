@@ -340,12 +340,13 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
     def check_vocab(self, vocab_size: int) -> None:
-        """Raise an ArgumentError if a tokenizer of ``vocab_size`` ids can produce ids the
-        embedding has no row for."""
-        if vocab_size > self.config.vocab_size:
+        """Raise an ArgumentError unless a tokenizer of ``vocab_size`` ids fits the model: a larger
+        one gives ids the embedding has no row for, a smaller one cannot decode ids the model
+        generates (a sign it is another tokenizer altogether)."""
+        if vocab_size != self.config.vocab_size:
             raise ArgumentError(
                 "vocab_size",
-                f"the tokenizer has {vocab_size} tokens but the model only {self.config.vocab_size}",
+                f"the tokenizer has {vocab_size} tokens, the model {self.config.vocab_size}",
                 "use the tokenizer the model was trained with",
             )
 
