@@ -63,6 +63,21 @@ def test_a_run_folder_inside_the_corpus_folder_is_refused(tmp_path: Path):
     )
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_dataset_that_cannot_be_read_names_hf_dataset(tmp_path: Path, streaming: bool):
+    """What load_dataset raises (no such split here; offline, a hub name the same way) is one
+    ArgumentError naming hf_dataset with datasets' own reason, streamed or not."""
+    (tmp_path / "a.txt").write_text("some text\n", encoding="utf-8")
+    corpus = Corpus(
+        hf_dataset="text",
+        hf_data_files=str(tmp_path / "a.txt"),
+        hf_split="validation",
+        hf_streaming=streaming,
+    )
+    with pytest.raises(ArgumentError, match=r"^hf_dataset: 'text' could not be read \(.*validation"):
+        list(corpus.documents())
+
+
 def test_missing_path_names_the_argument(tmp_path: Path):
     with pytest.raises(ArgumentError, match="^path: .*does not exist"):
         Corpus(path=str(tmp_path / "nope.txt"))

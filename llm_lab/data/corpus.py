@@ -172,14 +172,26 @@ def hf_documents(
     """
     import datasets
 
-    ds = datasets.load_dataset(name, config, split=split, data_files=data_files, streaming=streaming)
-    columns = ds.column_names or []
-    if columns and text_column not in columns:
+    try:
+        ds = datasets.load_dataset(name, config, split=split, data_files=data_files, streaming=streaming)
+        columns = ds.column_names or []
+        if columns and text_column not in columns:
+            raise ArgumentError(
+                "text_column", f"dataset {name!r} has no column {text_column!r}", f"use one of {columns}"
+            )
+        for row in ds:  # a streamed dataset reaches the hub here, row by row
+            yield str(row[text_column])
+    except (OSError, ValueError, datasets.exceptions.DatasetsError) as err:
+        # No connection, no such dataset, config, split or files, a file it cannot parse.
+        if isinstance(err, ArgumentError):
+            raise
+        inner = err.__cause__ or err  # "An error occurred while generating the dataset" hides why
+        reason = str(inner).strip().splitlines()[0] if str(inner).strip() else type(inner).__name__
         raise ArgumentError(
-            "text_column", f"dataset {name!r} has no column {text_column!r}", f"use one of {columns}"
-        )
-    for row in ds:
-        yield str(row[text_column])
+            "hf_dataset",
+            f"{name!r} could not be read ({reason[:300]})",
+            "check the name, config and split, and the internet connection; offline, use local files",
+        ) from None
 
 
 def _uniform(seed: int, index: int) -> float:
