@@ -181,6 +181,15 @@ def check_trainer(trainer: DictConfig) -> None:
 def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenizer | None = None) -> Run:
     """Step 3: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
     sized by the data, loggers, callbacks and Trainer."""
+    net = cfg.model.get("net") if isinstance(cfg.model.get("net"), DictConfig) else None
+    window, limit = cfg.data.get("context_length"), net.get("context_length") if net is not None else None
+    if isinstance(window, int) and isinstance(limit, int) and window > limit:
+        # Said here, before anything is built; the model itself would only refuse the first batch.
+        raise ConfigError(
+            "data.context_length",
+            f"windows of {window} tokens are longer than the model's model.net.context_length={limit}",
+            "keep them equal: model.net.context_length follows data.context_length unless set",
+        )
     data: dict[str, Any] = {}
     if tokenizer is not None:
         # The corpus keys of a data/*.yaml were read in step 1; the DataModule takes the corpus

@@ -122,6 +122,7 @@ def test_unusable_word_vectors_are_one_line_naming_the_file(tmp_path: Path, cont
         ("trainer=ddp", ["no CUDA device", "trainer=ddp_cpu"]),
         ("callbacks.text_samples.every_n_steps=0", ["callbacks.text_samples.every_n_steps", "must be ≥ 1"]),
         ("scheduler.warmup_start=half", ["scheduler.warmup_start"]),
+        ("model.net.context_length=8", ["data.context_length: windows of", "model.net.context_length=8"]),
     ],
 )
 def test_impossible_settings_are_one_line_with_the_way_out(tmp_path: Path, override: str, words: list[str]):
