@@ -74,6 +74,11 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if isinstance(document, dict) and document.get("kind") == SimpleTokenizer.KIND:
         return SimpleTokenizer.load(path)
     model = document.get("model") if isinstance(document, dict) else None
+    if not isinstance(model, dict):  # valid JSON of something else (a model_config.json, say)
+        raise DataError(
+            f'{path}: not a tokenizer file (no "model" section; expected a tokenizer.json as train.py '
+            "or Hugging Face write it)"
+        )
     pre_tokenizer = document.get("pre_tokenizer") if isinstance(document, dict) else None
     if (
         isinstance(model, dict)
