@@ -96,11 +96,17 @@ def from_cwd(path: Path) -> Path:
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     """``ckpt_path`` may be a checkpoint file, a run directory (its newest checkpoint by step), or
-    ``last`` (Lightning's: the newest in this run's checkpoints/, with ``hydra.run.dir=<old run>``)."""
-    if ckpt_path is None or ckpt_path == "last":
-        return ckpt_path
+    ``last``: this run folder's newest checkpoint if it has one, else a fresh start (the same
+    command relaunched by a cluster after pre-emption, with ``hydra.run.dir`` fixed)."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        if not any((output_dir / "checkpoints").glob("*.ckpt")):
+            log.info("ckpt_path=last: no checkpoint in %s yet, so training starts at step 0", output_dir)
+            return None
+        ckpt_path = str(output_dir)
     path = checkpoint_path(ckpt_path)
     read_checkpoint(path)  # truncated, not a checkpoint, unreadable: said now (memory-mapped, cheap)
     return str(path)
@@ -312,7 +318,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
     check_complete(cfg)
     # A checkpoint that is not there is reported now, not after minutes of reading and tokenizing.
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)

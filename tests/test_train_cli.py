@@ -211,3 +211,20 @@ def test_logger_none_runs_without_any_logger(tmp_path: Path):
         tmp_path / "run", "cbow", "logger=none", "data.max_documents=30", "trainer.max_epochs=1"
     )
     assert metrics["val/loss"] > 0 and not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_ckpt_path_last_starts_fresh_then_resumes(tmp_path: Path):
+    """The command a cluster relaunches after pre-emption: the first time there is nothing to resume
+    (said in a line, not Lightning's warning about ModelCheckpoint), the second time it resumes."""
+    import torch
+
+    run = ["experiment=perceptron", "data.name=xor", f"hydra.run.dir={tmp_path}", "ckpt_path=last"]
+    first = run_train(*run, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"ckpt_path=last: no checkpoint in {tmp_path} yet" in first.stdout + first.stderr
+    assert "save_last" not in first.stdout + first.stderr
+    steps = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    second = run_train(*run, "trainer.max_epochs=2")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Restored all states from the checkpoint" in second.stdout + second.stderr
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * steps
