@@ -56,6 +56,10 @@ LOG_FILE_ONLY = [
         "a resumed run finds its own checkpoints there, and a new run is refused a folder with"
         " checkpoints before it starts (llm_lab/run_dir.py, claim)",
     ),
+    (
+        r"The dirpath has changed from .* therefore `best_model_score`",
+        "a run resumed into a new folder: the lab keeps no best-k checkpoints, only the newest ones",
+    ),
 ]
 
 # ``extra=`` of a record the console has shown already (see :func:`print_and_log`).

@@ -41,6 +41,8 @@ class Runs:
     resumed: subprocess.CompletedProcess[str]  # the same run resumed in its run folder
     run: Path  # the run folder of the first two
     log: str  # its train.log after both
+    moved: subprocess.CompletedProcess[str]  # the run resumed into a new folder
+    moved_log: str  # that folder's train.log
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,11 @@ def cbow_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     (run,) = (cwd / "outputs" / "cbow" / "runs").iterdir()
     resumed = run_train(*CBOW, "trainer.max_steps=20", f"hydra.run.dir={run}", f"ckpt_path={run}", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    return Runs(fresh, resumed, run, (run / "train.log").read_text())
+    log = (run / "train.log").read_text()
+    moved_to = cwd / "moved"
+    moved = run_train(*CBOW, "trainer.max_steps=25", f"hydra.run.dir={moved_to}", f"ckpt_path={run}", cwd=cwd)
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    return Runs(fresh, resumed, run, log, moved, (moved_to / "train.log").read_text())
 
 
 def console(proc: subprocess.CompletedProcess[str]) -> str:
@@ -64,6 +70,9 @@ def test_lightning_notices_stay_in_train_log(cbow_runs: Runs) -> None:
         assert [n for n in NOTICES if n in console(proc)] == []
     assert [n for n in NOTICES if n not in cbow_runs.log] == []
     assert "Restored all states from the checkpoint" in console(cbow_runs.resumed)
+    # Resumed into a new folder: Lightning's note about best-k checkpoints it will not reload.
+    moved_note = "The dirpath has changed from"
+    assert moved_note not in console(cbow_runs.moved) and moved_note in cbow_runs.moved_log
 
 
 def test_real_warnings_and_the_labs_lines_stay_on_the_console(cbow_runs: Runs) -> None:
