@@ -42,6 +42,7 @@ from llm_lab.config import (
     call,
     check_complete,
     flatten,
+    key_named_in,
     keyed,
     plain,
     register_resolvers,
@@ -211,7 +212,7 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
         data["tokenizer"] = tokenizer
     optim: dict[str, Any] = {}
     if cfg.get("optimizer") is not None:
-        optim["optimizer"] = build(cfg.optimizer, cfg)
+        optim["optimizer"] = check_optimizer(cfg, build(cfg.optimizer, cfg))
     if cfg.get("scheduler") is not None:
         optim["scheduler"] = build(cfg.scheduler, cfg)
     module = build(cfg.model, cfg, **optim, **data, **datamodule.model_kwargs())
@@ -219,6 +220,23 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
     return Run(datamodule, module, trainer, loggers)
+
+
+def check_optimizer(cfg: DictConfig, factory: Any) -> Any:
+    """The optimizer factory, tried on one throw-away parameter: torch checks its values only when
+    an optimizer is made (in configure_optimizers, after the data and the model are built), so a
+    bad ``optimizer.betas`` is said here, first, naming the key its message speaks of."""
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as err:
+        if isinstance(err, ArgumentError):
+            raise as_config_error(err, cfg.optimizer, cfg) from None
+        named = key_named_in(cfg.optimizer, str(err))
+        key = f"optimizer.{named}" if named else "optimizer"
+        raise ConfigError(
+            key, str(err), f"check {key}" if named else "check the optimizer.* values"
+        ) from None
+    return factory
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -195,7 +196,27 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
             # torch's or Lightning's refusal of a value (trainer.devices=two): the user's config is
             # the likely cause, so one line naming the node, with the library's own words.
             key = node._get_full_key(None) or "config"
-            raise ConfigError(key, str(err.__cause__ or err).strip(), f"check the {key}.* values") from None
+            message = str(err.__cause__ or err).strip()
+            named = key_named_in(node, message)
+            if named is not None:
+                raise ConfigError(f"{key}.{named}", message, f"check {key}.{named}") from None
+            raise ConfigError(key, message, f"check the {key}.* values") from None
+
+
+# torch.optim's words for its arguments, where they are not the argument's name.
+SPELLED_OUT = {"learning rate": "lr", "epsilon": "eps"}
+
+
+def key_named_in(node: DictConfig, message: str) -> str | None:
+    """The one key of ``node`` a library's message speaks of (torch: "Invalid beta parameter at
+    index 0" → ``betas``, "Invalid weight_decay value" → ``weight_decay``), or None."""
+    words = set(re.findall(r"[A-Za-z_]+", message))
+    words |= {key for phrase, key in SPELLED_OUT.items() if phrase in message}
+    keys = [k for k in map(str, node) if not k.startswith("_")]
+    for matches in ([k for k in keys if k in words], [k for k in keys if k.rstrip("s") in words]):
+        if len(matches) == 1:
+            return matches[0]
+    return None
 
 
 def call(node: Any, root: Any = None, exclude: Sequence[str] = (), **objects: Any) -> Any:

@@ -110,7 +110,11 @@ def _fails(proc, key: str, run: Path) -> None:
         ("model.embed_dim=-3", "model.embed_dim"),
         ("data.path=/no/such/file.txt", "data.path"),
         ("data.num_workers=2", "data.num_workers"),
-        ("optimizer.lr=-1", "optimizer"),
+        # torch.optim's own checks, tried before anything is built, under the key they speak of
+        ("optimizer.lr=-1", "optimizer.lr: Invalid learning rate: -1"),
+        ("optimizer.betas=[2,0]", "optimizer.betas: Invalid beta parameter at index 0"),
+        ("optimizer.eps=-1", "optimizer.eps: Invalid epsilon value"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay: Invalid weight_decay value"),
         ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
         # a word where a number belongs, caught from the target's signature before it is built
         ("model.embed_dim=abc", "model.embed_dim: 'abc' is not an integer"),
@@ -118,7 +122,8 @@ def _fails(proc, key: str, run: Path) -> None:
         ("trainer.max_steps=abc", "trainer.max_steps: 'abc' is not an integer"),
         ("data.batch_size=x", "data.batch_size: 'x' is not an integer"),
         # a value Lightning itself refuses, in its own words, under the node's name
-        ("trainer.devices=two", "trainer: `devices`"),
+        ("trainer.devices=two", "trainer.devices: `devices`"),
+        ("trainer.max_time=garbage", "trainer: `Timer(duration='garbage')` is not a valid duration"),
     ],
 )
 def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
