@@ -11,7 +11,7 @@ import pytest
 from tokenizers import Tokenizer as HFLibTokenizer
 from tokenizers import models
 
-from llm_lab.errors import DataError
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers import (
     BPETokenizer,
     FastBPETokenizer,
@@ -152,3 +152,18 @@ def test_load_tokenizer_hands_other_hf_files_to_hf(tmp_path: Path):
     HFLibTokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(path))
     tok = load_tokenizer(path)
     assert isinstance(tok, HFTokenizer) and tok.vocab_size == 2
+
+
+def test_a_hub_name_that_cannot_be_fetched_names_the_path_setting(monkeypatch: pytest.MonkeyPatch):
+    """Offline, a hub name fails inside the tokenizers library (after its retries): the setting to
+    change is named, with the library's reason."""
+    import tokenizers
+
+    from llm_lab.tokenizers.build import build_tokenizer
+
+    def offline(name: str) -> None:
+        raise Exception(f"cannot find {name} in the local cache; check your connection")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_pretrained", offline)
+    with pytest.raises(ArgumentError, match=r"^path: some/name: cannot be read .*check your connection"):
+        build_tokenizer("hf", list, "fingerprint", path="some/name")

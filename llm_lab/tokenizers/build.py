@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_lab.atomic import replacing
-from llm_lab.errors import ArgumentError
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
@@ -99,7 +99,14 @@ def build_tokenizer(
             raise ArgumentError(
                 "path", "a Hugging Face tokenizer needs a tokenizer.json or a hub name", "set it"
             )
-        return HFTokenizer(path)
+        if Path(path).is_file():
+            return HFTokenizer(path)
+        try:  # a hub name: the setting to change, not a file, is what the user needs named
+            return HFTokenizer(path)
+        except DataError as err:
+            raise ArgumentError(
+                "path", str(err), "give a tokenizer.json file; a hub name needs the internet"
+            ) from None
     if path:
         if kind != "bpe":
             raise ArgumentError("path", f"a {kind} tokenizer is trained, not loaded", "use kind bpe or hf")
