@@ -126,6 +126,29 @@ def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
     _fails(proc, key, tmp_path)
 
 
+# The hostile tester's base command: a GPT run of 3 steps on 20 documents.
+GPT_3_STEPS = [
+    "experiment=gpt",
+    "trainer.max_steps=3",
+    "data.max_documents=20",
+    "trainer.limit_val_batches=2",
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        # tokens between two windows would never be trained on (gpt.yaml's stride is 64)
+        ("data.context_length=1", "data.stride: 64 > context_length=1 (use 1..context_length"),
+        ("data.max_tokens=10", "data.max_tokens: 10 training tokens are fewer than one window"),
+        ("data.val_fraction=0.99", "data.val_fraction: all 20 documents went to validation"),
+    ],
+)
+def test_bad_gpt_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
+    proc = run_train(*GPT_3_STEPS, override, f"hydra.run.dir={tmp_path}")
+    _fails(proc, key, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
