@@ -20,7 +20,9 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,24 @@ def set_matmul_precision(trainer: DictConfig) -> None:
         torch.set_float32_matmul_precision(precision)
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def time_limit(max_time: Any) -> timedelta | None:
+    """``trainer.max_time`` in the forms Lightning takes (``DD:HH:MM:SS``, or a mapping such as
+    ``{minutes: 30}``) as a duration; None when unset or not readable (Lightning then says why)."""
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (float(part) for part in max_time.split(":"))
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if isinstance(max_time, Mapping):
+            return timedelta(**{str(k): v for k, v in max_time.items()})
+    except (ValueError, TypeError):
+        return None
+    return max_time if isinstance(max_time, timedelta) else None
+
+
 def check_trainer(trainer: DictConfig) -> None:
     """Settings Lightning accepts but that cannot give a result here, each with its way out."""
     if trainer.get("gradient_clip_backend", "torch") not in CLIP_BACKENDS:
@@ -161,6 +181,32 @@ def check_trainer(trainer: DictConfig) -> None:
     for key in ("max_steps", "max_epochs"):
         if trainer.get(key) == 0:
             raise ConfigError(f"trainer.{key}", "0 trains nothing", "use -1 (no limit) or a positive number")
+    # Values Lightning takes without complaint but that train nothing, silently change the run, or
+    # end in a ZeroDivisionError deep inside it. A word where a number belongs is left to
+    # build()'s type check, which names it.
+    limits = {
+        "limit_train_batches": (0, "trains nothing", "use a positive count or fraction (1.0: every batch)"),
+        "val_check_interval": (0, "validates never, and Lightning divides by it", "use a positive count"),
+        "accumulate_grad_batches": (1, "takes no optimizer step", "use 1 (no accumulation) or more"),
+    }
+    for key, (lowest, problem, fix) in limits.items():
+        value = trainer.get(key)
+        if is_number(value) and (value <= 0 if lowest == 0 else value < lowest):
+            raise ConfigError(f"trainer.{key}", f"{value} {problem}", fix)
+    clip = trainer.get("gradient_clip_val")
+    if is_number(clip) and clip < 0:  # Lightning reads a negative norm as "no clipping"
+        raise ConfigError(
+            "trainer.gradient_clip_val",
+            f"{clip} < 0 clips nothing",
+            "use a positive norm, or null for no clipping",
+        )
+    budget = time_limit(trainer.get("max_time"))
+    if budget is not None and budget <= timedelta(0):
+        raise ConfigError(
+            "trainer.max_time",
+            f"a budget of {budget.total_seconds():g} s leaves no time to train",
+            'use a positive duration, e.g. "trainer.max_time={minutes: 30}" or 00:00:30:00 (DD:HH:MM:SS)',
+        )
     if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.accelerator",

@@ -142,6 +142,19 @@ GPT_3_STEPS = [
         ("data.context_length=1", "data.stride: 64 > context_length=1 (use 1..context_length"),
         ("data.max_tokens=10", "data.max_tokens: 10 training tokens are fewer than one window"),
         ("data.val_fraction=0.99", "data.val_fraction: all 20 documents went to validation"),
+        # a run that can take no step, or whose settings Lightning divides by
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 trains nothing (use a positive"),
+        (
+            "trainer.max_time={minutes:-5}",
+            "trainer.max_time: a budget of -300 s leaves no time to train (use",
+        ),
+        ("trainer.max_time=00:00:00:00", "trainer.max_time: a budget of 0 s"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val: -1 < 0 clips nothing (use a positive"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval: 0 validates never"),
+        (
+            "trainer.accumulate_grad_batches=0",
+            "trainer.accumulate_grad_batches: 0 takes no optimizer step (use",
+        ),
     ],
 )
 def test_bad_gpt_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
@@ -228,3 +241,16 @@ def test_logger_none_runs_without_any_logger(tmp_path: Path):
         tmp_path / "run", "cbow", "logger=none", "data.max_documents=30", "trainer.max_epochs=1"
     )
     assert metrics["val/loss"] > 0 and not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_time_limit_reads_the_forms_lightning_takes():
+    from datetime import timedelta
+
+    from omegaconf import OmegaConf
+
+    time_limit = load_script("train.py").time_limit
+    assert time_limit("00:01:30:00") == timedelta(hours=1, minutes=30)
+    assert time_limit(OmegaConf.create({"minutes": -5})) == timedelta(minutes=-5)
+    assert time_limit(timedelta(seconds=3)) == timedelta(seconds=3)
+    # unset, or a form Lightning itself will refuse in its own words
+    assert time_limit(None) is None and time_limit("soon") is None and time_limit({"weeks": "x"}) is None
