@@ -39,10 +39,12 @@ from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import (
+    Setting,
     as_config_error,
     build,
     call,
     check_complete,
+    check_settings,
     flatten,
     keyed,
     plain,
@@ -336,9 +338,28 @@ def where_to_look(cfg: DictConfig, loggers: list[Logger]) -> str:
     return line
 
 
+# The top-level keys of conf/train.yaml that train.py reads itself (see config.check_settings).
+SETTINGS = {
+    "train": Setting("bool", "train=true fits the model, train=false only evaluates ckpt_path"),
+    "test": Setting("bool", "test=true or test=false"),
+    # Lightning's seed_everything replaces a seed outside 0..2^32-1 by a random one, with a warning.
+    "seed": Setting("int", "use an integer in 0..4294967295, e.g. seed=42", at_least=0, at_most=2**32 - 1),
+    "torch_threads": Setting("int | None", "use 1 or more threads, or null for torch's default", at_least=1),
+    "progress_every_n_steps": Setting("int", "use 1 or more, e.g. progress_every_n_steps=50", at_least=1),
+    "optimized_direction": Setting("str", "", choices=("minimize", "maximize")),
+}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
     check_complete(cfg)
+    check_settings(cfg, SETTINGS)
+    if cfg.get("model") is not None and not cfg.get("train", True) and cfg.get("ckpt_path") is None:
+        raise ConfigError(
+            "ckpt_path",
+            "train=false evaluates a checkpoint, and none is given: the model would be untrained",
+            "give ckpt_path=<run folder or .ckpt>, or train=true",
+        )
     # A checkpoint that is not there is reported now, not after minutes of reading and tokenizing.
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"))
     L.seed_everything(cfg.seed, workers=True)

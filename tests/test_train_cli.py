@@ -117,6 +117,15 @@ def _fails(proc, key: str, run: Path) -> None:
         ("optimizer.lr=fast", "optimizer.lr: 'fast' is not a number"),
         ("trainer.max_steps=abc", "trainer.max_steps: 'abc' is not an integer"),
         ("data.batch_size=x", "data.batch_size: 'x' is not an integer"),
+        # the top-level keys train.py reads itself (train.SETTINGS)
+        ("train=flase", "train: 'flase' is not true or false (train=true fits"),
+        ("test=maybe", "test: 'maybe' is not true or false"),
+        ("seed=abc", "seed: 'abc' is not an integer (use an integer in 0..4294967295"),
+        ("seed=-1", "seed: -1 < 0"),
+        ("torch_threads=abc", "torch_threads: 'abc' is not an integer"),
+        ("torch_threads=0", "torch_threads: 0 < 1 (use 1 or more threads, or null"),
+        ("progress_every_n_steps=0", "progress_every_n_steps: 0 < 1"),
+        ("optimized_direction=up", "optimized_direction: unknown value 'up' (use one of minimize, maximize)"),
         # a value Lightning itself refuses, in its own words, under the node's name
         ("trainer.devices=two", "trainer: `devices`"),
     ],
@@ -142,6 +151,8 @@ GPT_3_STEPS = [
         ("data.context_length=1", "data.stride: 64 > context_length=1 (use 1..context_length"),
         ("data.max_tokens=10", "data.max_tokens: 10 training tokens are fewer than one window"),
         ("data.val_fraction=0.99", "data.val_fraction: all 20 documents went to validation"),
+        # nothing to evaluate: the weights would be random
+        ("train=false", "ckpt_path: train=false evaluates a checkpoint, and none is given"),
         # a run that can take no step, or whose settings Lightning divides by
         ("trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 trains nothing (use a positive"),
         (
