@@ -378,6 +378,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             kind = settings.pop("kind")
             settings.pop("path", None)
             stage = plain(cfg.get("stage"))
+            with keyed(cfg.get("stage"), cfg):  # stage.max_steps, not a trainer's or tokenizer's key
+                tokenizer_stage.check_stage(stage)
             with keyed(cfg.tokenizer, cfg):
                 tokenizer, metrics = tokenizer_stage.run(
                     corpus.load(), kind, settings, stage, loggers, cfg.get("progress_every_n_steps", 50)
