@@ -173,6 +173,13 @@ def test_bad_gpt_config_is_one_clear_line(override: str, key: str, tmp_path: Pat
     _fails(proc, key, tmp_path)
 
 
+def test_a_warm_up_longer_than_the_run_is_one_warning(tmp_path: Path):
+    proc = run_train(*GPT_3_STEPS, "scheduler.warmup_steps=1000", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warned = [line for line in proc.stdout.splitlines() if "scheduler.warmup_steps: 1000" in line]
+    assert len(warned) == 1 and "3 optimizer steps" in warned[0], proc.stdout[-2000:]
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
