@@ -151,6 +151,13 @@ GPT_3_STEPS = [
         ("data.context_length=1", "data.stride: 64 > context_length=1 (use 1..context_length"),
         ("data.max_tokens=10", "data.max_tokens: 10 training tokens are fewer than one window"),
         ("data.val_fraction=0.99", "data.val_fraction: all 20 documents went to validation"),
+        # library checks, each with its fix
+        ("model.net.n_head=0", "model.net.n_head: must be positive, got 0 (use 1 or more)"),
+        (
+            "model.net.dropout=1.5",
+            "model.net.dropout: dropout=1.5 is outside [0, 1) (e.g. 0.1, or 0 for none)",
+        ),
+        ("data.num_proc=0", "data.num_proc: 0 is not a positive integer (use 1 or more)"),
         # nothing to evaluate: the weights would be random
         ("train=false", "ckpt_path: train=false evaluates a checkpoint, and none is given"),
         # a run that can take no step, or whose settings Lightning divides by
