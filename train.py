@@ -207,7 +207,7 @@ def check_trainer(trainer: DictConfig) -> None:
         raise ConfigError(
             "trainer.max_time",
             f"a budget of {budget.total_seconds():g} s leaves no time to train",
-            'use a positive duration, e.g. "trainer.max_time={minutes: 30}" or 00:00:30:00 (DD:HH:MM:SS)',
+            "use a positive duration: DD:HH:MM:SS such as 00:00:30:00, or {minutes: 30}",
         )
     if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
