@@ -186,14 +186,14 @@ def check_trainer(trainer: DictConfig) -> None:
     # Values Lightning takes without complaint but that train nothing, silently change the run, or
     # end in a ZeroDivisionError deep inside it. A word where a number belongs is left to
     # build()'s type check, which names it.
-    limits = {
-        "limit_train_batches": (0, "trains nothing", "use a positive count or fraction (1.0: every batch)"),
-        "val_check_interval": (0, "validates never, and Lightning divides by it", "use a positive count"),
-        "accumulate_grad_batches": (1, "takes no optimizer step", "use 1 (no accumulation) or more"),
+    not_positive = {
+        "limit_train_batches": ("trains nothing", "use a positive count or fraction (1.0: every batch)"),
+        "val_check_interval": ("validates never, and Lightning divides by it", "use a positive count"),
+        "accumulate_grad_batches": ("takes no optimizer step", "use 1 (no accumulation) or more"),
     }
-    for key, (lowest, problem, fix) in limits.items():
+    for key, (problem, fix) in not_positive.items():
         value = trainer.get(key)
-        if is_number(value) and (value <= 0 if lowest == 0 else value < lowest):
+        if is_number(value) and value <= 0:
             raise ConfigError(f"trainer.{key}", f"{value} {problem}", fix)
     clip = trainer.get("gradient_clip_val")
     if is_number(clip) and clip < 0:  # Lightning reads a negative norm as "no clipping"
