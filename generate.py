@@ -19,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from llm_lab.config import as_config_error, run_cli
+from llm_lab.config import Setting, as_config_error, check_settings, run_cli
 from llm_lab.errors import ArgumentError, ConfigError, DataError, LabError
 from llm_lab.models import GPT
 from llm_lab.run_dir import load_net
@@ -86,12 +86,21 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
     return model, tokenizer
 
 
-def check_settings(cfg: DictConfig) -> None:
-    """Refuse settings that would run but mean nothing (an empty continuation, no sample), and a
-    device this machine does not have."""
-    for key in ("max_new_tokens", "num_samples"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(key, f"must be a positive integer, got {cfg[key]!r}", f"e.g. {key}=1")
+# The keys of conf/generate.yaml that take a number or true/false (see config.check_settings); the
+# ranges of top_p and temperature are GPT.generate's own checks.
+SETTINGS = {
+    "max_new_tokens": Setting("int", "e.g. max_new_tokens=100", at_least=1),
+    "num_samples": Setting("int", "e.g. num_samples=1", at_least=1),
+    "temperature": Setting("float", "0 is greedy, e.g. temperature=0.8", at_least=0),
+    "top_k": Setting("int | None", "e.g. top_k=40, or null for every token", at_least=1),
+    "top_p": Setting("float | None", "e.g. top_p=0.9, or null for no nucleus"),
+    "seed": Setting("int", "e.g. seed=0"),
+    "use_cache": Setting("bool", "use_cache=true or use_cache=false"),
+}
+
+
+def check_device(cfg: DictConfig) -> None:
+    """Refuse a device this machine does not have, or a name that is no device."""
     try:
         device = torch.device(str(cfg.device))
     except RuntimeError:
@@ -103,7 +112,8 @@ def check_settings(cfg: DictConfig) -> None:
 
 def generate(cfg: DictConfig) -> list[str]:
     """``num_samples`` continuations of ``cfg.prompt``, decoded to text."""
-    check_settings(cfg)
+    check_settings(cfg, SETTINGS)
+    check_device(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg)
     device = torch.device(cfg.device)
     model.to(device).eval()

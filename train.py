@@ -20,7 +20,9 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,12 @@ from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import (
+    Setting,
     as_config_error,
     build,
     call,
     check_complete,
+    check_settings,
     flatten,
     key_named_in,
     keyed,
@@ -166,6 +170,24 @@ def set_matmul_precision(trainer: DictConfig) -> None:
         torch.set_float32_matmul_precision(precision)
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def time_limit(max_time: Any) -> timedelta | None:
+    """``trainer.max_time`` in the forms Lightning takes (``DD:HH:MM:SS``, or a mapping such as
+    ``{minutes: 30}``) as a duration; None when unset or not readable (Lightning then says why)."""
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (float(part) for part in max_time.split(":"))
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if isinstance(max_time, Mapping):
+            return timedelta(**{str(k): v for k, v in max_time.items()})
+    except (ValueError, TypeError):
+        return None
+    return max_time if isinstance(max_time, timedelta) else None
+
+
 def check_trainer(trainer: DictConfig) -> None:
     """Settings Lightning accepts but that cannot give a result here, each with its way out."""
     if trainer.get("gradient_clip_backend", "torch") not in CLIP_BACKENDS:
@@ -177,6 +199,32 @@ def check_trainer(trainer: DictConfig) -> None:
     for key in ("max_steps", "max_epochs"):
         if trainer.get(key) == 0:
             raise ConfigError(f"trainer.{key}", "0 trains nothing", "use -1 (no limit) or a positive number")
+    # Values Lightning takes without complaint but that train nothing, silently change the run, or
+    # end in a ZeroDivisionError deep inside it. A word where a number belongs is left to
+    # build()'s type check, which names it.
+    not_positive = {
+        "limit_train_batches": ("trains nothing", "use a positive count or fraction (1.0: every batch)"),
+        "val_check_interval": ("validates never, and Lightning divides by it", "use a positive count"),
+        "accumulate_grad_batches": ("takes no optimizer step", "use 1 (no accumulation) or more"),
+    }
+    for key, (problem, fix) in not_positive.items():
+        value = trainer.get(key)
+        if is_number(value) and value <= 0:
+            raise ConfigError(f"trainer.{key}", f"{value} {problem}", fix)
+    clip = trainer.get("gradient_clip_val")
+    if is_number(clip) and clip < 0:  # Lightning reads a negative norm as "no clipping"
+        raise ConfigError(
+            "trainer.gradient_clip_val",
+            f"{clip} < 0 clips nothing",
+            "use a positive norm, or null for no clipping",
+        )
+    budget = time_limit(trainer.get("max_time"))
+    if budget is not None and budget <= timedelta(0):
+        raise ConfigError(
+            "trainer.max_time",
+            f"a budget of {budget.total_seconds():g} s leaves no time to train",
+            "use a positive duration: DD:HH:MM:SS such as 00:00:30:00, or {minutes: 30}",
+        )
     if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.accelerator",
@@ -332,9 +380,28 @@ def where_to_look(cfg: DictConfig, loggers: list[Logger]) -> str:
     return line
 
 
+# The top-level keys of conf/train.yaml that train.py reads itself (see config.check_settings).
+SETTINGS = {
+    "train": Setting("bool", "train=true fits the model, train=false only evaluates ckpt_path"),
+    "test": Setting("bool", "test=true or test=false"),
+    # Lightning's seed_everything replaces a seed outside 0..2^32-1 by a random one, with a warning.
+    "seed": Setting("int", "use an integer in 0..4294967295, e.g. seed=42", at_least=0, at_most=2**32 - 1),
+    "torch_threads": Setting("int | None", "use 1 or more threads, or null for torch's default", at_least=1),
+    "progress_every_n_steps": Setting("int", "use 1 or more, e.g. progress_every_n_steps=50", at_least=1),
+    "optimized_direction": Setting("str", "", choices=("minimize", "maximize")),
+}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
     check_complete(cfg)
+    check_settings(cfg, SETTINGS)
+    if cfg.get("model") is not None and not cfg.get("train", True) and cfg.get("ckpt_path") is None:
+        raise ConfigError(
+            "ckpt_path",
+            "train=false evaluates a checkpoint, and none is given: the model would be untrained",
+            "give ckpt_path=<run folder or .ckpt>, or train=true",
+        )
     # A checkpoint that is not there is reported now, not after minutes of reading and tokenizing.
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     L.seed_everything(cfg.seed, workers=True)
@@ -353,6 +420,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             kind = settings.pop("kind")
             settings.pop("path", None)
             stage = plain(cfg.get("stage"))
+            with keyed(cfg.get("stage"), cfg):  # stage.max_steps, not a trainer's or tokenizer's key
+                tokenizer_stage.check_stage(stage)
             with keyed(cfg.tokenizer, cfg):
                 tokenizer, metrics = tokenizer_stage.run(
                     corpus.load(), kind, settings, stage, loggers, cfg.get("progress_every_n_steps", 50)

@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,40 @@ def check_complete(cfg: DictConfig) -> None:
     if missing:
         others = f"; {', '.join(missing[1:])} too" if missing[1:] else ""
         raise ConfigError(missing[0], "needs a value", f"add {missing[0]}=... to the command line{others}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A top-level key of a script's config (``seed``, ``train``...), which no ``_target_``'s
+    signature types: its type as an annotation (``"int | None"``, read by
+    :func:`~llm_lab.errors.type_error`), its range or its allowed words, and the fix to print."""
+
+    kind: str
+    fix: str
+    at_least: float | None = None
+    at_most: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def check_settings(cfg: DictConfig, table: dict[str, Setting]) -> None:
+    """Refuse a top-level value of the wrong type or out of range, naming its key: Hydra reads
+    ``train=flase`` as a string, which Python takes as true, and ``seed=abc`` would fail in a
+    traceback far from the command line."""
+    for key, setting in table.items():
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        wrong = type_error(key, value, setting.kind)
+        if wrong is not None:
+            raise ConfigError(key, wrong.problem, setting.fix)
+        if value is None:
+            continue
+        if setting.choices and value not in setting.choices:
+            raise ConfigError(key, f"unknown value {value!r}", f"use one of {', '.join(setting.choices)}")
+        if setting.at_least is not None and value < setting.at_least:
+            raise ConfigError(key, f"{value} < {setting.at_least:g}", setting.fix)
+        if setting.at_most is not None and value > setting.at_most:
+            raise ConfigError(key, f"{value} > {setting.at_most:g}", setting.fix)
 
 
 def check_types(node: Any) -> None:

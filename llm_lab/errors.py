@@ -84,4 +84,13 @@ def type_error(arg: str, value: Any, annotation: Any) -> ArgumentError | None:
     if fits:
         return None
     wanted = {int: "an integer", float: "a number", bool: "true or false"}
-    return ArgumentError(arg, f"{value!r} is not {' or '.join(sorted(wanted[k] for k in kinds))}")
+    # A number covers an integer: one example of the widest kind asked for.
+    examples = {
+        bool: "write true or false",
+        float: "write a number, e.g. 0.5",
+        int: "write an integer, e.g. 3",
+    }
+    fix = " or ".join(
+        examples[k] for k in (bool, float, int) if k in kinds and not (k is int and float in kinds)
+    )
+    return ArgumentError(arg, f"{value!r} is not {' or '.join(sorted(wanted[k] for k in kinds))}", fix)

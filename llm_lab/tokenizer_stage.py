@@ -24,7 +24,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from llm_lab.data.corpus import Split
-from llm_lab.errors import ArgumentError
+from llm_lab.errors import ArgumentError, type_error
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.bpe import check_special_tokens, check_vocab_size
 from llm_lab.tokenizers.bpe_fast import BPETrainer, FastBPETokenizer
@@ -42,6 +42,30 @@ def bytes_per_token(tokenizer: Tokenizer, docs: Sequence[str]) -> float:
     return sum(len(d.encode("utf-8")) for d in docs) / max(n_tokens, 1)
 
 
+# The stage's own settings (``stage.*`` of conf/experiment/bpe.yaml) and the lowest value of each;
+# max_steps also takes -1, "until the vocabulary is complete".
+STAGE_MINIMUMS = {"merges_per_step": 1, "max_steps": 1, "val_every_n_steps": 1, "n_examples": 0}
+
+
+def check_stage(stage: dict[str, Any]) -> None:
+    """Refuse a stage setting that is not an integer or is out of range, naming it: ``max_steps=-5``
+    would run to the end like -1, ``max_steps=0`` log no metric at all, and ``val_every_n_steps=0``
+    divide by zero."""
+    for key, value in stage.items():
+        if key not in STAGE_MINIMUMS:
+            continue
+        wrong = type_error(key, value, "int")
+        if wrong is not None:
+            raise ArgumentError(key, wrong.problem, f"use an integer, at least {STAGE_MINIMUMS[key]}")
+        if key == "max_steps" and value == -1:
+            continue
+        if value < STAGE_MINIMUMS[key]:
+            fix = "use -1 (until the vocabulary is complete) or 1 or more" if key == "max_steps" else ""
+            raise ArgumentError(
+                key, f"{value} < {STAGE_MINIMUMS[key]}", fix or f"use {STAGE_MINIMUMS[key]} or more"
+            )
+
+
 def train_bpe_in_steps(
     corpus: Split,
     report: Report,
@@ -54,8 +78,9 @@ def train_bpe_in_steps(
     """Byte-level BPE, ``merges_per_step`` merges per reported step; stops at ``vocab_size``, when no
     pair is left, or after ``max_steps`` steps (-1: no limit). Returns the tokenizer and a markdown
     table of its first merges."""
-    if merges_per_step < 1:
-        raise ArgumentError("merges_per_step", f"{merges_per_step} < 1", "use a positive number of merges")
+    check_stage(
+        {"merges_per_step": merges_per_step, "max_steps": max_steps, "val_every_n_steps": val_every_n_steps}
+    )
     specials = list(special_tokens)
     check_special_tokens(specials)
     check_vocab_size(vocab_size, specials)

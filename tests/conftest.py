@@ -35,6 +35,7 @@ TINY_GPT = [
     "data.max_documents=8",
     "tokenizer.vocab_size=300",
     "data.context_length=32",
+    "data.stride=32",  # gpt.yaml's stride of 64 would skip tokens of 32-token windows
     "trainer.val_check_interval=1000",
     "trainer.limit_val_batches=1",
     "logger=csv",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from conftest import run_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tokenizers import Tokenizer
@@ -65,6 +66,31 @@ def test_max_steps_counts_blocks_of_merges(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(BPETokenizer.load(run_dir / "tokenizer.json").vocab) == 1 + 256 + 3 * 8
     assert "val/bytes_per_token" in scalars(run_dir)  # validated at the end too
+
+
+def test_debug_fast_caps_the_stage_at_its_five_steps(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = run_train(*TINY, "tokenizer.vocab_size=1000", "debug=fast", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(BPETokenizer.load(run_dir / "tokenizer.json").vocab) == 1 + 256 + 5 * 8
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("stage.max_steps=-5", "stage.max_steps: -5 < 1 (use -1 (until the vocabulary is complete) or 1"),
+        ("stage.max_steps=0", "stage.max_steps: 0 < 1"),
+        ("stage.max_steps=abc", "stage.max_steps: 'abc' is not an integer"),
+        ("stage.val_every_n_steps=0", "stage.val_every_n_steps: 0 < 1 (use 1 or more)"),
+        ("stage.merges_per_step=0", "stage.merges_per_step: 0 < 1"),
+    ],
+)
+def test_bad_stage_settings_are_one_line_naming_the_key(override: str, expected: str, tmp_path: Path):
+    result = run_train(*TINY, override, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {expected}"), last
+    assert (tmp_path / "FAILED").is_file() and not (tmp_path / "tokenizer.json").exists()
 
 
 def test_too_small_vocabulary_is_a_one_line_config_error(tmp_path: Path):

@@ -194,6 +194,16 @@ def test_bad_val_fraction():
         Corpus(val_fraction=0.0)
 
 
+def test_a_split_that_leaves_no_training_document_names_val_fraction(tmp_path: Path):
+    for i in range(3):
+        (tmp_path / f"chapter{i}.txt").write_text(f"chapter {i} " * 50, encoding="utf-8")
+    corpus = Corpus(path=str(tmp_path), val_fraction=0.999999)  # every document draws validation
+    with pytest.raises(ArgumentError, match=r"^val_fraction: all 3 documents went to validation.*\(lower"):
+        corpus.load()
+    with pytest.raises(ArgumentError, match="^val_fraction: all 3"):
+        list(corpus.train_documents())  # the streamed passes say it too, at the end of the stream
+
+
 def test_a_run_on_a_few_documents_warns_once_about_the_validation_share(tmp_path: Path):
     corpus = tmp_path / "my_texts"
     corpus.mkdir()

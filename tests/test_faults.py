@@ -294,6 +294,20 @@ def test_generate_py_names_a_corrupt_tokenizer_and_meaningless_settings(gpt_run:
         )
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("use_cache=maybe", "use_cache: 'maybe' is not true or false (use_cache=true or use_cache=false)"),
+        ("seed=abc", "seed: 'abc' is not an integer (e.g. seed=0)"),
+        ("temperature=hot", "temperature: 'hot' is not a number"),
+        ("top_k=0", "top_k: 0 < 1 (e.g. top_k=40, or null"),
+        ("max_new_tokens=-5", "max_new_tokens: -5 < 1"),
+    ],
+)
+def test_generate_py_checks_its_settings_before_loading_anything(override: str, expected: str):
+    one_line_error(generate(override), expected)  # no model given: the settings are read first
+
+
 def hf_folder(folder: Path) -> Path:
     """A Hugging Face model folder (config.json + model.safetensors) as the lab exports one, with no
     tokenizer: what a download of only the weights gives."""

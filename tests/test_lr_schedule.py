@@ -4,6 +4,7 @@ LambdaLR that Lightning steps, and the config's default."""
 from __future__ import annotations
 
 import math
+from functools import partial
 from itertools import pairwise
 
 import pytest
@@ -13,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from llm_lab.errors import ArgumentError
-from llm_lab.lit.schedules import warmup_cosine
+from llm_lab.lit.base import warmup_notice
+from llm_lab.lit.schedules import linear_decay, warmup_cosine
 from llm_lab.nn.lr_schedule import WARMUP_STARTS, lr_warmup_cosine
 
 MAX_LR, MIN_LR, WARMUP, CYCLE = 2.0, 0.2, 7, 21
@@ -97,3 +99,13 @@ def test_bad_arguments_name_themselves() -> None:
         with pytest.raises(ArgumentError) as err:
             warmup_cosine(optimizer, 100, **kwargs)  # type: ignore[arg-type]
         assert err.value.arg == arg
+
+
+def test_a_warm_up_longer_than_the_run_is_noticed():
+    scheduler = partial(warmup_cosine, warmup_steps=1000)
+    notice = warmup_notice(scheduler, 3)
+    assert notice is not None and notice.startswith("scheduler.warmup_steps: 1000 warm-up steps")
+    assert "run's 3 optimizer steps" in notice and "never reaches its peak" in notice
+    assert warmup_notice(scheduler, 1000) is None  # the peak is reached at the last step
+    assert warmup_notice(scheduler, math.inf) is None  # a time budget: the length is not known
+    assert warmup_notice(partial(linear_decay), 3) is None  # no warm-up at all

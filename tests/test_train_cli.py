@@ -121,6 +121,15 @@ def _fails(proc, key: str, run: Path) -> None:
         ("optimizer.lr=fast", "optimizer.lr: 'fast' is not a number"),
         ("trainer.max_steps=abc", "trainer.max_steps: 'abc' is not an integer"),
         ("data.batch_size=x", "data.batch_size: 'x' is not an integer"),
+        # the top-level keys train.py reads itself (train.SETTINGS)
+        ("train=flase", "train: 'flase' is not true or false (train=true fits"),
+        ("test=maybe", "test: 'maybe' is not true or false"),
+        ("seed=abc", "seed: 'abc' is not an integer (use an integer in 0..4294967295"),
+        ("seed=-1", "seed: -1 < 0"),
+        ("torch_threads=abc", "torch_threads: 'abc' is not an integer"),
+        ("torch_threads=0", "torch_threads: 0 < 1 (use 1 or more threads, or null"),
+        ("progress_every_n_steps=0", "progress_every_n_steps: 0 < 1"),
+        ("optimized_direction=up", "optimized_direction: unknown value 'up' (use one of minimize, maximize)"),
         # a value Lightning itself refuses, in its own words, under the node's name
         ("trainer.devices=two", "trainer.devices: `devices`"),
         ("trainer.max_time=garbage", "trainer: `Timer(duration='garbage')` is not a valid duration"),
@@ -129,6 +138,58 @@ def _fails(proc, key: str, run: Path) -> None:
 def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
     proc = run_train("experiment=cbow", "data.max_documents=20", override, f"hydra.run.dir={tmp_path}")
     _fails(proc, key, tmp_path)
+
+
+# The hostile tester's base command: a GPT run of 3 steps on 20 documents.
+GPT_3_STEPS = [
+    "experiment=gpt",
+    "trainer.max_steps=3",
+    "data.max_documents=20",
+    "trainer.limit_val_batches=2",
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        # tokens between two windows would never be trained on (gpt.yaml's stride is 64)
+        ("data.context_length=1", "data.stride: 64 > context_length=1 (use 1..context_length"),
+        ("data.max_tokens=10", "data.max_tokens: 10 training tokens are fewer than one window"),
+        ("data.val_fraction=0.99", "data.val_fraction: all 20 documents went to validation"),
+        # library checks, each with its fix
+        ("model.net.n_head=0", "model.net.n_head: must be positive, got 0 (use 1 or more)"),
+        (
+            "model.net.dropout=1.5",
+            "model.net.dropout: dropout=1.5 is outside [0, 1) (e.g. 0.1, or 0 for none)",
+        ),
+        ("data.num_proc=0", "data.num_proc: 0 is not a positive integer (use 1 or more)"),
+        # nothing to evaluate: the weights would be random
+        ("train=false", "ckpt_path: train=false evaluates a checkpoint, and none is given"),
+        # a run that can take no step, or whose settings Lightning divides by
+        ("trainer.limit_train_batches=0", "trainer.limit_train_batches: 0 trains nothing (use a positive"),
+        (
+            "trainer.max_time={minutes:-5}",
+            "trainer.max_time: a budget of -300 s leaves no time to train (use",
+        ),
+        ("trainer.max_time=00:00:00:00", "trainer.max_time: a budget of 0 s"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val: -1 < 0 clips nothing (use a positive"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval: 0 validates never"),
+        (
+            "trainer.accumulate_grad_batches=0",
+            "trainer.accumulate_grad_batches: 0 takes no optimizer step (use",
+        ),
+    ],
+)
+def test_bad_gpt_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
+    proc = run_train(*GPT_3_STEPS, override, f"hydra.run.dir={tmp_path}")
+    _fails(proc, key, tmp_path)
+
+
+def test_a_warm_up_longer_than_the_run_is_one_warning(tmp_path: Path):
+    proc = run_train(*GPT_3_STEPS, "scheduler.warmup_steps=1000", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warned = [line for line in proc.stdout.splitlines() if "scheduler.warmup_steps: 1000" in line]
+    assert len(warned) == 1 and "3 optimizer steps" in warned[0], proc.stdout[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -233,3 +294,16 @@ def test_ckpt_path_last_starts_fresh_then_resumes(tmp_path: Path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert "Restored all states from the checkpoint" in second.stdout + second.stderr
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * steps
+
+
+def test_time_limit_reads_the_forms_lightning_takes():
+    from datetime import timedelta
+
+    from omegaconf import OmegaConf
+
+    time_limit = load_script("train.py").time_limit
+    assert time_limit("00:01:30:00") == timedelta(hours=1, minutes=30)
+    assert time_limit(OmegaConf.create({"minutes": -5})) == timedelta(minutes=-5)
+    assert time_limit(timedelta(seconds=3)) == timedelta(seconds=3)
+    # unset, or a form Lightning itself will refuse in its own words
+    assert time_limit(None) is None and time_limit("soon") is None and time_limit({"weeks": "x"}) is None

@@ -23,5 +23,9 @@ def test_ids_are_stored_in_the_smallest_unsigned_type():
 def test_bad_windows():
     with pytest.raises(ArgumentError, match="^stride"):
         TokenWindows(np.arange(10), 4, 0)
+    # a stride past the window would skip tokens that no window ever trains on
+    with pytest.raises(ArgumentError, match="^stride: 5 > context_length=4 \\(use 1..context_length"):
+        TokenWindows(np.arange(10), 4, 5)
+    TokenWindows(np.arange(10), 4, 4)  # adjacent windows are fine
     with pytest.raises(ArgumentError, match="^context_length: a split has 4 tokens"):
         TokenWindows(np.arange(4), 4)

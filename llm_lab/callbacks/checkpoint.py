@@ -49,7 +49,9 @@ class LastCheckpoint(ModelCheckpoint):
         kwargs.setdefault("save_last", True)
         super().__init__(*args, **kwargs)
         if every_minutes is not None and every_minutes <= 0:
-            raise ArgumentError("every_minutes", f"must be > 0 or null, got {every_minutes}")
+            raise ArgumentError(
+                "every_minutes", f"must be > 0 or null, got {every_minutes}", "e.g. 30, or null for none"
+            )
         self.every_minutes = every_minutes
         self._last_save_time = self.clock()
         self._signal: int | None = None

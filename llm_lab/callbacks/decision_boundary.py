@@ -85,7 +85,9 @@ class DecisionBoundary(L.Callback):
     def __init__(self, every_n_epochs: int = 5, resolution: int = 200, point_size: int = 2) -> None:
         super().__init__()
         if every_n_epochs < 1:
-            raise ArgumentError("every_n_epochs", f"must be >= 1, got {every_n_epochs}")
+            raise ArgumentError(
+                "every_n_epochs", f"must be >= 1, got {every_n_epochs}", "e.g. 1: every epoch"
+            )
         self.every_n_epochs = every_n_epochs
         self.resolution = resolution
         self.point_size = point_size

@@ -42,7 +42,7 @@ class TextSamples(L.Callback):
                 'e.g. ["The function", "A list is"]',
             )
         if every_n_steps < 1:
-            raise ArgumentError("every_n_steps", f"must be ≥ 1, got {every_n_steps}")
+            raise ArgumentError("every_n_steps", f"must be ≥ 1, got {every_n_steps}", "e.g. 200")
         self.prompts = list(prompts)
         self.every_n_steps = every_n_steps
         self.max_new_tokens = max_new_tokens

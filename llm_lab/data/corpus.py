@@ -321,7 +321,16 @@ class Corpus:
 
     def _check_val_share(self, val: int, total: int) -> None:
         """Warn (once per corpus and process, not on every pass) when the split by whole documents
-        gave validation far more than ``val_fraction``: 1 of 3 documents is 33%, whatever was asked."""
+        gave validation far more than ``val_fraction``: 1 of 3 documents is 33%, whatever was asked.
+        Every document in validation leaves nothing to train on: an error, naming ``val_fraction``
+        (the tokenizer or the model would only say that its training text is empty)."""
+        if val == total:
+            raise ArgumentError(
+                "val_fraction",
+                f"all {total} documents went to validation (val_fraction={self.val_fraction}), "
+                "none to training",
+                "lower val_fraction, or give more documents",
+            )
         if val / total <= 2 * self.val_fraction:
             return
         fingerprint = self.fingerprint()

@@ -51,6 +51,18 @@ class LMDataModule(TextDataModule):
         super().__init__(corpus, tokenizer, batch_size, num_workers, seed)
         if context_length < 1:
             raise ArgumentError("context_length", f"{context_length} < 1", "use a positive length")
+        # Said before the corpus is encoded, which can take minutes.
+        if stride is not None and stride > context_length:  # tokens between windows never trained on
+            raise ArgumentError(
+                "stride", f"{stride} > context_length={context_length}", "use 1..context_length, or null"
+            )
+        if max_tokens is not None and max_tokens < context_length + 1:
+            raise ArgumentError(
+                "max_tokens",
+                f"{max_tokens} training tokens are fewer than one window of context_length + 1 = "
+                f"{context_length + 1}",
+                f"raise max_tokens to at least {context_length + 1}, or null for no cap",
+            )
         if tokenizer.token_to_id(ENDOFTEXT) is None:
             raise DataError(
                 f"the tokenizer has no {ENDOFTEXT} token, which separates documents in a language "

@@ -393,7 +393,7 @@ def prepare(
         )
     for name, value in (("num_proc", num_proc), ("shard_tokens", shard_tokens), ("batch_chars", batch_chars)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ArgumentError(name, f"{value!r} is not a positive integer")
+            raise ArgumentError(name, f"{value!r} is not a positive integer", "use 1 or more")
     if max_tokens is not None and (
         isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
     ):

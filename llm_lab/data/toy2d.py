@@ -107,9 +107,9 @@ def make_toy2d(
         raise ArgumentError("name", f"unknown 2-D set {name!r}", f"choose one of {sorted(GENERATORS)}")
     generator, fixed_classes = GENERATORS[name]
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ArgumentError("n_samples", f"must be a positive integer, got {n_samples!r}")
+        raise ArgumentError("n_samples", f"must be a positive integer, got {n_samples!r}", "e.g. 200")
     if not math.isfinite(noise) or noise < 0:
-        raise ArgumentError("noise", f"must be a finite number >= 0, got {noise!r}")
+        raise ArgumentError("noise", f"must be a finite number >= 0, got {noise!r}", "e.g. 0.1")
     if fixed_classes is not None and num_classes != fixed_classes:
         raise ArgumentError(
             "num_classes",
@@ -117,7 +117,7 @@ def make_toy2d(
             f"set num_classes={fixed_classes} or use blobs/spirals",
         )
     if num_classes < 2:
-        raise ArgumentError("num_classes", f"need at least 2 classes, got {num_classes}")
+        raise ArgumentError("num_classes", f"need at least 2 classes, got {num_classes}", "use 2 or more")
 
     rng = np.random.default_rng(seed)
     sizes = _class_sizes(n_samples, num_classes)
@@ -142,9 +142,9 @@ class Toy2DDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not 0 < val_fraction < 1:
-            raise ArgumentError("val_fraction", f"must be in (0, 1), got {val_fraction}")
+            raise ArgumentError("val_fraction", f"must be in (0, 1), got {val_fraction}", "e.g. 0.25")
         if batch_size < 1:
-            raise ArgumentError("batch_size", f"must be >= 1, got {batch_size}")
+            raise ArgumentError("batch_size", f"must be >= 1, got {batch_size}", "e.g. 32")
         x, y = make_toy2d(name, n_samples, noise, seed, num_classes)
         n_val = round(n_samples * val_fraction)
         if n_val < 1 or n_val >= n_samples:

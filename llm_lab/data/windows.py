@@ -42,6 +42,10 @@ class TokenWindows(Dataset):
         stride = context_length if stride is None else stride
         if stride < 1:
             raise ArgumentError("stride", f"{stride} < 1", "use 1..context_length")
+        if stride > context_length:  # the tokens between two windows would never be trained on
+            raise ArgumentError(
+                "stride", f"{stride} > context_length={context_length}", "use 1..context_length"
+            )
         if len(ids) < context_length + 1:
             raise ArgumentError(
                 "context_length",

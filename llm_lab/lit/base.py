@@ -9,6 +9,7 @@ the Trainer: its steps, or its time budget (``trainer.max_time``; see ``llm_lab/
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,6 +31,21 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 CLIP_BACKENDS = ("torch", "lab")
+log = logging.getLogger(__name__)
+
+
+def warmup_notice(scheduler: Any, total_steps: float) -> str | None:
+    """A warning when the schedule's warm-up (the ``warmup_steps`` of a ``scheduler/`` partial) is
+    longer than the run: the learning rate would never reach its peak, and nothing else would say so.
+    None when the warm-up fits, or when the run's length is not known in steps (a time budget)."""
+    warmup = getattr(scheduler, "keywords", {}).get("warmup_steps")
+    if not isinstance(warmup, int) or not math.isfinite(total_steps) or warmup <= total_steps:
+        return None
+    return (
+        f"scheduler.warmup_steps: {warmup} warm-up steps are more than the run's {int(total_steps)} "
+        f"optimizer steps, so the learning rate never reaches its peak (lower scheduler.warmup_steps "
+        f"below {int(total_steps)}, or train longer)"
+    )
 
 
 def is_logging_step(trainer: L.Trainer, step: int) -> bool:
@@ -80,6 +96,9 @@ class LabModule(L.LightningModule):
                 "the learning-rate schedule needs to know when training ends, and nothing bounds it",
                 "set trainer.max_steps, trainer.max_epochs or a time budget trainer.max_time",
             )
+        notice = warmup_notice(self.scheduler_factory, total_steps)
+        if notice is not None and self.trainer.is_global_zero:
+            log.warning(notice)
         timed = {"time_spent": spent} if spent is not None else {}
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps, **timed)
         return {

@@ -38,7 +38,7 @@ class HandWrittenUpdate(torch.optim.Optimizer):
                 "keep the experiment's optimizer and set optimizer.lr",
             )
         if not lr > 0:
-            raise ArgumentError("lr", f"must be > 0, got {lr}")
+            raise ArgumentError("lr", f"must be > 0, got {lr}", "e.g. 0.1")
         super().__init__(params, {"lr": lr})
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

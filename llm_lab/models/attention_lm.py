@@ -107,7 +107,7 @@ class AttentionLM(nn.Module):
     ) -> None:
         super().__init__()
         if d_model <= 0:
-            raise ArgumentError("d_model", f"d_model={d_model} must be positive")
+            raise ArgumentError("d_model", f"d_model={d_model} must be positive", "use a positive size")
         self.context_length = context_length
         self.causal = attention == "causal" or (attention == "multihead" and causal)
         self.tok_emb = nn.Embedding(vocab_size, d_model)

@@ -97,10 +97,11 @@ class GPTConfig:
         for key in ("vocab_size", "context_length", "n_layer", "n_head", "n_embd", "n_kv_head", "d_ff"):
             value = getattr(self, key)
             if value is not None and value <= 0:
-                raise ArgumentError(key, f"must be positive, got {value}")
+                raise ArgumentError(key, f"must be positive, got {value}", "use 1 or more")
         for key in ("norm_eps", "rope_theta"):
             if not getattr(self, key) > 0:
-                raise ArgumentError(key, f"must be positive, got {getattr(self, key)}")
+                example = {"norm_eps": "1e-5", "rope_theta": "10000"}[key]
+                raise ArgumentError(key, f"must be positive, got {getattr(self, key)}", f"e.g. {example}")
         if self.n_embd % self.n_head != 0:
             raise ArgumentError(
                 "n_head",
@@ -128,7 +129,9 @@ class GPTConfig:
                     f"use one of {', '.join(valid)}",
                 )
         if not 0.0 <= self.dropout < 1.0:
-            raise ArgumentError("dropout", f"dropout={self.dropout} is outside [0, 1)")
+            raise ArgumentError(
+                "dropout", f"dropout={self.dropout} is outside [0, 1)", "e.g. 0.1, or 0 for none"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -410,7 +413,9 @@ class GPT(nn.Module):
         """
         if idx.dim() != 2 or idx.shape[1] == 0:
             raise ArgumentError(
-                "idx", f"generate needs ids of shape (B, T) with T ≥ 1, got {tuple(idx.shape)}"
+                "idx",
+                f"generate needs ids of shape (B, T) with T ≥ 1, got {tuple(idx.shape)}",
+                "give a batch of at least one prompt token",
             )
         ctx = self.config.context_length
         was_training = self.training

@@ -48,7 +48,7 @@ def mlp_layers(
     sizes = [in_features, *check_hidden_sizes(hidden_sizes), out_features]
     check_activation(activation)
     if not 0 <= dropout < 1:
-        raise ArgumentError("dropout", f"must be in [0, 1), got {dropout}")
+        raise ArgumentError("dropout", f"must be in [0, 1), got {dropout}", "e.g. 0.1, or 0 for none")
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1], strict=True):
         linear = nn.Linear(fan_in, fan_out)
@@ -104,9 +104,11 @@ class MLPLanguageModel(nn.Module):
     ) -> None:
         super().__init__()
         if context_length < 1:
-            raise ArgumentError("context_length", f"must be >= 1, got {context_length}")
+            raise ArgumentError(
+                "context_length", f"must be >= 1, got {context_length}", "use a positive length"
+            )
         if n_embd < 1:
-            raise ArgumentError("n_embd", f"must be >= 1, got {n_embd}")
+            raise ArgumentError("n_embd", f"must be >= 1, got {n_embd}", "use a positive size")
         self.context_length = context_length
         self.embedding = nn.Embedding(vocab_size, n_embd)  # the paper's shared matrix C
         self.mlp = mlp_layers(context_length * n_embd, vocab_size, hidden_sizes, activation, dropout)

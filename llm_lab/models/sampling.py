@@ -44,9 +44,11 @@ def sample_next(
     if temperature < 0:
         raise ArgumentError("temperature", f"must be ≥ 0, got {temperature}", "0 means greedy")
     if top_k is not None and top_k < 1:
-        raise ArgumentError("top_k", f"must be ≥ 1 or null, got {top_k}")
+        raise ArgumentError("top_k", f"must be ≥ 1 or null, got {top_k}", "e.g. 40, or null for every token")
     if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ArgumentError("top_p", f"must be in (0, 1] or null, got {top_p}")
+        raise ArgumentError(
+            "top_p", f"must be in (0, 1] or null, got {top_p}", "e.g. 0.9, or null for no nucleus"
+        )
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature

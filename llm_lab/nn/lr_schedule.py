@@ -49,7 +49,9 @@ def lr_warmup_cosine(
     if warmup_steps < 0:
         raise ArgumentError("warmup_steps", f"{warmup_steps} < 0", "use 0 or more")
     if warmup_start not in WARMUP_STARTS:
-        raise ArgumentError("warmup_start", f"{warmup_start!r} is not one of {', '.join(WARMUP_STARTS)}")
+        raise ArgumentError(
+            "warmup_start", f"unknown value {warmup_start!r}", f"use one of {', '.join(WARMUP_STARTS)}"
+        )
     if step < warmup_steps:
         done = step + 1 if warmup_start == "one_step" else step
         return max_lr * done / warmup_steps

@@ -36,7 +36,9 @@ def check_hidden_sizes(hidden_sizes: Sequence[int]) -> list[int]:
     sizes = list(hidden_sizes)
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ArgumentError("hidden_sizes", f"every hidden size must be a positive integer, got {sizes}")
+            raise ArgumentError(
+                "hidden_sizes", f"every hidden size must be a positive integer, got {sizes}", "e.g. [64, 64]"
+            )
     return sizes
 
 

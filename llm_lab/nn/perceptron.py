@@ -23,7 +23,11 @@ from llm_lab.errors import ArgumentError
 def to_signed(y: Tensor) -> Tensor:
     """Map class ids {0, 1} to the perceptron's labels {-1, +1}."""
     if y.numel() and not bool(((y == 0) | (y == 1)).all()):
-        raise ArgumentError("y", "the perceptron is a binary classifier: labels must be 0 or 1")
+        raise ArgumentError(
+            "y",
+            "the perceptron is a binary classifier: labels must be 0 or 1",
+            "map the two classes to 0 and 1",
+        )
     return 2 * y.to(torch.int64) - 1
 
 
@@ -41,7 +45,9 @@ class Perceptron(nn.Module):
     def __init__(self, in_features: int, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if in_features < 1:
-            raise ArgumentError("in_features", f"must be >= 1, got {in_features}")
+            raise ArgumentError(
+                "in_features", f"must be >= 1, got {in_features}", "use the number of input features"
+            )
         # Starting from zero is what Novikoff's bound assumes.
         self.register_buffer("weight", torch.zeros(in_features, dtype=dtype))
         self.register_buffer("bias", torch.zeros((), dtype=dtype))
@@ -62,7 +68,7 @@ class Perceptron(nn.Module):
         hyperplane counts as a mistake, so that learning can start from ``w = 0``.
         """
         if not lr > 0:
-            raise ArgumentError("lr", f"the perceptron's learning rate must be > 0, got {lr}")
+            raise ArgumentError("lr", f"the perceptron's learning rate must be > 0, got {lr}", "e.g. 1.0")
         signed = to_signed(y).to(self.weight.dtype)
         x = x.to(self.weight.dtype)
         mistakes = 0

@@ -31,7 +31,9 @@ def _check_span(context_length: int, length: int, offset: int) -> None:
 def check_context_length(context_length: int) -> None:
     """Raise an ArgumentError naming ``context_length`` unless it is positive."""
     if context_length <= 0:
-        raise ArgumentError("context_length", f"context_length={context_length} must be > 0")
+        raise ArgumentError(
+            "context_length", f"context_length={context_length} must be > 0", "use a positive length"
+        )
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -99,7 +101,11 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         check_context_length(context_length)
         if head_dim % 2 != 0:
-            raise ArgumentError("head_dim", f"RoPE rotates pairs of features: head_dim={head_dim} is odd")
+            raise ArgumentError(
+                "head_dim",
+                f"RoPE rotates pairs of features: head_dim={head_dim} is odd",
+                "use an even head_dim",
+            )
         self.context_length = context_length
         theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         angles = torch.arange(context_length, dtype=torch.float64)[:, None] * theta  # (T, d/2)

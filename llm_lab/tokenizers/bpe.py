@@ -114,7 +114,9 @@ class BPETokenizer:
         for rank, (a, b) in enumerate(self.merges):
             if a not in self._id_of or b not in self._id_of or a + b not in self._id_of:
                 raise ArgumentError(
-                    "merges", f"merge {rank} ({a!r}, {b!r}) uses a token not in the vocabulary"
+                    "merges",
+                    f"merge {rank} ({a!r}, {b!r}) uses a token not in the vocabulary",
+                    "give the vocabulary these merges were made with",
                 )
             self._rank.setdefault((self._id_of[a], self._id_of[b]), rank)
             self._merged_id.append(self._id_of[a + b])
@@ -204,7 +206,11 @@ class BPETokenizer:
         names = frozenset(allowed_special)
         unknown = sorted(names - self.special_tokens.keys())
         if unknown:
-            raise ArgumentError("allowed_special", f"names tokens that are not special here: {unknown}")
+            raise ArgumentError(
+                "allowed_special",
+                f"names tokens that are not special here: {unknown}",
+                "name only the special tokens",
+            )
         return names
 
     def _encode_parts(self, parts: list[str], out: list[int]) -> None:
@@ -312,7 +318,9 @@ def check_special_tokens(special_tokens: Sequence[str]) -> None:
         )
     for token in special_tokens:
         if not isinstance(token, str) or not token:
-            raise ArgumentError("special_tokens", f"{token!r} is not a non-empty string")
+            raise ArgumentError(
+                "special_tokens", f"{token!r} is not a non-empty string", "e.g. <|endoftext|>"
+            )
     duplicates = sorted({t for t in special_tokens if list(special_tokens).count(t) > 1})
     if duplicates:
         raise ArgumentError("special_tokens", f"listed twice: {duplicates}", "list each special token once")

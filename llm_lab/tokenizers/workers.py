@@ -72,7 +72,7 @@ def document_batches(documents: Iterable[str], size: int, name: str) -> Iterator
     chars = 0
     for doc in documents:
         if not isinstance(doc, str):
-            raise ArgumentError(name, f"yields a {type(doc).__name__}, not str")
+            raise ArgumentError(name, f"yields a {type(doc).__name__}, not str", "give documents as text")
         batch.append(doc)
         chars += len(doc)
         if chars >= size:
