@@ -59,9 +59,10 @@ def test_utf16_text_without_a_byte_order_mark_is_refused_with_the_conversion(tmp
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
 def test_utf16_text_with_a_byte_order_mark_is_named_with_its_conversion(tmp_path: Path, encoding: str):
-    text = tmp_path / "notes.txt"
+    (tmp_path / "corpus").mkdir()
+    text = tmp_path / "corpus" / "notes.txt"
     text.write_bytes(("\ufeff" + "The function returns a list.\n" * 200).encode(encoding))
-    proc = run_train("experiment=bpe", f"data.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_train("experiment=bpe", f"data.path={text.parent}", f"hydra.run.dir={tmp_path / 'run'}")
     one_line_error(proc, f"{text}: UTF-16", f"iconv -f UTF-16 -t UTF-8 {text} > {text}.utf8.txt")
 
 
