@@ -40,6 +40,23 @@ def test_a_restored_loader_continues_with_the_next_batch():
     assert len(_epoch(fresh, 3)) == 5  # the next epoch is whole again
 
 
+def test_a_resume_with_another_batch_size_skips_the_examples_trained_on(caplog: pytest.LogCaptureFixture):
+    """3 batches of 8 = 24 examples trained on; resumed with batches of 5, the epoch goes on after
+    its first 20 (4 batches of 5): nothing skipped that was not trained on."""
+    original = ResumableLoader(DATA, batch_size=8, seed=0)
+    original.sampler.set_epoch(1)
+    it = iter(original)
+    for _ in range(3):
+        next(it)
+    state = original.state_dict()
+    order = sum(_epoch(ResumableLoader(DATA, batch_size=8, seed=0), 1), [])  # the epoch's permutation
+    resumed = ResumableLoader(DATA, batch_size=5, seed=0)
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(1)
+    assert sum((b[0].tolist() for b in resumed), []) == order[20:]
+    assert "batch size 5 where the checkpoint's run used 8" in caplog.text
+
+
 def test_a_checkpoint_at_the_end_of_an_epoch_does_not_cut_the_next_one():
     loader = ResumableLoader(DATA, batch_size=8, seed=0)
     _epoch(loader, 0)

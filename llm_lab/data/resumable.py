@@ -11,11 +11,14 @@ Two things make that possible:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+log = logging.getLogger(__name__)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -91,9 +94,25 @@ class ResumableLoader(DataLoader):
     def state_dict(self) -> dict[str, int]:
         # The loader has a length, so Lightning's data fetcher does not fetch ahead: every batch
         # handed out so far has been trained on when a checkpoint is written.
-        return {"epoch": self.sampler.epoch, "consumed_batches": self._yielded}
+        return {
+            "epoch": self.sampler.epoch,
+            "consumed_batches": self._yielded,
+            "batch_size": self.sampler.batch_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.set_epoch(state["epoch"])
         self.sampler.skip_epoch = state["epoch"]
-        self.sampler.skip_batches = state["consumed_batches"]
+        consumed, before = state["consumed_batches"], state.get("batch_size", self.sampler.batch_size)
+        if before != self.sampler.batch_size:
+            # Resumed with another batch size: skip the examples already trained on, not the count
+            # of batches (which would repeat or drop data); a part batch's worth is seen again.
+            consumed = consumed * before // self.sampler.batch_size
+            log.warning(
+                "resumed with batch size %d where the checkpoint's run used %d: the epoch goes on after "
+                "its first %d examples",
+                self.sampler.batch_size,
+                before,
+                consumed * self.sampler.batch_size,
+            )
+        self.sampler.skip_batches = consumed
