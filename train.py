@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
-from llm_lab import tokenizer_stage
+from llm_lab import sweeps, tokenizer_stage
 from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
@@ -339,9 +340,29 @@ def resume_command(cfg: DictConfig) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+class Terminated(BaseException):
+    """SIGTERM before training installed its own handler (reading the corpus, training the
+    tokenizer): Python's default would end the process without a word."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     configure_console()
+    label = sweeps.job_label()  # None for a single run
+    if label is not None:
+        sweeps.OUTCOME.started += 1
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous = None
     try:
         metrics = train(cfg)
         return optimized_value(cfg, metrics)
@@ -350,10 +371,12 @@ def main(cfg: DictConfig) -> float | None:
         # "ended by signal n" (130 for Ctrl-C, 143 for SIGTERM).
         how = f"resume with:\n  {resume_command(cfg)}" if stop.step > 0 else "nothing to resume"
         print_and_log(f"interrupted: {stop}; {how}", logging.WARNING)
+        stop_sweep(label)
         sys.exit(128 + stop.signum)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
-        sys.exit(130)
+        stop_sweep(label)
+        sys.exit(128 + (stop.signum if isinstance(stop, Terminated) else signal.SIGINT))
     except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
         # so the run directory never looks like a finished run.
@@ -362,8 +385,29 @@ def main(cfg: DictConfig) -> float | None:
         out = Path(cfg.paths.output_dir)
         if out.is_dir():
             (out / "FAILED").write_text(f"{err}\n")
-        print_and_log(f"error: {err}")
-        sys.exit(2)
+        if label is None:
+            print_and_log(f"error: {err}")
+            sys.exit(2)
+        # In a sweep the other jobs may be fine: this one is recorded as failed (the Optuna
+        # sweeper finds its FAILED file, the summary lists it) and the sweep goes on; the command
+        # exits 2 once every job has run (see cli).
+        print_and_log(f"error: {label}: {err}")
+        sweeps.OUTCOME.failed.append(label)
+        return None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def stop_sweep(label: str | None) -> None:
+    """After an interrupted job of a sweep: which jobs did not run, and how to run them."""
+    if label is None:
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    line = sweeps.unrun_jobs_line(HydraConfig.get())
+    if line:
+        print_and_log(line, logging.WARNING)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
@@ -379,7 +423,12 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 def cli() -> None:
     """``python train.py [key=value ...]``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sweeps.reset_outcome()
     run_cli(main, CONF, "train")
+    line = sweeps.failed_jobs_line()
+    if line is not None:  # a sweep went on past failed jobs: the command as a whole did not succeed
+        print(line, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

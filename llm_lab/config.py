@@ -252,3 +252,16 @@ def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None
         overrides = get_args_parser().parse_known_args()[0].overrides  # Hydra's own reading of argv
         print(f"error: {composition_error(err, overrides, config_dir, config_name)}", file=sys.stderr)
         sys.exit(2)
+    except LabError as err:  # raised by a plugin's own check (the Optuna sweeper's setup)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except InstantiationException as err:
+        # Hydra builds its plugins (the lab's Optuna sweeper) with instantiate, which wraps the
+        # ConfigError they raise for a bad hydra.sweeper.* value: that error is the one to show.
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, LabError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        sys.exit(2)

@@ -20,7 +20,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,102 @@ class SingleProcessSweeps(Callback):
             check_single_process(config.trainer)
         except LabError as err:
             _exit_with(err)
+
+
+@dataclass
+class SweepOutcome:
+    """What the jobs of the sweep now running report about themselves. A job that stops on a lab
+    error does not end the sweep (the next ones may be fine): ``train.py`` records it here, and
+    once every job has run the command exits 2, naming how many failed and where the summary is.
+    One process runs the jobs one after the other (Hydra's basic launcher), so a module-level
+    record sees them all."""
+
+    started: int = 0  # jobs that began
+    failed: list[str] = field(default_factory=list)  # their labels (see job_label)
+    sweep_dir: Path | None = None  # set when the sweep ends
+    summary: Path | None = None  # summary.md, when one was written
+
+
+OUTCOME = SweepOutcome()
+
+
+def reset_outcome() -> None:
+    """A fresh record, for a new command (tests run several in one process)."""
+    global OUTCOME
+    OUTCOME = SweepOutcome()
+
+
+def swept_overrides(job_overrides: Sequence[str], command_line: Sequence[str]) -> list[str]:
+    """The overrides that tell this job from the others: those of the job not typed as such on the
+    command line (``data.window=0`` out of ``data.window=2,0``, or a value Optuna sampled), minus
+    the trial bookkeeping."""
+    typed = set(command_line)
+    return [
+        o
+        for o in job_overrides
+        if o not in typed and o.split("=", 1)[0].lstrip("+~").split(".")[0] != OPTUNA_KEY
+    ]
+
+
+def job_label() -> str | None:
+    """``job 1 (data.window=0)`` for a job of a sweep, None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    from hydra._internal.utils import get_args_parser
+
+    hydra_cfg = HydraConfig.get()
+    command_line = get_args_parser().parse_known_args()[0].overrides  # Hydra's own reading of argv
+    swept = swept_overrides([str(o) for o in hydra_cfg.overrides.task], command_line)
+    return f"job {hydra_cfg.job.num}" + (f" ({' '.join(swept)})" if swept else "")
+
+
+def failed_jobs_line() -> str | None:
+    """The last line of a sweep some of whose jobs failed, None when none did."""
+    if not OUTCOME.failed:
+        return None
+    where = OUTCOME.summary or OUTCOME.sweep_dir or "sweep"
+    failed = "; ".join(OUTCOME.failed)
+    return (
+        f"error: {where}: {len(OUTCOME.failed)} of {OUTCOME.started} jobs failed: {failed} "
+        "(each job's error is above and in the FAILED file of its folder)"
+    )
+
+
+def unrun_jobs_line(hydra_cfg: Any, shown: int = 10) -> str | None:
+    """After job ``hydra_cfg.job.num`` of a sweep was interrupted (the command stops there): the
+    jobs that did not run, and the commands that run them. An Optuna study resumes itself."""
+    import shlex
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
+
+    command_line = get_args_parser().parse_known_args()[0].overrides
+    script = sys.argv[0]
+    if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        again = " ".join(shlex.quote(w) for w in ["python", script, "-m", *command_line])
+        return f"the sweep stopped at job {hydra_cfg.job.num}; run the same command to go on:\n  {again}"
+    # The basic sweeper's own expansion of its params and the command line: the same job order.
+    params = hydra_cfg.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()]
+    lines += [o for o in command_line if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)[0]
+    left = jobs[hydra_cfg.job.num + 1 :]
+    if not left:
+        return None
+    commands = [" ".join(shlex.quote(w) for w in ["python", script, *job]) for job in left[:shown]]
+    more = [f"  ... and {len(left) - shown} more"] if len(left) > shown else []
+    first = hydra_cfg.job.num + 1
+    which = f"job {first}" if len(left) == 1 else f"jobs {first}-{first + len(left) - 1}"
+    return "\n".join(
+        [
+            f"the sweep stopped: {which} of {len(jobs)} did not run; run each with"
+            " (or the whole sweep again):",
+            *(f"  {c}" for c in commands),
+            *more,
+        ]
+    )
 
 
 @dataclass
@@ -226,6 +322,7 @@ class SweepSummary(Callback):
         self.filename = filename
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        OUTCOME.sweep_dir = Path(config.hydra.sweep.dir)
         metric = config.get("optimized_metric")
         if not metric:
             return
@@ -241,4 +338,5 @@ class SweepSummary(Callback):
             return
         table = summary_table(jobs, metric, str(direction))
         (sweep_dir / self.filename).write_text(table)
+        OUTCOME.summary = sweep_dir / self.filename
         print(f"\n{table}\nwritten to {sweep_dir / self.filename}")
