@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 from llm_lab import sweeps, tokenizer_stage
 from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
+from llm_lab.callbacks.metric_check import OptimizedMetricCheck, missing_metric
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import (
     as_config_error,
@@ -76,6 +77,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     callbacks = [build(c, cfg) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks.append(OptimizedMetricCheck(cfg.get("optimized_metric")))  # a misspelt name: said early
     if sys.stdout.isatty():
         callbacks.append(StepProgressBar())
     else:
@@ -416,7 +418,7 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise ConfigError("optimized_metric", f"{name!r} was not logged", f"pick one of {sorted(metrics)}")
+        raise missing_metric(name, metrics)
     return metrics[name]
 
 

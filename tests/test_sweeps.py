@@ -248,6 +248,23 @@ def test_a_bad_optuna_setting_is_one_line_naming_its_key(tmp_path: Path, overrid
     assert not (tmp_path / "optuna.db").exists()
 
 
+def test_a_misspelt_optimized_metric_stops_the_run_at_its_first_validation(tmp_path: Path):
+    proc = run_train(
+        *TINY,
+        "optimized_metric=val/lose",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",  # the first validation after step 2 of 6
+        "progress_every_n_steps=1",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == "error: optimized_metric: 'val/lose' is not logged (did you mean val/loss?)"
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:]
+    assert "step 2/" in proc.stdout and "step 3/" not in proc.stdout  # stopped there, not at the end
+    assert (tmp_path / "FAILED").is_file() and not (tmp_path / "metrics.json").exists()
+
+
 def _hparams(event_dir: Path) -> tuple[dict[str, Any], set[str], dict[str, float]]:
     """The HParams plugin's data in a run's event files: hyperparameters, metric tags, and the
     value HParams shows for each metric (the last point of that metric's curve)."""
