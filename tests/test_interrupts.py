@@ -57,6 +57,19 @@ def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_tokenizer_trains_says_there_is_nothing_to_resume(signum: int, tmp_path: Path):
+    # A tokenizer cache of its own: the tokenizer is trained, not found (the whole corpus: seconds).
+    run = ["experiment=gpt", "model.net.size=lab-tiny", "logger=csv", f"paths.cache_dir={tmp_path / 'cache'}"]
+    run_dir = tmp_path / "run"
+    stopped = signal_at("tokenizer (cached for the next runs)", signum, *run, f"hydra.run.dir={run_dir}")
+    assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
+    said = "interrupted before the first training step: nothing to resume"
+    assert stopped.stderr.strip().splitlines()[-1] == said
+    assert (run_dir / "train.log").read_text().rstrip().endswith(f"[WARNING] {said}")
+    assert not (run_dir / "FAILED").exists() and not (run_dir / "checkpoints").exists()
+
+
 def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
     """With a clock that advances 4 minutes at every reading (one per step, one per save),
     every_minutes=10 saves after steps 3, 6 and 9."""
