@@ -373,11 +373,11 @@ def main(cfg: DictConfig) -> float | None:
         # "ended by signal n" (130 for Ctrl-C, 143 for SIGTERM).
         how = f"resume with:\n  {resume_command(cfg)}" if stop.step > 0 else "nothing to resume"
         print_and_log(f"interrupted: {stop}; {how}", logging.WARNING)
-        stop_sweep(label)
+        stop_sweep(label, started=stop.step > 0)
         sys.exit(128 + stop.signum)
     except (KeyboardInterrupt, Terminated) as stop:
         print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
-        stop_sweep(label)
+        stop_sweep(label, started=False)
         sys.exit(128 + (stop.signum if isinstance(stop, Terminated) else signal.SIGINT))
     except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
@@ -401,13 +401,14 @@ def main(cfg: DictConfig) -> float | None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def stop_sweep(label: str | None) -> None:
-    """After an interrupted job of a sweep: which jobs did not run, and how to run them."""
+def stop_sweep(label: str | None, started: bool) -> None:
+    """After an interrupted job of a sweep (``started``: it trained a step, and its checkpoint
+    resumes it): which jobs did not run, and how to run them."""
     if label is None:
         return
     from hydra.core.hydra_config import HydraConfig
 
-    line = sweeps.unrun_jobs_line(HydraConfig.get())
+    line = sweeps.unrun_jobs_line(HydraConfig.get(), started=started)
     if line:
         print_and_log(line, logging.WARNING)
 

@@ -178,9 +178,10 @@ def failed_jobs_line() -> str | None:
     )
 
 
-def unrun_jobs_line(hydra_cfg: Any, shown: int = 10) -> str | None:
+def unrun_jobs_line(hydra_cfg: Any, shown: int = 10, started: bool = True) -> str | None:
     """After job ``hydra_cfg.job.num`` of a sweep was interrupted (the command stops there): the
-    jobs that did not run, and the commands that run them. An Optuna study resumes itself."""
+    jobs that did not run (that one too when it had not ``started`` training: it has no checkpoint
+    to resume), and the commands that run them. An Optuna study resumes itself."""
     import shlex
 
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -196,12 +197,25 @@ def unrun_jobs_line(hydra_cfg: Any, shown: int = 10) -> str | None:
     lines = [f"{k}={v}" for k, v in params.items()]
     lines += [o for o in command_line if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)[0]
-    left = jobs[hydra_cfg.job.num + 1 :]
+    first = hydra_cfg.job.num + (1 if started else 0)
+    left = jobs[first:]
     if not left:
         return None
-    commands = [" ".join(shlex.quote(w) for w in ["python", script, *job]) for job in left[:shown]]
+    # Each into the folder the sweep would have given it (<sweep dir>/<job number>, the default),
+    # so that the sweep folder holds them all.
+    subdir = hydra_cfg.sweep._get_node("subdir")
+    sweep_dir = Path(hydra_cfg.runtime.output_dir).parent
+    if sweep_dir.is_relative_to(Path.cwd()):
+        sweep_dir = sweep_dir.relative_to(Path.cwd())
+    numbered = subdir is not None and subdir._value() == "${hydra.job.num}"
+    commands = [
+        " ".join(
+            shlex.quote(w)
+            for w in ["python", script, *job, *([f"hydra.run.dir={sweep_dir / str(n)}"] if numbered else [])]
+        )
+        for n, job in enumerate(left[:shown], start=first)
+    ]
     more = [f"  ... and {len(left) - shown} more"] if len(left) > shown else []
-    first = hydra_cfg.job.num + 1
     which = f"job {first}" if len(left) == 1 else f"jobs {first}-{first + len(left) - 1}"
     return "\n".join(
         [

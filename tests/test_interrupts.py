@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import ENV, ROOT, TINY_GPT, WORKDIR, Regression, final_weights, run_train, signal_at
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.checkpoint import LastCheckpoint
@@ -68,6 +69,27 @@ def test_a_signal_while_the_tokenizer_trains_says_there_is_nothing_to_resume(sig
     assert stopped.stderr.strip().splitlines()[-1] == said
     assert (run_dir / "train.log").read_text().rstrip().endswith(f"[WARNING] {said}")
     assert not (run_dir / "FAILED").exists() and not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_signal_in_a_grid_sweep_names_the_jobs_that_did_not_run_and_how_to_run_them(tmp_path: Path):
+    cbow = ["experiment=cbow", "data.max_documents=20", "model.embed_dim=8", "logger=csv"]
+    run = [*cbow, "trainer.max_steps=200", "progress_every_n_steps=1"]
+    stopped = signal_at("step 3/", signal.SIGTERM, "-m", *run, "seed=1,2", f"hydra.sweep.dir={tmp_path}")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "1").exists()
+    lines = stopped.stderr.strip().splitlines()
+    assert lines[-2] == "the sweep stopped: job 1 of 2 did not run; run each with (or the whole sweep again):"
+    printed = lines[-1].strip()
+    assert printed.startswith(f"python {ROOT / 'train.py'} ") and "seed=2" in printed.split()
+    assert "seed=1" not in printed.split() and "-m" not in printed.split()
+    # The printed command runs the missing job, into the folder the sweep would have given it.
+    ran = subprocess.run(
+        [*shlex.split(printed), "trainer.max_steps=3"], cwd=WORKDIR, capture_output=True, text=True, env=ENV
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert (tmp_path / "1" / "metrics.json").is_file()
+    assert OmegaConf.load(tmp_path / "1" / ".hydra" / "config.yaml").seed == 2
 
 
 def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
