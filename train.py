@@ -77,7 +77,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     callbacks = [build(c, cfg) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    callbacks.append(OptimizedMetricCheck(cfg.get("optimized_metric")))  # a misspelt name: said early
+    # A misspelt optimized_metric, said at the first validation, before the pruning callback of an
+    # Optuna trial finds it missing too (first: its error has the closest logged name).
+    callbacks.insert(0, OptimizedMetricCheck(cfg.get("optimized_metric")))
     if sys.stdout.isatty():
         callbacks.append(StepProgressBar())
     else:
@@ -358,6 +360,8 @@ def _terminate(signum: int, frame: Any) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     configure_console()
+    from hydra.core.hydra_config import HydraConfig
+
     label = sweeps.job_label()  # None for a single run
     if label is not None:
         sweeps.OUTCOME.started += 1
@@ -394,7 +398,7 @@ def main(cfg: DictConfig) -> float | None:
         # sweeper finds its FAILED file, the summary lists it) and the sweep goes on; the command
         # exits 2 once every job has run (see cli).
         print_and_log(f"error: {label}: {err}")
-        sweeps.OUTCOME.failed.append(label)
+        sweeps.OUTCOME.failed.append(HydraConfig.get().job.num)
         return None
     finally:
         if previous is not None:

@@ -126,7 +126,7 @@ class SweepOutcome:
     record sees them all."""
 
     started: int = 0  # jobs that began
-    failed: list[str] = field(default_factory=list)  # their labels (see job_label)
+    failed: list[int] = field(default_factory=list)  # the numbers of those that failed
     sweep_dir: Path | None = None  # set when the sweep ends
     summary: Path | None = None  # summary.md, when one was written
 
@@ -163,7 +163,8 @@ def job_label() -> str | None:
     hydra_cfg = HydraConfig.get()
     command_line = get_args_parser().parse_known_args()[0].overrides  # Hydra's own reading of argv
     swept = swept_overrides([str(o) for o in hydra_cfg.overrides.task], command_line)
-    return f"job {hydra_cfg.job.num}" + (f" ({' '.join(swept)})" if swept else "")
+    shown = [f"{o.split('=', 1)[0]}={_value(o.split('=', 1)[1])}" if "=" in o else o for o in swept]
+    return f"job {hydra_cfg.job.num}" + (f" ({' '.join(shown)})" if shown else "")
 
 
 def failed_jobs_line() -> str | None:
@@ -171,10 +172,11 @@ def failed_jobs_line() -> str | None:
     if not OUTCOME.failed:
         return None
     where = OUTCOME.summary or OUTCOME.sweep_dir or "sweep"
-    failed = "; ".join(OUTCOME.failed)
+    numbers = ", ".join(map(str, OUTCOME.failed))
+    jobs = "job" if len(OUTCOME.failed) == 1 else "jobs"
     return (
-        f"error: {where}: {len(OUTCOME.failed)} of {OUTCOME.started} jobs failed: {failed} "
-        "(each job's error is above and in the FAILED file of its folder)"
+        f"error: {where}: {len(OUTCOME.failed)} of {OUTCOME.started} jobs failed ({jobs} {numbers}; "
+        "each one's error is above and in the FAILED file of its folder)"
     )
 
 

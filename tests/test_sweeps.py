@@ -219,7 +219,7 @@ def test_a_job_that_fails_on_a_bad_value_is_named_and_the_sweep_goes_on(tmp_path
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2, proc.stderr[-3000:]
     assert errors[0].startswith("error: job 0 (data.window=0): data.window: ")
-    assert errors[1].startswith(f"error: {tmp_path / 'summary.md'}: 1 of 2 jobs failed: job 0")
+    assert errors[1].startswith(f"error: {tmp_path / 'summary.md'}: 1 of 2 jobs failed (job 0; ")
     assert (tmp_path / "0" / "FAILED").read_text().startswith("data.window: ")
     assert not (tmp_path / "0" / "metrics.json").exists()
     assert (tmp_path / "1" / "metrics.json").is_file() and not (tmp_path / "1" / "FAILED").exists()
