@@ -54,7 +54,7 @@ from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.loggers import LabTensorBoardLogger
-from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, read_checkpoint
+from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, newest_checkpoint, read_checkpoint
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import build_tokenizer
 
@@ -380,9 +380,19 @@ def main(cfg: DictConfig) -> float | None:
         stop_sweep(label, started=stop.step > 0)
         sys.exit(128 + stop.signum)
     except (KeyboardInterrupt, Terminated) as stop:
-        print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
-        stop_sweep(label, started=False)
-        sys.exit(128 + (stop.signum if isinstance(stop, Terminated) else signal.SIGINT))
+        # Outside the training loop: before it (corpus, tokenizer, data), or after it (the final
+        # validation, the test stage), when the run folder already holds a checkpoint to go on from.
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+        saved = (run_folder(cfg) / "checkpoints").is_dir() and newest_checkpoint(
+            run_folder(cfg) / "checkpoints"
+        ) is not None
+        if saved:
+            name = signal.Signals(signum).name
+            print_and_log(f"interrupted: {name}; resume with:\n  {resume_command(cfg)}", logging.WARNING)
+        else:
+            print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
+        stop_sweep(label, started=saved)
+        sys.exit(128 + signum)
     except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
         # so the run directory never looks like a finished run.

@@ -3,6 +3,7 @@ step it is in, says how to resume, and the resumed run ends with the weights of 
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import subprocess
@@ -69,6 +70,21 @@ def test_a_signal_while_the_tokenizer_trains_says_there_is_nothing_to_resume(sig
     assert stopped.stderr.strip().splitlines()[-1] == said
     assert (run_dir / "train.log").read_text().rstrip().endswith(f"[WARNING] {said}")
     assert not (run_dir / "FAILED").exists() and not (run_dir / "checkpoints").exists()
+
+
+def test_a_signal_after_training_resumes_from_the_saved_checkpoint(tmp_path: Path):
+    # The final validation and the test stage run after the training loop, outside its handler.
+    run = ["experiment=gpt", "model.net.size=lab-tiny", "tokenizer.vocab_size=300", "data.context_length=32"]
+    run += ["logger=csv", "trainer.max_steps=3", "test=true"]
+    stopped = signal_at("Validate metric", signal.SIGTERM, *run, f"hydra.run.dir={tmp_path}")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    lines = stopped.stderr.strip().splitlines()
+    assert lines[-2] == "interrupted: SIGTERM; resume with:" and not (tmp_path / "metrics.json").exists()
+    printed = lines[-1].strip()
+    assert printed.endswith(f"ckpt_path={tmp_path}")
+    resumed = subprocess.run(shlex.split(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "test/loss" in json.loads((tmp_path / "metrics.json").read_text())
 
 
 @pytest.mark.slow
