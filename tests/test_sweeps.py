@@ -236,6 +236,8 @@ def test_a_job_that_fails_on_a_bad_value_is_named_and_the_sweep_goes_on(tmp_path
         ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs"),
         ("optimized_direction=up", "optimized_direction"),  # hydra.sweeper.direction takes it
         ("optimized_metric=null", "optimized_metric"),
+        ("hydra.sweeper.pruner.n_startup_trials=-1", "hydra.sweeper.pruner"),  # Optuna's refusal
+        ("hydra.sweeper.sampler._target_=optuna.samplers.Nope", "hydra.sweeper.sampler"),
     ],
 )
 def test_a_bad_optuna_setting_is_one_line_naming_its_key(tmp_path: Path, override: str, key: str):
