@@ -337,17 +337,30 @@ class SweepSummary(Callback):
         self.direction = direction
         self.filename = filename
 
+    def _direction(self, config: DictConfig) -> tuple[str, str]:
+        """The direction and the key it was set by."""
+        for key, value in (
+            ("hydra.callbacks.sweep_summary.direction", self.direction),
+            ("optimized_direction", config.get("optimized_direction")),
+            ("hydra.sweeper.direction", OmegaConf.select(config, "hydra.sweeper.direction")),
+        ):
+            if value:
+                return str(value), key
+        return "minimize", "optimized_direction"
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Checked before any job: at the end, Hydra would turn the error into a mere warning and
+        # the sweep would end without its summary.
+        direction, key = self._direction(config)
+        if direction not in ("minimize", "maximize"):
+            _exit_with(ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize"))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         OUTCOME.sweep_dir = Path(config.hydra.sweep.dir)
         metric = config.get("optimized_metric")
         if not metric:
             return
-        direction = (
-            self.direction
-            or config.get("optimized_direction")
-            or OmegaConf.select(config, "hydra.sweeper.direction")
-            or "minimize"
-        )
+        direction, _ = self._direction(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = read_jobs(sweep_dir, metric, config.hydra.output_subdir or ".hydra")
         if not jobs:

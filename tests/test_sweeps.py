@@ -267,6 +267,16 @@ def test_a_misspelt_optimized_metric_stops_the_run_at_its_first_validation(tmp_p
     assert (tmp_path / "FAILED").is_file() and not (tmp_path / "metrics.json").exists()
 
 
+def test_a_grid_sweep_with_a_bad_direction_is_refused_before_any_job(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "seed=1,2", "optimized_direction=up", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: optimized_direction: 'up' is not a direction (use minimize or maximize)"
+    ]
+    assert not sweep.exists()
+
+
 def _hparams(event_dir: Path) -> tuple[dict[str, Any], set[str], dict[str, float]]:
     """The HParams plugin's data in a run's event files: hyperparameters, metric tags, and the
     value HParams shows for each metric (the last point of that metric's curve)."""
