@@ -37,6 +37,7 @@ from llm_lab import sweeps, tokenizer_stage
 from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
 from llm_lab.callbacks.metric_check import OptimizedMetricCheck, missing_metric
+from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import (
     as_config_error,
@@ -376,6 +377,8 @@ def main(cfg: DictConfig) -> float | None:
         # Not a failure: the run can go on from its checkpoint. 128 + n is the shell's code for
         # "ended by signal n" (130 for Ctrl-C, 143 for SIGTERM).
         how = f"resume with:\n  {resume_command(cfg)}" if stop.step > 0 else "nothing to resume"
+        if cfg.get(OPTUNA_KEY) is not None:  # an Optuna trial: its study runs it again (see below)
+            how = "the trial starts again when its study resumes"
         print_and_log(f"interrupted: {stop}; {how}", logging.WARNING)
         stop_sweep(label, started=stop.step > 0)
         sys.exit(128 + stop.signum)
@@ -388,7 +391,10 @@ def main(cfg: DictConfig) -> float | None:
         ) is not None
         if saved:
             name = signal.Signals(signum).name
-            print_and_log(f"interrupted: {name}; resume with:\n  {resume_command(cfg)}", logging.WARNING)
+            how = f"resume with:\n  {resume_command(cfg)}"
+            if cfg.get(OPTUNA_KEY) is not None:  # an Optuna trial: its study runs it again
+                how = "the trial starts again when its study resumes"
+            print_and_log(f"interrupted: {name}; {how}", logging.WARNING)
         else:
             print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
         stop_sweep(label, started=saved)

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import lightning as L
+import optuna
 import pytest
 import torch
 from conftest import ENV, ROOT, TINY_GPT, WORKDIR, Regression, final_weights, run_train, signal_at
@@ -106,6 +107,22 @@ def test_a_signal_in_a_grid_sweep_names_the_jobs_that_did_not_run_and_how_to_run
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert (tmp_path / "1" / "metrics.json").is_file()
     assert OmegaConf.load(tmp_path / "1" / ".hydra" / "config.yaml").seed == 2
+
+
+@pytest.mark.slow
+def test_a_signal_in_an_optuna_study_says_to_run_the_same_command_which_resumes_it(tmp_path: Path):
+    cbow = ["experiment=cbow", "data.max_documents=20", "model.embed_dim=8", "logger=csv"]
+    run = ["-m", *cbow, "hparams_search=cbow_optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=200"]
+    run += ["progress_every_n_steps=1", f"hydra.sweep.dir={tmp_path}"]
+    stopped = signal_at("step 3/", signal.SIGTERM, *run)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    lines = stopped.stderr.strip().splitlines()
+    assert lines[-3].endswith("; the trial starts again when its study resumes")  # no resume command
+    assert lines[-2] == "the sweep stopped at job 0; run the same command to go on:"
+    resumed = subprocess.run(shlex.split(lines[-1]), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = optuna.load_study(study_name="cbow", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
 
 def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
