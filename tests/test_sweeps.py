@@ -267,6 +267,27 @@ def test_a_misspelt_optimized_metric_stops_the_run_at_its_first_validation(tmp_p
     assert (tmp_path / "FAILED").is_file() and not (tmp_path / "metrics.json").exists()
 
 
+def test_optuna_trials_with_a_misspelt_metric_fail_one_by_one_and_the_command_exits_2(tmp_path: Path):
+    proc = run_train(
+        "-m",
+        *TINY,
+        "hparams_search=cbow_optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=1",
+        "optimized_metric=val/lose",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    for n in (0, 1):  # each trial ran, stopped at its first validation, and said which it was
+        assert errors[n].startswith(f"error: job {n} (")
+        assert errors[n].endswith("optimized_metric: 'val/lose' is not logged (did you mean val/loss?)")
+    assert errors[2].startswith(f"error: {tmp_path / 'summary.md'}: 2 of 2 jobs failed (jobs 0, 1; ")
+    study = optuna.load_study(study_name="cbow", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert (tmp_path / "summary.md").read_text().count("| failed |") == 2
+
+
 def test_a_grid_sweep_with_a_bad_direction_is_refused_before_any_job(tmp_path: Path):
     sweep = tmp_path / "sweep"
     proc = run_train("-m", *TINY, "seed=1,2", "optimized_direction=up", f"hydra.sweep.dir={sweep}")
