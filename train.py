@@ -14,6 +14,7 @@ The flow is the same for every stage (README "Architecture"):
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
@@ -366,6 +367,7 @@ def main(cfg: DictConfig) -> float | None:
     label = sweeps.job_label()  # None for a single run
     if label is not None:
         sweeps.OUTCOME.started += 1
+        sweeps.OUTCOME.hydra = copy.deepcopy(HydraConfig.get())  # to say what is left, if stopped
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: signals cannot be caught here
@@ -447,7 +449,21 @@ def cli() -> None:
     """``python train.py [key=value ...]``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sweeps.reset_outcome()
-    run_cli(main, CONF, "train")
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)  # main installs its own for each run
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous = None
+    try:
+        run_cli(main, CONF, "train")
+    except Terminated as stop:
+        # No run was going on: Hydra was setting one up, or between two jobs of a sweep.
+        last_job = sweeps.OUTCOME.hydra
+        said = sweeps.unrun_jobs_line(last_job) if last_job is not None else None
+        print(said or "interrupted before the first training step: nothing to resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     line = sweeps.failed_jobs_line()
     if line is not None:  # a sweep went on past failed jobs: the command as a whole did not succeed
         print(line, file=sys.stderr)

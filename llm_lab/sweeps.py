@@ -129,6 +129,7 @@ class SweepOutcome:
     failed: list[int] = field(default_factory=list)  # the numbers of those that failed
     sweep_dir: Path | None = None  # set when the sweep ends
     summary: Path | None = None  # summary.md, when one was written
+    hydra: Any = None  # the Hydra config of the latest job (what unrun_jobs_line needs)
 
 
 OUTCOME = SweepOutcome()
