@@ -14,11 +14,13 @@ The flow is the same for every stage (README "Architecture"):
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, is_dataclass
@@ -34,9 +36,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
-from llm_lab import tokenizer_stage
+from llm_lab import sweeps, tokenizer_stage
 from llm_lab.atomic import replacing
 from llm_lab.callbacks.checkpoint import Interrupted
+from llm_lab.callbacks.metric_check import OptimizedMetricCheck, missing_metric
+from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
 from llm_lab.callbacks.progress import LineProgress, StepProgressBar
 from llm_lab.config import (
     Setting,
@@ -57,7 +61,7 @@ from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.loggers import LabTensorBoardLogger
-from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, read_checkpoint
+from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, newest_checkpoint, read_checkpoint
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import build_tokenizer
 
@@ -80,6 +84,9 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     callbacks = [build(c, cfg) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # A misspelt optimized_metric, said at the first validation, before the pruning callback of an
+    # Optuna trial finds it missing too (first: its error has the closest logged name).
+    callbacks.insert(0, OptimizedMetricCheck(cfg.get("optimized_metric")))
     if sys.stdout.isatty():
         callbacks.append(StepProgressBar())
     else:
@@ -450,9 +457,32 @@ def resume_command(cfg: DictConfig) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+class Terminated(BaseException):
+    """SIGTERM before training installed its own handler (reading the corpus, training the
+    tokenizer): Python's default would end the process without a word."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     configure_console()
+    from hydra.core.hydra_config import HydraConfig
+
+    label = sweeps.job_label()  # None for a single run
+    if label is not None:
+        sweeps.OUTCOME.started += 1
+        sweeps.OUTCOME.hydra = copy.deepcopy(HydraConfig.get())  # to say what is left, if stopped
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous = None
     try:
         metrics = train(cfg)
         return optimized_value(cfg, metrics)
@@ -460,11 +490,28 @@ def main(cfg: DictConfig) -> float | None:
         # Not a failure: the run can go on from its checkpoint. 128 + n is the shell's code for
         # "ended by signal n" (130 for Ctrl-C, 143 for SIGTERM).
         how = f"resume with:\n  {resume_command(cfg)}" if stop.step > 0 else "nothing to resume"
+        if cfg.get(OPTUNA_KEY) is not None:  # an Optuna trial: its study runs it again (see below)
+            how = "the trial starts again when its study resumes"
         print_and_log(f"interrupted: {stop}; {how}", logging.WARNING)
+        stop_sweep(label, started=stop.step > 0)
         sys.exit(128 + stop.signum)
-    except KeyboardInterrupt:
-        print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as stop:
+        # Outside the training loop: before it (corpus, tokenizer, data), or after it (the final
+        # validation, the test stage), when the run folder already holds a checkpoint to go on from.
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+        saved = (run_folder(cfg) / "checkpoints").is_dir() and newest_checkpoint(
+            run_folder(cfg) / "checkpoints"
+        ) is not None
+        if saved:
+            name = signal.Signals(signum).name
+            how = f"resume with:\n  {resume_command(cfg)}"
+            if cfg.get(OPTUNA_KEY) is not None:  # an Optuna trial: its study runs it again
+                how = "the trial starts again when its study resumes"
+            print_and_log(f"interrupted: {name}; {how}", logging.WARNING)
+        else:
+            print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
+        stop_sweep(label, started=saved)
+        sys.exit(128 + signum)
     except (LabError, ArgumentError) as err:
         # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
         # so the run directory never looks like a finished run.
@@ -473,8 +520,30 @@ def main(cfg: DictConfig) -> float | None:
         out = Path(cfg.paths.output_dir)
         if out.is_dir():
             (out / "FAILED").write_text(f"{err}\n")
-        print_and_log(f"error: {err}")
-        sys.exit(2)
+        if label is None:
+            print_and_log(f"error: {err}")
+            sys.exit(2)
+        # In a sweep the other jobs may be fine: this one is recorded as failed (the Optuna
+        # sweeper finds its FAILED file, the summary lists it) and the sweep goes on; the command
+        # exits 2 once every job has run (see cli).
+        print_and_log(f"error: {label}: {err}")
+        sweeps.OUTCOME.failed.append(HydraConfig.get().job.num)
+        return None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def stop_sweep(label: str | None, started: bool) -> None:
+    """After an interrupted job of a sweep (``started``: it trained a step, and its checkpoint
+    resumes it): which jobs did not run, and how to run them."""
+    if label is None:
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    line = sweeps.unrun_jobs_line(HydraConfig.get(), started=started)
+    if line:
+        print_and_log(line, logging.WARNING)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
@@ -483,14 +552,33 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        raise ConfigError("optimized_metric", f"{name!r} was not logged", f"pick one of {sorted(metrics)}")
+        raise missing_metric(name, metrics)
     return metrics[name]
 
 
 def cli() -> None:
     """``python train.py [key=value ...]``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    run_cli(main, CONF, "train")
+    sweeps.reset_outcome()
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)  # main installs its own for each run
+    except ValueError:  # not the main thread: signals cannot be caught here
+        previous = None
+    try:
+        run_cli(main, CONF, "train")
+    except Terminated as stop:
+        # No run was going on: Hydra was setting one up, or between two jobs of a sweep.
+        last_job = sweeps.OUTCOME.hydra
+        said = sweeps.unrun_jobs_line(last_job) if last_job is not None else None
+        print(said or "interrupted before the first training step: nothing to resume", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    line = sweeps.failed_jobs_line()
+    if line is not None:  # a sweep went on past failed jobs: the command as a whole did not succeed
+        print(line, file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -294,6 +294,25 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
     return " ".join(text.split())
 
 
+def plugin_error(err: InstantiationException) -> str:
+    """One line for an object Hydra could not build for itself: the lab's own error when one is the
+    cause, else the key Hydra names (``full_key: hydra.sweeper.pruner``) and the library's words."""
+    import re
+
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, LabError):
+        cause = cause.__cause__
+    if cause is not None:
+        return str(cause)
+    text = str(err)
+    key = re.search(r"full_key: (\S+)", text)
+    where = key.group(1) if key else "config"
+    # Hydra's own text is several lines ("Error in call to target ...:", the cause, the key).
+    problem = str(err.__cause__).strip() if err.__cause__ is not None else text.split("\n")[0]
+    problem = problem or text.split("\n")[0]
+    return f"{where}: {' '.join(problem.split())} (check the {where}.* values)"
+
+
 def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None:
     """Run a ``@hydra.main`` entry point; a command line that cannot be composed is one line and
     exit code 2, like every other error of the lab."""
@@ -318,4 +337,12 @@ def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None
             f"error: {err.filename}: cannot be created or written ({err.strerror}) (choose another: {where})",
             file=sys.stderr,
         )
+        sys.exit(2)
+    except LabError as err:  # raised by a plugin's own check (the Optuna sweeper's setup)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except InstantiationException as err:
+        # Hydra builds its plugins and what they hold (the Optuna sweeper's sampler and pruner)
+        # with instantiate, outside build(): a bad hydra.sweeper.* value comes here, wrapped.
+        print(f"error: {plugin_error(err)}", file=sys.stderr)
         sys.exit(2)

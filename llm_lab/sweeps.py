@@ -20,7 +20,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,119 @@ class SingleProcessSweeps(Callback):
             check_single_process(config.trainer)
         except LabError as err:
             _exit_with(err)
+
+
+@dataclass
+class SweepOutcome:
+    """What the jobs of the sweep now running report about themselves. A job that stops on a lab
+    error does not end the sweep (the next ones may be fine): ``train.py`` records it here, and
+    once every job has run the command exits 2, naming how many failed and where the summary is.
+    One process runs the jobs one after the other (Hydra's basic launcher), so a module-level
+    record sees them all."""
+
+    started: int = 0  # jobs that began
+    failed: list[int] = field(default_factory=list)  # the numbers of those that failed
+    sweep_dir: Path | None = None  # set when the sweep ends
+    summary: Path | None = None  # summary.md, when one was written
+    hydra: Any = None  # the Hydra config of the latest job (what unrun_jobs_line needs)
+
+
+OUTCOME = SweepOutcome()
+
+
+def reset_outcome() -> None:
+    """A fresh record, for a new command (tests run several in one process)."""
+    global OUTCOME
+    OUTCOME = SweepOutcome()
+
+
+def swept_overrides(job_overrides: Sequence[str], command_line: Sequence[str]) -> list[str]:
+    """The overrides that tell this job from the others: those of the job not typed as such on the
+    command line (``data.window=0`` out of ``data.window=2,0``, or a value Optuna sampled), minus
+    the trial bookkeeping."""
+    typed = set(command_line)
+    return [
+        o
+        for o in job_overrides
+        if o not in typed and o.split("=", 1)[0].lstrip("+~").split(".")[0] != OPTUNA_KEY
+    ]
+
+
+def job_label() -> str | None:
+    """``job 1 (data.window=0)`` for a job of a sweep, None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    from hydra._internal.utils import get_args_parser
+
+    hydra_cfg = HydraConfig.get()
+    command_line = get_args_parser().parse_known_args()[0].overrides  # Hydra's own reading of argv
+    swept = swept_overrides([str(o) for o in hydra_cfg.overrides.task], command_line)
+    shown = [f"{o.split('=', 1)[0]}={_value(o.split('=', 1)[1])}" if "=" in o else o for o in swept]
+    return f"job {hydra_cfg.job.num}" + (f" ({' '.join(shown)})" if shown else "")
+
+
+def failed_jobs_line() -> str | None:
+    """The last line of a sweep some of whose jobs failed, None when none did."""
+    if not OUTCOME.failed:
+        return None
+    where = OUTCOME.summary or OUTCOME.sweep_dir or "sweep"
+    numbers = ", ".join(map(str, OUTCOME.failed))
+    jobs = "job" if len(OUTCOME.failed) == 1 else "jobs"
+    return (
+        f"error: {where}: {len(OUTCOME.failed)} of {OUTCOME.started} jobs failed ({jobs} {numbers}; "
+        "each one's error is above and in the FAILED file of its folder)"
+    )
+
+
+def unrun_jobs_line(hydra_cfg: Any, shown: int = 10, started: bool = True) -> str | None:
+    """After job ``hydra_cfg.job.num`` of a sweep was interrupted (the command stops there): the
+    jobs that did not run (that one too when it had not ``started`` training: it has no checkpoint
+    to resume), and the commands that run them. An Optuna study resumes itself."""
+    import shlex
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra._internal.utils import get_args_parser
+
+    command_line = get_args_parser().parse_known_args()[0].overrides
+    script = sys.argv[0]
+    if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        again = " ".join(shlex.quote(w) for w in ["python", script, "-m", *command_line])
+        return f"the sweep stopped at job {hydra_cfg.job.num}; run the same command to go on:\n  {again}"
+    # The basic sweeper's own expansion of its params and the command line: the same job order.
+    params = hydra_cfg.sweeper.get("params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()]
+    lines += [o for o in command_line if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(lines), None)[0]
+    first = hydra_cfg.job.num + (1 if started else 0)
+    left = jobs[first:]
+    if not left:
+        return None
+    # Each into the folder the sweep would have given it (<sweep dir>/<job number>, the default),
+    # so that the sweep folder holds them all.
+    subdir = hydra_cfg.sweep._get_node("subdir")
+    sweep_dir = Path(hydra_cfg.runtime.output_dir).parent
+    if sweep_dir.is_relative_to(Path.cwd()):
+        sweep_dir = sweep_dir.relative_to(Path.cwd())
+    numbered = subdir is not None and subdir._value() == "${hydra.job.num}"
+    commands = [
+        " ".join(
+            shlex.quote(w)
+            for w in ["python", script, *job, *([f"hydra.run.dir={sweep_dir / str(n)}"] if numbered else [])]
+        )
+        for n, job in enumerate(left[:shown], start=first)
+    ]
+    more = [f"  ... and {len(left) - shown} more"] if len(left) > shown else []
+    which = f"job {first}" if len(left) == 1 else f"jobs {first}-{first + len(left) - 1}"
+    return "\n".join(
+        [
+            f"the sweep stopped: {which} of {len(jobs)} did not run; run each with"
+            " (or the whole sweep again):",
+            *(f"  {c}" for c in commands),
+            *more,
+        ]
+    )
 
 
 @dataclass
@@ -225,20 +338,35 @@ class SweepSummary(Callback):
         self.direction = direction
         self.filename = filename
 
+    def _direction(self, config: DictConfig) -> tuple[str, str]:
+        """The direction and the key it was set by."""
+        for key, value in (
+            ("hydra.callbacks.sweep_summary.direction", self.direction),
+            ("optimized_direction", config.get("optimized_direction")),
+            ("hydra.sweeper.direction", OmegaConf.select(config, "hydra.sweeper.direction")),
+        ):
+            if value:
+                return str(value), key
+        return "minimize", "optimized_direction"
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Checked before any job: at the end, Hydra would turn the error into a mere warning and
+        # the sweep would end without its summary.
+        direction, key = self._direction(config)
+        if direction not in ("minimize", "maximize"):
+            _exit_with(ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize"))
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        OUTCOME.sweep_dir = Path(config.hydra.sweep.dir)
         metric = config.get("optimized_metric")
         if not metric:
             return
-        direction = (
-            self.direction
-            or config.get("optimized_direction")
-            or OmegaConf.select(config, "hydra.sweeper.direction")
-            or "minimize"
-        )
+        direction, _ = self._direction(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = read_jobs(sweep_dir, metric, config.hydra.output_subdir or ".hydra")
         if not jobs:
             return
         table = summary_table(jobs, metric, str(direction))
         (sweep_dir / self.filename).write_text(table)
+        OUTCOME.summary = sweep_dir / self.filename
         print(f"\n{table}\nwritten to {sweep_dir / self.filename}")

@@ -3,15 +3,18 @@ step it is in, says how to resume, and the resumed run ends with the weights of 
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import subprocess
 from pathlib import Path
 
 import lightning as L
+import optuna
 import pytest
 import torch
 from conftest import ENV, ROOT, TINY_GPT, WORKDIR, Regression, final_weights, run_train, signal_at
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.checkpoint import LastCheckpoint
@@ -55,6 +58,92 @@ def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly
     expected, actual = final_weights(straight, STEPS), final_weights(run_dir, STEPS)
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_tokenizer_trains_says_there_is_nothing_to_resume(signum: int, tmp_path: Path):
+    # A tokenizer cache of its own: the tokenizer is trained, not found (the whole corpus: seconds).
+    run = ["experiment=gpt", "model.net.size=lab-tiny", "logger=csv", f"paths.cache_dir={tmp_path / 'cache'}"]
+    run_dir = tmp_path / "run"
+    stopped = signal_at("tokenizer (cached for the next runs)", signum, *run, f"hydra.run.dir={run_dir}")
+    assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
+    said = "interrupted before the first training step: nothing to resume"
+    assert stopped.stderr.strip().splitlines()[-1] == said
+    assert (run_dir / "train.log").read_text().rstrip().endswith(f"[WARNING] {said}")
+    assert not (run_dir / "FAILED").exists() and not (run_dir / "checkpoints").exists()
+
+
+def test_a_signal_after_training_resumes_from_the_saved_checkpoint(tmp_path: Path):
+    # The final validation and the test stage run after the training loop, outside its handler.
+    run = ["experiment=gpt", "model.net.size=lab-tiny", "tokenizer.vocab_size=300", "data.context_length=32"]
+    run += ["logger=csv", "trainer.max_steps=3", "test=true"]
+    stopped = signal_at("Validate metric", signal.SIGTERM, *run, f"hydra.run.dir={tmp_path}")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    lines = stopped.stderr.strip().splitlines()
+    assert lines[-2] == "interrupted: SIGTERM; resume with:" and not (tmp_path / "metrics.json").exists()
+    printed = lines[-1].strip()
+    assert printed.endswith(f"ckpt_path={tmp_path}")
+    resumed = subprocess.run(shlex.split(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "test/loss" in json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_signal_in_a_grid_sweep_names_the_jobs_that_did_not_run_and_how_to_run_them(tmp_path: Path):
+    cbow = ["experiment=cbow", "data.max_documents=20", "model.embed_dim=8", "logger=csv"]
+    run = [*cbow, "trainer.max_steps=200", "progress_every_n_steps=1"]
+    stopped = signal_at("step 3/", signal.SIGTERM, "-m", *run, "seed=1,2", f"hydra.sweep.dir={tmp_path}")
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "1").exists()
+    lines = stopped.stderr.strip().splitlines()
+    assert lines[-2] == "the sweep stopped: job 1 of 2 did not run; run each with (or the whole sweep again):"
+    printed = lines[-1].strip()
+    assert printed.startswith(f"python {ROOT / 'train.py'} ") and "seed=2" in printed.split()
+    assert "seed=1" not in printed.split() and "-m" not in printed.split()
+    # The printed command runs the missing job, into the folder the sweep would have given it.
+    ran = subprocess.run(
+        [*shlex.split(printed), "trainer.max_steps=3"], cwd=WORKDIR, capture_output=True, text=True, env=ENV
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert (tmp_path / "1" / "metrics.json").is_file()
+    assert OmegaConf.load(tmp_path / "1" / ".hydra" / "config.yaml").seed == 2
+
+
+def test_a_signal_between_two_jobs_of_a_sweep_names_the_jobs_left(tmp_path: Path):
+    cbow = ["experiment=cbow", "data.max_documents=20", "model.embed_dim=8", "logger=csv"]
+    # Sent when job 0 prints its last line: it lands as job 0 returns or as Hydra sets up job 1.
+    stopped = signal_at(
+        "run folder:",
+        signal.SIGTERM,
+        "-m",
+        *cbow,
+        "trainer.max_steps=5",
+        "seed=1,2,3",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    lines = stopped.stderr.strip().splitlines()
+    assert (
+        lines[-3] == "the sweep stopped: jobs 1-2 of 3 did not run; run each with (or the whole sweep again):"
+    )
+    assert lines[-2].endswith(f"seed=2 hydra.run.dir={tmp_path / '1'}")
+    assert (tmp_path / "0" / "metrics.json").is_file() and not (tmp_path / "1" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_signal_in_an_optuna_study_says_to_run_the_same_command_which_resumes_it(tmp_path: Path):
+    cbow = ["experiment=cbow", "data.max_documents=20", "model.embed_dim=8", "logger=csv"]
+    run = ["-m", *cbow, "hparams_search=cbow_optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=200"]
+    run += ["progress_every_n_steps=1", f"hydra.sweep.dir={tmp_path}"]
+    stopped = signal_at("step 3/", signal.SIGTERM, *run)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    lines = stopped.stderr.strip().splitlines()
+    assert lines[-3].endswith("; the trial starts again when its study resumes")  # no resume command
+    assert lines[-2] == "the sweep stopped at job 0; run the same command to go on:"
+    resumed = subprocess.run(shlex.split(lines[-1]), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = optuna.load_study(study_name="cbow", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
 
 
 def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):

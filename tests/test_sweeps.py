@@ -213,6 +213,91 @@ def test_grid_sweep_writes_one_dir_per_job_a_summary_and_hparams(tmp_path: Path)
     assert "Sweep summary" in proc.stdout
 
 
+def test_a_job_that_fails_on_a_bad_value_is_named_and_the_sweep_goes_on(tmp_path: Path):
+    proc = run_train("-m", *TINY, "debug=fast", "data.window=0,2", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, proc.stderr[-3000:]
+    assert errors[0].startswith("error: job 0 (data.window=0): data.window: ")
+    assert errors[1].startswith(f"error: {tmp_path / 'summary.md'}: 1 of 2 jobs failed (job 0; ")
+    assert (tmp_path / "0" / "FAILED").read_text().startswith("data.window: ")
+    assert not (tmp_path / "0" / "metrics.json").exists()
+    assert (tmp_path / "1" / "metrics.json").is_file() and not (tmp_path / "1" / "FAILED").exists()
+    rows = [line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[1].split("|")[2:4] == [" 1 ", " 2 "] and rows[1].rstrip().endswith("|  |")
+    assert rows[2].split("|")[2:4] == [" 0 ", " 0 "] and rows[2].rstrip().endswith("| failed |")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials"),
+        ("hydra.sweeper.n_trials=-3", "hydra.sweeper.n_trials"),
+        ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs"),
+        ("optimized_direction=up", "optimized_direction"),  # hydra.sweeper.direction takes it
+        ("optimized_metric=null", "optimized_metric"),
+        ("hydra.sweeper.pruner.n_startup_trials=-1", "hydra.sweeper.pruner"),  # Optuna's refusal
+        ("hydra.sweeper.sampler._target_=optuna.samplers.Nope", "hydra.sweeper.sampler"),
+    ],
+)
+def test_a_bad_optuna_setting_is_one_line_naming_its_key(tmp_path: Path, override: str, key: str):
+    proc = run_train(
+        "-m", "experiment=cbow", "hparams_search=cbow_optuna", override, f"hydra.sweep.dir={tmp_path}"
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}: "), proc.stderr[-3000:]
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_misspelt_optimized_metric_stops_the_run_at_its_first_validation(tmp_path: Path):
+    proc = run_train(
+        *TINY,
+        "optimized_metric=val/lose",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=2",  # the first validation after step 2 of 6
+        "progress_every_n_steps=1",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == "error: optimized_metric: 'val/lose' is not logged (did you mean val/loss?)"
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:]
+    assert "step 2/" in proc.stdout and "step 3/" not in proc.stdout  # stopped there, not at the end
+    assert (tmp_path / "FAILED").is_file() and not (tmp_path / "metrics.json").exists()
+
+
+def test_optuna_trials_with_a_misspelt_metric_fail_one_by_one_and_the_command_exits_2(tmp_path: Path):
+    proc = run_train(
+        "-m",
+        *TINY,
+        "hparams_search=cbow_optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=1",
+        "optimized_metric=val/lose",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    for n in (0, 1):  # each trial ran, stopped at its first validation, and said which it was
+        assert errors[n].startswith(f"error: job {n} (")
+        assert errors[n].endswith("optimized_metric: 'val/lose' is not logged (did you mean val/loss?)")
+    assert errors[2].startswith(f"error: {tmp_path / 'summary.md'}: 2 of 2 jobs failed (jobs 0, 1; ")
+    study = optuna.load_study(study_name="cbow", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert (tmp_path / "summary.md").read_text().count("| failed |") == 2
+
+
+def test_a_grid_sweep_with_a_bad_direction_is_refused_before_any_job(tmp_path: Path):
+    sweep = tmp_path / "sweep"
+    proc = run_train("-m", *TINY, "seed=1,2", "optimized_direction=up", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: optimized_direction: 'up' is not a direction (use minimize or maximize)"
+    ]
+    assert not sweep.exists()
+
+
 def _hparams(event_dir: Path) -> tuple[dict[str, Any], set[str], dict[str, float]]:
     """The HParams plugin's data in a run's event files: hyperparameters, metric tags, and the
     value HParams shows for each metric (the last point of that metric's curve)."""
@@ -377,6 +462,20 @@ def test_pruned_and_failed_jobs_are_recorded(tmp_path: Path):
         TrialState.COMPLETE,
         TrialState.PRUNED,
         TrialState.FAIL,
+    ]
+
+
+def test_a_trial_that_failed_on_a_lab_error_is_told_failed_and_the_study_goes_on(tmp_path: Path):
+    def job(params: dict[str, str]) -> float | None:
+        return None if params["optuna.trial"] == "1" else 1.0  # train.py: a job's lab error
+
+    launcher = FakeLauncher(job)
+    _sweeper(tmp_path, launcher, n_trials=3).sweep([])
+    assert [n for n, _ in launcher.launched] == [0, 1, 2]
+    assert [t.state for t in _load(tmp_path).trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
     ]
 
 

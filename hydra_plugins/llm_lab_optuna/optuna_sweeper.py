@@ -167,6 +167,15 @@ def _consecutive(numbers: list[int]) -> list[list[int]]:
     return runs
 
 
+def user_key(config: DictConfig, name: str) -> str:
+    """The key behind ``hydra.sweeper.<name>``: the one it interpolates (``${optimized_direction}``
+    → ``optimized_direction``), else itself."""
+    node = config.hydra.sweeper._get_node(name)
+    raw = node._value() if node is not None else None
+    match = re.fullmatch(r"\$\{([\w.]+)\}", raw) if isinstance(raw, str) else None
+    return match.group(1) if match else f"hydra.sweeper.{name}"
+
+
 class OptunaSweeper(Sweeper):
     """Ask the study for trials, launch them as Hydra jobs, tell it their results."""
 
@@ -182,10 +191,7 @@ class OptunaSweeper(Sweeper):
         pruner: optuna.pruners.BasePruner,
         params: Mapping[str, Any] | None = None,
     ) -> None:
-        if direction not in ("minimize", "maximize"):
-            raise ConfigError("hydra.sweeper.direction", f"{direction!r}", "minimize or maximize")
-        if n_trials < 1 or n_jobs < 1:
-            raise ConfigError("hydra.sweeper.n_trials", "n_trials and n_jobs must be >= 1")
+        # Checked in setup(), which has the config and so can name the key the user set.
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.n_jobs, self.seed = n_trials, n_jobs, seed
         self.sampler, self.pruner = sampler, pruner
@@ -193,9 +199,28 @@ class OptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
+        self.check(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+
+    def check(self, config: DictConfig) -> None:
+        """The sweeper's own settings, each refused under the key the user set: ``direction``
+        comes from ``optimized_direction`` in conf/hparams_search/ (an interpolation)."""
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(
+                user_key(config, "direction"),
+                f"{self.direction!r} is not a direction",
+                "use minimize or maximize",
+            )
+        for name in ("n_trials", "n_jobs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(user_key(config, name), f"{value!r} is not a count", "use 1 or more")
+        if not config.get("optimized_metric"):
+            raise ConfigError(
+                "optimized_metric", "not set: a study needs a value to optimise", "e.g. val/loss"
+            )
 
     def load_study(self, storage: str) -> optuna.Study:
         """Create the study, or load it to resume; the sampler's seed is offset by the trials
@@ -278,11 +303,17 @@ class OptunaSweeper(Sweeper):
                     study.tell(n, state=TrialState.FAIL, skip_if_finished=True)
             raise
         for n, result in zip(numbers, results, strict=True):
-            if result.status != JobStatus.COMPLETED or result.return_value is None:
+            if result.status != JobStatus.COMPLETED:
+                # An exception train.py does not turn into one line: a bug, shown whole. Accessing
+                # return_value re-raises it, as Hydra's basic sweeper does.
                 study.tell(n, state=TrialState.FAIL, skip_if_finished=True)
-                # return_value re-raises a failed job's exception, as Hydra's basic sweeper does.
-                if result.return_value is None:
-                    raise ConfigError("optimized_metric", "a trial returned no value", "set it")
+                _ = result.return_value
+            if result.return_value is None:
+                # train.py returns None from a job that stopped on a lab error (it printed the
+                # error and left FAILED in the job's folder): the trial failed, the study goes on.
+                study.tell(n, state=TrialState.FAIL, skip_if_finished=True)
+                log.info(f"Trial {n} failed")
+                continue
             # skip_if_finished: a pruned trial was told PRUNED by its own job already.
             trial = study.tell(n, float(result.return_value), skip_if_finished=True)
             log.info(f"Trial {n} {trial.state.name.lower()}: value={trial.value} {trial.params}")
