@@ -415,6 +415,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
     output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; train(cfg) from a notebook may not
     if cfg.get("model") is not None:
         check_trainer(cfg.trainer)
         set_matmul_precision(cfg.trainer)

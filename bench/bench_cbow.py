@@ -13,16 +13,18 @@ import logging
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
 from common import gensim_test_data, markdown_table, wikipedia_text
 
 from llm_lab.data.cbow import CBoWDataModule
+from llm_lab.data.corpus import DOCUMENT_SEPARATOR, Corpus
 from llm_lab.eval.word_vectors import word_similarity
 from llm_lab.lit.cbow import CBoWModule
 from llm_lab.lit.schedules import linear_decay
-from llm_lab.tokenizers.simple import split_words
+from llm_lab.tokenizers.simple import SimpleTokenizer, split_words
 
 
 def paragraphs(text: str) -> list[str]:
@@ -46,16 +48,28 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
 
-    docs = paragraphs(wikipedia_text())
+    # The paragraphs as one file of documents, split as train.py splits a corpus; both sides train
+    # on the same training paragraphs (validation is not timed).
+    corpus_dir = tempfile.mkdtemp()
+    corpus_file = Path(corpus_dir) / "wikipedia.txt"
+    corpus_file.write_text(DOCUMENT_SEPARATOR.join(paragraphs(wikipedia_text())), encoding="utf-8")
+    corpus = Corpus(path=str(corpus_file), val_fraction=0.01, seed=0)
+    docs = corpus.load().train
     sim_file = gensim_test_data("wordsim353.tsv")
     raw_words = sum(len(split_words(d, lowercase=True, keep_punctuation=False)) for d in docs)
-    print(f"corpus: gensim's Wikipedia sample, {len(docs)} paragraphs, {raw_words:,} words")
+    print(f"corpus: gensim's Wikipedia sample, {len(docs)} training paragraphs, {raw_words:,} words")
 
-    # --- ours: the same DataModule and LightningModule that `train.py experiment=cbow` uses
+    # --- ours: the tokenizer, DataModule and LightningModule that `train.py experiment=cbow` uses
+    tokenizer = SimpleTokenizer.from_corpus(docs, lowercase=True, punctuation=False)
     dm = CBoWDataModule(
-        window=args.window, min_count=args.min_count, subsample=args.sample, batch_size=args.batch_size
+        corpus,
+        tokenizer,
+        window=args.window,
+        min_count=args.min_count,
+        subsample=args.sample,
+        batch_size=args.batch_size,
     )
-    dm.build(docs, docs[:50])  # train on every paragraph, like gensim; validation is not timed
+    dm.build()
     lr = args.lr or (0.025 * args.batch_size if args.optimizer == "sgd" else 2e-2)
 
     def optimizer(params):  # type: ignore[no-untyped-def]

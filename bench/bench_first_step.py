@@ -69,6 +69,7 @@ def seconds_to_first_step(train: Any, overrides: list[str]) -> float:
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
+    Path(cfg.paths.output_dir).mkdir(parents=True)  # what Hydra does before a run starts
     start = time.perf_counter()
     corpus_ = train.read_corpus(cfg)
     run = train.build_run(cfg, corpus_, train.make_tokenizer(cfg, corpus_))
