@@ -56,13 +56,15 @@ def group_choice(group: str, default: str, _root_: DictConfig) -> str:
 
 def register_resolvers() -> None:
     """The lab's resolvers: ``${gensim_data:wordsim353.tsv}`` (gensim's copy, or null),
-    ``${cwd:}`` (where the command was started) and ``${choice:group,default}`` (see
-    :func:`group_choice`). Neither of the last two needs Hydra's runtime config, so paths built from
-    them also resolve when a sweep computes its directory, before any job has started."""
+    ``${cwd:}`` (where the command was started), ``${choice:group,default}`` (see
+    :func:`group_choice`) and ``${half:${data.context_length}}`` (a value that follows another).
+    ``cwd`` and ``choice`` need no Hydra runtime config, so paths built from them also resolve when
+    a sweep computes its directory, before any job has started."""
     resolvers: dict[str, Callable[..., Any]] = {
         "gensim_data": gensim_test_file,
         "cwd": os.getcwd,
         "choice": group_choice,
+        "half": lambda value: max(int(value) // 2, 1),
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -76,6 +76,7 @@ def test_a_signal_while_the_tokenizer_trains_says_there_is_nothing_to_resume(sig
 def test_a_signal_after_training_resumes_from_the_saved_checkpoint(tmp_path: Path):
     # The final validation and the test stage run after the training loop, outside its handler.
     run = ["experiment=gpt", "model.net.size=lab-tiny", "tokenizer.vocab_size=300", "data.context_length=32"]
+    run += ["data.stride=32"]  # gpt.yaml's stride of 64 would skip tokens of 32-token windows
     run += ["logger=csv", "trainer.max_steps=3", "test=true"]
     stopped = signal_at("Validate metric", signal.SIGTERM, *run, f"hydra.run.dir={tmp_path}")
     assert stopped.returncode == 143, stopped.stderr[-3000:]

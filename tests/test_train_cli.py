@@ -307,3 +307,10 @@ def test_time_limit_reads_the_forms_lightning_takes():
     assert time_limit(timedelta(seconds=3)) == timedelta(seconds=3)
     # unset, or a form Lightning itself will refuse in its own words
     assert time_limit(None) is None and time_limit("soon") is None and time_limit({"weeks": "x"}) is None
+
+
+def test_gpt_windows_overlap_by_half_whatever_their_length():
+    """Changing data.context_length alone keeps gpt.yaml's stride valid (it follows, at half)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=gpt", "data.context_length=32"])
+    assert (cfg.data.context_length, cfg.data.stride) == (32, 16)
