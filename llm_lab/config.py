@@ -315,6 +315,12 @@ def plugin_error(err: InstantiationException) -> str:
     return f"{where}: {' '.join(problem.split())} (check the {where}.* values)"
 
 
+def unwritable(err: OSError, train: bool = True) -> str:
+    """The line for a folder or file the lab cannot make or write, naming where it is set."""
+    where = "hydra.run.dir, paths.log_dir or paths.cache_dir" if train else "the path"
+    return f"{err.filename}: cannot be created or written ({err.strerror}) (choose another: {where})"
+
+
 def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None:
     """Run a ``@hydra.main`` entry point; a command line that cannot be composed is one line and
     exit code 2, like every other error of the lab."""
@@ -334,11 +340,7 @@ def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None
         # read-only disk): Hydra makes the run folder before any of the lab's code runs.
         if err.filename is None:
             raise
-        where = "hydra.run.dir, paths.log_dir or paths.cache_dir" if config_name == "train" else "the path"
-        print(
-            f"error: {err.filename}: cannot be created or written ({err.strerror}) (choose another: {where})",
-            file=sys.stderr,
-        )
+        print(f"error: {unwritable(err, train=config_name == 'train')}", file=sys.stderr)
         sys.exit(2)
     except LabError as err:  # raised by a plugin's own check (the Optuna sweeper's setup)
         print(f"error: {err}", file=sys.stderr)

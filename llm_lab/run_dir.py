@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from llm_lab.atomic import replacing
+from llm_lab.config import unwritable
 from llm_lab.errors import ArgumentError, ConfigError, DataError
 from llm_lab.models.gpt import GPT, GPTConfig
 
@@ -217,6 +218,11 @@ class OneRunPerDirectory(Callback):
             claim(Path(config.hydra.run.dir), config.get("ckpt_path"))
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:  # the folder cannot be made (a file in its place, /proc/...)
+            if err.filename is None:
+                raise
+            print(f"error: {unwritable(err)}", file=sys.stderr)
             sys.exit(2)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
