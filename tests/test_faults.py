@@ -393,6 +393,7 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path, where: str):
     one_line_error(
         proc, str(blocker), "cannot be created or written", "hydra.run.dir, paths.log_dir or paths.cache_dir"
     )
+    assert "Warning" not in proc.stderr, proc.stderr  # no Hydra callback warning before the line
 
 
 @pytest.fixture
