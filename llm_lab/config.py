@@ -54,6 +54,12 @@ def group_choice(group: str, default: str, _root_: DictConfig) -> str:
     return str(choices.get(group) or default)
 
 
+def half(value: Any) -> Any:
+    """Half of an integer setting, at least 1; anything else is handed on unchanged, for the setting
+    it came from to be refused under its own key."""
+    return max(value // 2, 1) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def register_resolvers() -> None:
     """The lab's resolvers: ``${gensim_data:wordsim353.tsv}`` (gensim's copy, or null),
     ``${cwd:}`` (where the command was started), ``${choice:group,default}`` (see
@@ -64,7 +70,7 @@ def register_resolvers() -> None:
         "gensim_data": gensim_test_file,
         "cwd": os.getcwd,
         "choice": group_choice,
-        "half": lambda value: max(int(value) // 2, 1),
+        "half": half,
     }
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

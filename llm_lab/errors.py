@@ -71,11 +71,14 @@ def type_error(arg: str, value: Any, annotation: Any) -> ArgumentError | None:
     (``"int | None"``, ``Optional[float]``...) asks for, e.g. a word where a number belongs; None
     when it fits, or when the annotation admits other types (a string, a list...)."""
     text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    names = set(re.findall(r"[A-Za-z_]+", text)) - _NEUTRAL
-    if not names or not names <= _PLAIN_TYPES.keys() or value is None:
+    words = set(re.findall(r"[A-Za-z_]+", text))
+    names = words - _NEUTRAL
+    if not names or not names <= _PLAIN_TYPES.keys():
         return None
     kinds = {_PLAIN_TYPES[name] for name in names}
-    if isinstance(value, bool):
+    if value is None:  # null: fine where the annotation admits None, else a missing number
+        fits = bool(words & {"None", "NoneType", "Optional"})
+    elif isinstance(value, bool):
         fits = bool in kinds
     elif isinstance(value, int):
         fits = bool(kinds & {int, float})
@@ -93,4 +96,5 @@ def type_error(arg: str, value: Any, annotation: Any) -> ArgumentError | None:
     fix = " or ".join(
         examples[k] for k in (bool, float, int) if k in kinds and not (k is int and float in kinds)
     )
-    return ArgumentError(arg, f"{value!r} is not {' or '.join(sorted(wanted[k] for k in kinds))}", fix)
+    shown = "null" if value is None else repr(value)
+    return ArgumentError(arg, f"{shown} is not {' or '.join(sorted(wanted[k] for k in kinds))}", fix)

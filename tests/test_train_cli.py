@@ -153,7 +153,7 @@ GPT_3_STEPS = [
     ("override", "key"),
     [
         # tokens between two windows would never be trained on (gpt.yaml's stride is 64)
-        ("data.context_length=1", "data.stride: 64 > context_length=1 (use 1..context_length"),
+        ("data.stride=1000", "data.stride: 1000 > context_length=128 (use 1..context_length"),
         ("data.max_tokens=10", "data.max_tokens: 10 training tokens are fewer than one window"),
         ("data.val_fraction=0.99", "data.val_fraction: all 20 documents went to validation"),
         # library checks, each with its fix
@@ -174,6 +174,12 @@ GPT_3_STEPS = [
         ("trainer.max_time=00:00:00:00", "trainer.max_time: a budget of 0 s"),
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val: -1 < 0 clips nothing (use a positive"),
         ("trainer.val_check_interval=0", "trainer.val_check_interval: 0 validates never"),
+        # null where a number belongs (the key gpt.yaml's stride follows included)
+        ("data.batch_size=null", "data.batch_size: null is not an integer"),
+        ("data.context_length=null", "data.context_length: null is not an integer"),
+        ("optimizer.lr=null", "optimizer.lr: null is not a number"),
+        ("trainer.max_steps=null", "trainer.max_steps: null is not an integer"),
+        ("seed=null", "seed: null is not an integer"),
         (
             "trainer.accumulate_grad_batches=0",
             "trainer.accumulate_grad_batches: 0 takes no optimizer step (use",
