@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from torch import nn
@@ -174,9 +175,20 @@ def release() -> None:
         _held_locks.pop().close()
 
 
-def claim(run_dir: Path, ckpt_path: str | None) -> None:
-    """Make ``run_dir`` this process's: refuse a folder that another process is writing to, or that
-    another run trained in (unless this run resumes it), and clear what a killed save left behind."""
+def folder_experiment(run_dir: Path) -> str | None:
+    """The experiment a run folder was made by, from its ``.hydra/hydra.yaml`` read as plain data
+    (None when there is none, or it cannot be read)."""
+    try:
+        record = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text(encoding="utf-8"))
+        return str(record["hydra"]["runtime"]["choices"]["experiment"])
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def claim(run_dir: Path, ckpt_path: str | None, experiment: str | None = None) -> None:
+    """Make ``run_dir`` this process's: refuse a folder that another process is writing to, that
+    another experiment's run is in, or that another run trained in (unless this run resumes it),
+    and clear what a killed save left behind."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = (run_dir / ".lock").open("a")
     try:
@@ -188,6 +200,16 @@ def claim(run_dir: Path, ckpt_path: str | None) -> None:
             f"{run_dir} is in use by another run right now",
             "wait for it to end, or choose a new hydra.run.dir",
         ) from None
+    earlier = folder_experiment(run_dir) if holds_results(run_dir) else None
+    if earlier is not None and experiment is not None and earlier != experiment:
+        # Not even to resume: its checkpoint is of another model, and its snapshot and results
+        # would be overwritten before that is found out.
+        lock.close()
+        raise ConfigError(
+            "hydra.run.dir",
+            f"{run_dir} holds an experiment={earlier} run, not experiment={experiment}",
+            "choose a new hydra.run.dir: a run folder holds one experiment",
+        )
     if holds_results(run_dir) and not resumes(ckpt_path, run_dir):
         lock.close()
         newest = newest_checkpoint(run_dir / "checkpoints")
@@ -215,7 +237,8 @@ class OneRunPerDirectory(Callback):
         if not is_first_process():
             return
         try:
-            claim(Path(config.hydra.run.dir), config.get("ckpt_path"))
+            experiment = config.hydra.runtime.choices.get("experiment")
+            claim(Path(config.hydra.run.dir), config.get("ckpt_path"), experiment)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -196,6 +196,18 @@ def test_non_finite_weights_are_refused_by_the_writer_itself(tmp_path: Path):
 
 
 # ----------------------------------------------------------------------------------- run folders
+def test_a_run_folder_of_another_experiment_is_refused_untouched(tmp_path: Path):
+    """Not even offered to resume: the folder's snapshot, marker and results stay the first run's."""
+    run = tmp_path / "shared"
+    assert run_train("experiment=perceptron", "debug=fast", f"hydra.run.dir={run}").returncode == 0
+    snapshot = (run / ".hydra" / "config.yaml").read_text()
+    for resume in ([], [f"ckpt_path={run}"]):
+        proc = run_train("experiment=mlp", "debug=fast", f"hydra.run.dir={run}", *resume)
+        line = one_line_error(proc, f"{run} holds an experiment=perceptron run, not experiment=mlp")
+        assert "ckpt_path" not in line
+    assert (run / ".hydra" / "config.yaml").read_text() == snapshot and not (run / "FAILED").exists()
+
+
 def test_a_folder_holding_another_run_is_refused_unless_resuming_it(gpt_run: Path, tmp_path: Path):
     run = tmp_path / "copy"
     shutil.copytree(gpt_run, run)
