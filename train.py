@@ -62,7 +62,7 @@ from llm_lab.errors import ArgumentError, ConfigError, LabError
 from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.loggers import LabTensorBoardLogger
 from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, newest_checkpoint, read_checkpoint
-from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.base import Tokenizer, load_tokenizer, tokenizer_hash
 from llm_lab.tokenizers.build import build_tokenizer
 
 register_resolvers()
@@ -122,6 +122,32 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     path = checkpoint_path(ckpt_path)
     read_checkpoint(path)  # truncated, not a checkpoint, unreadable: said now (memory-mapped, cheap)
     return str(path)
+
+
+def check_steps_left(trainer: DictConfig, ckpt_path: Path) -> None:
+    """Refuse a resume whose ``trainer.max_steps`` the checkpoint has already reached: Lightning
+    would stop at once and call the run finished."""
+    step = int(read_checkpoint(ckpt_path).get("global_step", 0))
+    max_steps = trainer.get("max_steps", -1)
+    if isinstance(max_steps, int) and max_steps != -1 and max_steps <= step:
+        raise ConfigError(
+            "trainer.max_steps",
+            f"{max_steps}, and {ckpt_path} is at step {step} already: nothing is left to train",
+            f"raise trainer.max_steps above {step}",
+        )
+
+
+def check_same_tokenizer(ckpt_path: Path, tokenizer: Tokenizer) -> None:
+    """Refuse to resume a checkpoint with another tokenizer than the one its run saved beside it
+    (changed data.* or tokenizer.* settings train a new one): its ids would mean other tokens."""
+    saved = ckpt_path.parent.parent / "tokenizer.json"
+    if saved.is_file() and tokenizer_hash(load_tokenizer(saved)) != tokenizer_hash(tokenizer):
+        raise ConfigError(
+            "ckpt_path",
+            f"{ckpt_path} was trained with {saved}, and this run's data.* and tokenizer.* settings "
+            "give another tokenizer",
+            "resume with the settings of the run you resume (its .hydra/overrides.yaml)",
+        )
 
 
 def scalar_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -419,6 +445,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("model") is not None:
         check_trainer(cfg.trainer)
         set_matmul_precision(cfg.trainer)
+        if ckpt_path is not None and cfg.get("train", True):
+            check_steps_left(cfg.trainer, Path(ckpt_path))
     corpus = tokenizer = None
     if cfg.get("tokenizer") is not None:
         corpus = read_corpus(cfg)
@@ -438,6 +466,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             finish(cfg, metrics, loggers)
             return metrics
         tokenizer = make_tokenizer(cfg, corpus)
+        if ckpt_path is not None:
+            check_same_tokenizer(Path(ckpt_path), tokenizer)
         if is_first_process():
             # Beside the checkpoints, so that generate.py finds the tokenizer of the model.
             tokenizer.save(output_dir / "tokenizer.json")

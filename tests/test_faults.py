@@ -155,8 +155,29 @@ def test_a_missing_checkpoint_is_refused_before_the_corpus_is_read(tmp_path: Pat
     assert not (tmp_path / "outputs" / "cache").exists()
 
 
+def test_a_resume_that_would_train_nothing_or_on_other_ids_is_refused(gpt_run: Path, tmp_path: Path):
+    """max_steps at or below the checkpoint's step (Lightning would stop at once and call it done);
+    other data settings, which train another tokenizer: the checkpoint's ids would mean other tokens.
+    Both said before anything is trained, and the run folder keeps its tokenizer."""
+    saved = (gpt_run / "tokenizer.json").read_bytes()
+    resume = [f"ckpt_path={gpt_run}", f"hydra.run.dir={gpt_run}"]
+    proc = run_train(*GPT, "trainer.max_steps=3", *resume)
+    one_line_error(
+        proc, "trainer.max_steps: 3, and", "is at step 4 already", "raise trainer.max_steps above 4"
+    )
+    proc = run_train(*GPT, "data.max_documents=12", "trainer.max_steps=6", *resume)
+    one_line_error(proc, "ckpt_path:", f"was trained with {gpt_run / 'tokenizer.json'}", "another tokenizer")
+    assert (gpt_run / "tokenizer.json").read_bytes() == saved
+
+
 def test_a_checkpoint_of_another_model_size_names_the_settings_that_differ(gpt_run: Path, tmp_path: Path):
-    proc = run_train(*GPT, "model.net.n_embd=32", f"ckpt_path={gpt_run}", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_train(
+        *GPT,
+        "model.net.n_embd=32",
+        "trainer.max_steps=6",
+        f"ckpt_path={gpt_run}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     one_line_error(proc, "was made for another model", "n_embd=64 there, 32 here")
 
 
