@@ -447,6 +447,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         set_matmul_precision(cfg.trainer)
         if ckpt_path is not None and cfg.get("train", True):
             check_steps_left(cfg.trainer, Path(ckpt_path))
+        metric = str(cfg.get("optimized_metric") or "")
+        if cfg.trainer.get("limit_val_batches") == 0 and metric.startswith("val/"):
+            raise ConfigError(
+                "trainer.limit_val_batches",
+                f"0 validates nothing, and optimized_metric={metric} is a validation metric",
+                "give it a number of batches, or set optimized_metric=null",
+            )
     corpus = tokenizer = None
     if cfg.get("tokenizer") is not None:
         corpus = read_corpus(cfg)

@@ -246,8 +246,8 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
             raise ConfigError(key, message, f"check the {key}.* values") from None
 
 
-# torch.optim's words for its arguments, where they are not the argument's name.
-SPELLED_OUT = {"learning rate": "lr", "epsilon": "eps"}
+# torch.optim's and Lightning's words for their arguments, where they are not the argument's name.
+SPELLED_OUT = {"learning rate": "lr", "epsilon": "eps", "duration": "max_time"}
 
 
 def key_named_in(node: DictConfig, message: str) -> str | None:

@@ -87,7 +87,10 @@ def net_from_record(record: Any, source: Path) -> nn.Module:
         or record.get("class") not in NETS
         or not isinstance(record.get("config"), dict)
     ):
-        raise DataError(f"{source}: no model settings of a known net ({', '.join(NETS)}) in it")
+        raise DataError(
+            f"{source}: no model settings of a known net ({', '.join(NETS)}) in it (generating text "
+            "and exporting take the language models of experiment=gpt)"
+        )
     net_class, config_class = NETS[record["class"]]
     known = {f.name for f in fields(config_class)}
     settings = record["config"]

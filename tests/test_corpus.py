@@ -2,6 +2,7 @@
 split by document that is stable, disjoint and complete without holding the corpus in memory."""
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,14 @@ def test_a_dataset_that_cannot_be_read_names_hf_dataset(tmp_path: Path, streamin
     )
     with pytest.raises(ArgumentError, match=r"^hf_dataset: 'text' could not be read \(.*validation"):
         list(corpus.documents())
+
+
+def test_a_path_that_is_no_file_nor_folder_is_named(tmp_path: Path):
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/null")):
+        with pytest.raises(ArgumentError, match=f"^path: {path} is neither a regular file nor a folder"):
+            list(Corpus(path=str(path)).documents())
 
 
 def test_missing_path_names_the_argument(tmp_path: Path):

@@ -132,7 +132,7 @@ def _fails(proc, key: str, run: Path) -> None:
         ("optimized_direction=up", "optimized_direction: unknown value 'up' (use one of minimize, maximize)"),
         # a value Lightning itself refuses, in its own words, under the node's name
         ("trainer.devices=two", "trainer.devices: `devices`"),
-        ("trainer.max_time=garbage", "trainer: `Timer(duration='garbage')` is not a valid duration"),
+        ("trainer.max_time=garbage", "trainer.max_time: `Timer(duration='garbage')` is not a valid duration"),
     ],
 )
 def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
@@ -174,6 +174,10 @@ GPT_3_STEPS = [
         ("trainer.max_time=00:00:00:00", "trainer.max_time: a budget of 0 s"),
         ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val: -1 < 0 clips nothing (use a positive"),
         ("trainer.val_check_interval=0", "trainer.val_check_interval: 0 validates never"),
+        (
+            "trainer.limit_val_batches=0",
+            "trainer.limit_val_batches: 0 validates nothing, and optimized_metric",
+        ),
         # null where a number belongs (the key gpt.yaml's stride follows included)
         ("data.batch_size=null", "data.batch_size: null is not an integer"),
         ("data.context_length=null", "data.context_length: null is not an integer"),

@@ -131,6 +131,10 @@ def text_files(path: str | Path) -> list[Path]:
         raise ArgumentError("path", f"{root} does not exist", "give an existing file or folder")
     if root.is_file():
         return [root]
+    if not root.is_dir():  # a FIFO, /dev/null, a socket: nothing to read documents from
+        raise ArgumentError(
+            "path", f"{root} is neither a regular file nor a folder", "give a text file or a folder"
+        )
     files = sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES and not _is_output(p, root)
     )
