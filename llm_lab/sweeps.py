@@ -84,6 +84,14 @@ def check_sweep_overrides(trainer: Mapping[str, Any], overrides: Sequence[str]) 
     """Check every value a command-line sweep gives a Trainer key (``trainer.devices=1,2``), before
     any job runs. Sweeps over the ``trainer=`` group are caught when their job starts."""
     for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override() and override.key_or_group == "experiment":
+            # Each experiment has its own folder (outputs/<experiment>/multiruns/...), so the jobs
+            # would scatter across them, and one summary could not rank a CBoW against a perceptron.
+            raise ConfigError(
+                "experiment",
+                f"a sweep compares settings within one experiment, not {override.input_line}",
+                "run one sweep per experiment",
+            )
         if override.is_discrete_sweep() and override.key_or_group.startswith("trainer."):
             field = override.key_or_group.removeprefix("trainer.")
             for value in override.sweep_iterator():

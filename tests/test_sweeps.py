@@ -619,3 +619,11 @@ def test_optuna_cli_resumes_a_persistent_study_and_prunes(tmp_path: Path):
     assert (
         summary.count("| pruned |") == 2 and len([r for r in summary.splitlines() if r.startswith("| ")]) == 5
     )
+
+
+def test_a_sweep_across_experiments_is_refused_before_any_job(tmp_path: Path):
+    """Each experiment writes to its own folder: the jobs would scatter, and no summary could rank them."""
+    proc = run_train("-m", "experiment=cbow,perceptron", "debug=fast", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: experiment: a sweep compares settings")
+    assert not (tmp_path / "outputs").exists() or not list((tmp_path / "outputs").rglob("metrics.json"))
