@@ -351,6 +351,15 @@ def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None
     except LabError as err:  # raised by a plugin's own check (the Optuna sweeper's setup)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except ValueError as err:
+        # Hydra's refusal of a group override it cannot read (model=null): say which options exist.
+        if not str(err).startswith("Config group override"):
+            raise
+        print(
+            f"error: {err} (give the group one of its options: python {sys.argv[0]} --help lists them)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except InstantiationException as err:
         # Hydra builds its plugins and what they hold (the Optuna sweeper's sampler and pruner)
         # with instantiate, outside build(): a bad hydra.sweeper.* value comes here, wrapped.

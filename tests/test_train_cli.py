@@ -324,3 +324,10 @@ def test_gpt_windows_overlap_by_half_whatever_their_length():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=gpt", "data.context_length=32"])
     assert (cfg.data.context_length, cfg.data.stride) == (32, 16)
+
+
+def test_a_group_set_to_null_is_one_line(tmp_path: Path):
+    proc = run_train("experiment=gpt", "model=null", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: Config group override must be") and "--help lists them" in line
