@@ -125,11 +125,12 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 
 def check_steps_left(trainer: DictConfig, ckpt_path: Path) -> None:
-    """Refuse a resume whose ``trainer.max_steps`` the checkpoint has already reached: Lightning
-    would stop at once and call the run finished."""
+    """Refuse a resume whose ``trainer.max_steps`` the checkpoint has already passed: Lightning
+    would stop at once and call the run finished. Equal is a resume that only finishes the run
+    (the final validation or test stage an interrupt cut short)."""
     step = int(read_checkpoint(ckpt_path).get("global_step", 0))
     max_steps = trainer.get("max_steps", -1)
-    if isinstance(max_steps, int) and max_steps != -1 and max_steps <= step:
+    if isinstance(max_steps, int) and max_steps != -1 and max_steps < step:
         raise ConfigError(
             "trainer.max_steps",
             f"{max_steps}, and {ckpt_path} is at step {step} already: nothing is left to train",

@@ -156,7 +156,7 @@ def test_a_missing_checkpoint_is_refused_before_the_corpus_is_read(tmp_path: Pat
 
 
 def test_a_resume_that_would_train_nothing_or_on_other_ids_is_refused(gpt_run: Path, tmp_path: Path):
-    """max_steps at or below the checkpoint's step (Lightning would stop at once and call it done);
+    """max_steps below the checkpoint's step (Lightning would stop at once and call it done);
     other data settings, which train another tokenizer: the checkpoint's ids would mean other tokens.
     Both said before anything is trained, and the run folder keeps its tokenizer."""
     saved = (gpt_run / "tokenizer.json").read_bytes()
