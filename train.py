@@ -50,9 +50,9 @@ from llm_lab.config import (
     check_complete,
     check_settings,
     flatten,
-    key_named_in,
     keyed,
     plain,
+    refusal,
     register_resolvers,
     run_cli,
 )
@@ -119,16 +119,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
             log.info("ckpt_path=last: no checkpoint in %s yet, so training starts at step 0", output_dir)
             return None
         ckpt_path = str(output_dir)
-    path = checkpoint_path(ckpt_path)
-    read_checkpoint(path)  # truncated, not a checkpoint, unreadable: said now (memory-mapped, cheap)
-    return str(path)
+    return str(checkpoint_path(ckpt_path))
 
 
-def check_steps_left(trainer: DictConfig, ckpt_path: Path) -> None:
+def check_steps_left(trainer: DictConfig, ckpt_path: Path, step: int) -> None:
     """Refuse a resume whose ``trainer.max_steps`` the checkpoint has already passed: Lightning
     would stop at once and call the run finished. Equal is a resume that only finishes the run
     (the final validation or test stage an interrupt cut short)."""
-    step = int(read_checkpoint(ckpt_path).get("global_step", 0))
     max_steps = trainer.get("max_steps", -1)
     if isinstance(max_steps, int) and max_steps != -1 and max_steps < step:
         raise ConfigError(
@@ -313,11 +310,7 @@ def check_optimizer(cfg: DictConfig, factory: Any) -> Any:
     except ValueError as err:
         if isinstance(err, ArgumentError):
             raise as_config_error(err, cfg.optimizer, cfg) from None
-        named = key_named_in(cfg.optimizer, str(err))
-        key = f"optimizer.{named}" if named else "optimizer"
-        raise ConfigError(
-            key, str(err), f"check {key}" if named else "check the optimizer.* values"
-        ) from None
+        raise refusal(cfg.optimizer, str(err)) from None
     return factory
 
 
@@ -438,6 +431,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     # A checkpoint that is not there is reported now, not after minutes of reading and tokenizing.
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    # Truncated, not a checkpoint, unreadable: said now, before the corpus is read (memory-mapped).
+    step = int(read_checkpoint(Path(ckpt_path)).get("global_step", 0)) if ckpt_path else 0
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
@@ -447,7 +442,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_trainer(cfg.trainer)
         set_matmul_precision(cfg.trainer)
         if ckpt_path is not None and cfg.get("train", True):
-            check_steps_left(cfg.trainer, Path(ckpt_path))
+            check_steps_left(cfg.trainer, Path(ckpt_path), step)
         metric = str(cfg.get("optimized_metric") or "")
         if cfg.trainer.get("limit_val_batches") == 0 and metric.startswith("val/"):
             raise ConfigError(

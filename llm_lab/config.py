@@ -238,19 +238,24 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
                 raise  # the lab's own classes name their arguments: anything else is a bug to see whole
             # torch's or Lightning's refusal of a value (trainer.devices=two): the user's config is
             # the likely cause, so one line naming the node, with the library's own words.
-            key = node._get_full_key(None) or "config"
-            message = str(err.__cause__ or err).strip()
-            named = key_named_in(node, message)
-            if named is not None:
-                raise ConfigError(f"{key}.{named}", message, f"check {key}.{named}") from None
-            raise ConfigError(key, message, f"check the {key}.* values") from None
+            raise refusal(node, str(err.__cause__ or err).strip()) from None
+
+
+def refusal(node: DictConfig, message: str) -> ConfigError:
+    """A library's refusal of the values of ``node`` (torch's, Lightning's) as a ConfigError under
+    the key its message speaks of, else under the node."""
+    key = node._get_full_key(None) or "config"
+    named = _key_named_in(node, message)
+    if named is not None:
+        return ConfigError(f"{key}.{named}", message, f"check {key}.{named}")
+    return ConfigError(key, message, f"check the {key}.* values")
 
 
 # torch.optim's and Lightning's words for their arguments, where they are not the argument's name.
 SPELLED_OUT = {"learning rate": "lr", "epsilon": "eps", "duration": "max_time"}
 
 
-def key_named_in(node: DictConfig, message: str) -> str | None:
+def _key_named_in(node: DictConfig, message: str) -> str | None:
     """The one key of ``node`` a library's message speaks of (torch: "Invalid beta parameter at
     index 0" → ``betas``, "Invalid weight_decay value" → ``weight_decay``), or None."""
     words = set(re.findall(r"[A-Za-z_]+", message))
