@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import nn
 
 from llm_lab.atomic import replacing
@@ -227,13 +227,39 @@ def claim(run_dir: Path, ckpt_path: str | None, experiment: str | None = None) -
         leftover.unlink()  # a save killed half-way: never a checkpoint, never read
 
 
+def unused_folder(base: Path) -> Path:
+    """``base``, else ``base_2``, ``base_3``, …: the first that does not exist yet, made now.
+
+    Clock-named run folders are to the second, and two runs can start within one (two terminals,
+    a script): each gets its own folder. Making the folder is the claim (``mkdir`` fails if it
+    exists), so two processes never pick the same one."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    folder, n = base, 1
+    while True:
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
+            folder = base.with_name(f"{base.name}_{n}")
+
+
+def clock_named(node: DictConfig) -> bool:
+    """Whether ``node.dir`` (``hydra.run``, ``hydra.sweep``) is named by the clock, the default."""
+    settings = OmegaConf.to_container(node, resolve=False)
+    return isinstance(settings, dict) and "${now:" in str(settings.get("dir"))
+
+
 class OneRunPerDirectory(Callback):
     """Hydra callback: before a single run writes anything into ``hydra.run.dir`` (its config
-    snapshot included), :func:`claim` the folder; a refusal is one line and exit code 2.
+    snapshot included), :func:`claim` the folder; a refusal is one line and exit code 2. A
+    clock-named folder that another run took within the same second gives way to the next
+    :func:`unused_folder`.
 
     DDP processes that Lightning or torchrun start for the same run (rank > 0) share the folder of
     rank 0, which holds the claim. Sweep jobs get fresh numbered folders (and an Optuna trial
-    interrupted earlier is run again in its own), so only single runs are checked.
+    interrupted earlier is run again in its own), so only single runs are claimed; a grid sweep's
+    clock-named folder is made unused as a run's is.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -241,6 +267,9 @@ class OneRunPerDirectory(Callback):
             return
         try:
             experiment = config.hydra.runtime.choices.get("experiment")
+            if clock_named(config.hydra.run):
+                with read_write(config.hydra.run), open_dict(config.hydra.run):
+                    config.hydra.run.dir = str(unused_folder(Path(config.hydra.run.dir)))
             claim(Path(config.hydra.run.dir), config.get("ckpt_path"), experiment)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -253,6 +282,17 @@ class OneRunPerDirectory(Callback):
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A grid sweep's clock-named folder, likewise. Each job's config is composed again from
+        # the command line's overrides, so the folder chosen joins them.
+        if not clock_named(config.hydra.sweep):
+            return
+        folder = str(unused_folder(Path(config.hydra.sweep.dir)))
+        quoted = "'" + folder.replace("'", "\\'") + "'"  # a path may hold spaces or quotes
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.sweep.dir = folder
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted}")
 
 
 def check_fits(file: Path, module: nn.Module) -> None:

@@ -4,6 +4,7 @@ checkpoints, run folders, generation, faults."""
 
 from __future__ import annotations
 
+import datetime
 import errno
 import json
 import os
@@ -20,7 +21,7 @@ from llm_lab.errors import DataError, DivergedError, StorageError
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
 from llm_lab.models.gpt import GPT as GPTModel
 from llm_lab.models.gpt import GPTConfig
-from llm_lab.run_dir import checkpoint_path, claim
+from llm_lab.run_dir import checkpoint_path, claim, unused_folder
 
 GPT = [*TINY_GPT, "trainer.max_steps=4", "callbacks.text_samples=null"]
 
@@ -227,6 +228,42 @@ def test_a_run_folder_of_another_experiment_is_refused_untouched(tmp_path: Path)
         line = one_line_error(proc, f"{run} holds an experiment=perceptron run, not experiment=mlp")
         assert "ckpt_path" not in line
     assert (run / ".hydra" / "config.yaml").read_text() == snapshot and not (run / "FAILED").exists()
+
+
+def take_the_coming_seconds(folder: Path, inside: str) -> list[Path]:
+    """Folders named for each second a run started now can be named for, as another run left them."""
+    now = datetime.datetime.now()
+    taken = [folder / (now + datetime.timedelta(seconds=s)).strftime("%Y-%m-%d_%H-%M-%S") for s in range(120)]
+    for run in taken:
+        (run / inside).mkdir(parents=True)
+        (run / inside / "metrics.json").write_text("{}")
+    return taken
+
+
+@pytest.mark.parametrize("sweep", [False, True], ids=["run", "grid sweep"])
+def test_runs_started_within_one_second_get_a_folder_each(tmp_path: Path, sweep: bool):
+    """Default folders are named to the second; another run or sweep (a second terminal, a script)
+    that took this second's name is left alone and this one writes beside it, in ``<time>_2``. The
+    chosen name reaches every job of a sweep, and a path with a space and a quote survives."""
+    cwd = tmp_path / "my lab's"
+    folder = cwd / "outputs" / "perceptron" / ("multiruns" if sweep else "runs")
+    taken = take_the_coming_seconds(folder, "0" if sweep else ".")
+    before = sorted(folder.rglob("*"))
+    args = ["-m", "experiment=perceptron", "seed=1,2"] if sweep else ["experiment=perceptron"]
+    proc = run_train(*args, "debug=fast", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (mine,) = (run for run in folder.iterdir() if run not in taken)
+    assert mine.name.endswith("_2") and mine.with_name(mine.name.removesuffix("_2")) in taken
+    for job in [mine / "0", mine / "1"] if sweep else [mine]:
+        assert (job / "checkpoints").is_dir() and f"run folder: {job.relative_to(cwd)}" in proc.stdout
+    assert sorted(path for path in folder.rglob("*") if mine not in (path, *path.parents)) == before
+
+
+def test_an_unused_folder_is_made_once_and_never_handed_out_twice(tmp_path: Path):
+    base = tmp_path / "runs" / "2026-01-01_00-00-00"
+    first, second, third = (unused_folder(base) for _ in range(3))
+    assert [first, second, third] == [base, *(base.with_name(f"{base.name}_{n}") for n in (2, 3))]
+    assert all(folder.is_dir() for folder in (first, second, third))
 
 
 def test_a_folder_holding_another_run_is_refused_unless_resuming_it(gpt_run: Path, tmp_path: Path):
