@@ -19,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from llm_lab.config import Setting, as_config_error, check_settings, run_cli
+from llm_lab.config import Setting, as_config_error, check_command_line, check_settings, run_cli
 from llm_lab.errors import ArgumentError, ConfigError, DataError, LabError
 from llm_lab.models import GPT
 from llm_lab.run_dir import load_net
@@ -112,6 +112,7 @@ def check_device(cfg: DictConfig) -> None:
 
 def generate(cfg: DictConfig) -> list[str]:
     """``num_samples`` continuations of ``cfg.prompt``, decoded to text."""
+    check_command_line(cfg)
     check_settings(cfg, SETTINGS)
     check_device(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg)

@@ -14,6 +14,7 @@ The flow is the same for every stage (README "Architecture"):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -46,7 +47,9 @@ from llm_lab.config import (
     Setting,
     as_config_error,
     build,
+    build_each,
     call,
+    check_command_line,
     check_complete,
     check_settings,
     flatten,
@@ -55,10 +58,11 @@ from llm_lab.config import (
     refusal,
     register_resolvers,
     run_cli,
+    unwritable,
 )
 from llm_lab.console import configure_console, print_and_log
 from llm_lab.data.corpus import Corpus
-from llm_lab.errors import ArgumentError, ConfigError, LabError
+from llm_lab.errors import ArgumentError, ConfigError, LabError, StorageError
 from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.loggers import LabTensorBoardLogger
 from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, newest_checkpoint, read_checkpoint
@@ -81,7 +85,7 @@ class Run:
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
-    callbacks = [build(c, cfg) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = build_each(cfg, "callbacks")
     if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # A misspelt optimized_metric, said at the first validation, before the pruning callback of an
@@ -95,7 +99,7 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    return [build(c, cfg) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return build_each(cfg, "logger")
 
 
 def run_folder(cfg: DictConfig) -> Path:
@@ -419,8 +423,13 @@ SETTINGS = {
 }
 
 
+# The config groups every run needs an option of (the others may be empty: logger=[], callbacks=[]).
+NEEDED_GROUPS = ("data", "tokenizer", "model", "optimizer", "trainer", "paths")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
+    check_command_line(cfg, NEEDED_GROUPS)
     check_complete(cfg)
     check_settings(cfg, SETTINGS)
     if cfg.get("model") is not None and not cfg.get("train", True) and cfg.get("ckpt_path") is None:
@@ -546,13 +555,18 @@ def main(cfg: DictConfig) -> float | None:
             print_and_log("interrupted before the first training step: nothing to resume", logging.WARNING)
         stop_sweep(label, started=saved)
         sys.exit(128 + signum)
-    except (LabError, ArgumentError) as err:
-        # A bad value in the config or the data: one clear line, exit code 2, and a FAILED marker
-        # so the run directory never looks like a finished run.
-        if isinstance(err, ArgumentError):  # raised by the library after the objects were built
+    except (LabError, ArgumentError, OSError) as err:
+        # A bad value in the config or the data, or a folder the run cannot write (the cache on a
+        # read-only disk): one clear line, exit code 2, and a FAILED marker so the run directory
+        # never looks like a finished run.
+        if isinstance(err, OSError):
+            if err.filename is None:
+                raise
+            err = StorageError(unwritable(err))
+        elif isinstance(err, ArgumentError):  # raised by the library after the objects were built
             err = as_config_error(err, cfg)
         out = Path(cfg.paths.output_dir)
-        if out.is_dir():
+        with contextlib.suppress(OSError):  # the marker is a courtesy: the error line still comes
             (out / "FAILED").write_text(f"{err}\n")
         if label is None:
             print_and_log(f"error: {err}")

@@ -8,11 +8,12 @@ user sets (``n_head`` raised while building ``model`` → ``model.net.n_head``).
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from llm_lab.errors import ArgumentError, ConfigError, LabError, type_error
+from llm_lab.errors import ArgumentError, ConfigError, LabError, UnknownArgument, type_error
 
 
 def gensim_test_file(name: str) -> str | None:
@@ -128,8 +129,23 @@ def config_key(arg: str, node: Any, root: Any = None) -> str:
 
 
 def as_config_error(err: ArgumentError, node: Any, root: Any = None) -> ConfigError:
-    """The ConfigError a user sees for a library's ArgumentError raised while building ``node``."""
-    return ConfigError(config_key(err.arg, node, root), err.problem, err.fix)
+    """The ConfigError a user sees for a library's ArgumentError raised while building ``node``
+    (an argument to leave out is removed from a composed config with ``~key``)."""
+    key = config_key(err.arg, node, root)
+    return ConfigError(key, err.problem, leave_out(key) if isinstance(err, UnknownArgument) else err.fix)
+
+
+def leave_out(key: str) -> str:
+    """How to leave ``key`` out of the config: drop the ``+key=...`` that added it, else delete it
+    with ``~key`` (a config file set it: the tokenizer's ``vocab_size`` in ``experiment=gpt``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        for word in HydraConfig.get().overrides.task:
+            added = word.split("=", 1)[0]  # +model.net.foo adds the node model.net refused here
+            if added.startswith("+") and f"{added.lstrip('+')}.".startswith(f"{key}."):
+                return f"leave {word} off the command line"
+    return f"remove it: ~{key} on the command line"
 
 
 @contextmanager
@@ -186,10 +202,12 @@ def check_settings(cfg: DictConfig, table: dict[str, Setting]) -> None:
             raise ConfigError(key, f"{value} > {setting.at_most:g}", setting.fix)
 
 
-def check_types(node: Any) -> None:
-    """Refuse a value that the ``_target_``'s signature rules out (``model.embed_dim=abc``: a word
-    where an integer belongs), in this node and the nodes below it, as an ArgumentError naming the
-    argument; Hydra would pass it on and the constructor fail somewhere inside."""
+def check_types(node: Any, exclude: Sequence[str] = ()) -> None:
+    """Refuse what the ``_target_``'s signature rules out, in this node and the nodes below it, as
+    an ArgumentError naming the argument: a value of the wrong type (``model.embed_dim=abc``: a
+    word where an integer belongs) and a key it takes no argument for (``+data.foo=1``). Hydra would
+    pass either on and the constructor fail somewhere inside. Keys in ``exclude`` are read by the
+    lab itself, not passed on."""
     if not isinstance(node, DictConfig):
         return
     target = node.get("_target_")
@@ -201,8 +219,15 @@ def check_types(node: Any) -> None:
             parameters = inspect.signature(get_object(target)).parameters
         except (ImportError, ValueError, TypeError):
             parameters = {}
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     for key in map(str, node):
-        if key.startswith("_") or OmegaConf.is_missing(node, key):
+        if key.startswith("_") or key in exclude:
+            continue
+        if parameters and not open_ended and key not in parameters:
+            close = difflib.get_close_matches(key, list(parameters), n=1)
+            hint = f"; the closest is {close[0]}" if close else ""
+            raise UnknownArgument(key, f"is not an argument of {str(target).rsplit('.', 1)[-1]}{hint}")
+        if OmegaConf.is_missing(node, key):
             continue
         value = node[key]
         if isinstance(value, DictConfig):
@@ -211,6 +236,74 @@ def check_types(node: Any) -> None:
             wrong = type_error(key, value, parameters[key].annotation)
             if wrong is not None:
                 raise wrong
+
+
+def check_additions(cfg: DictConfig, overrides: Sequence[str], groups: Collection[str]) -> None:
+    """Refuse a key that ``+key=value`` adds where nothing reads it: at the top level (``+seeds=3``)
+    or in a node without a ``_target_`` (``+paths.foo=1``). Below a ``_target_`` the constructor's
+    signature decides (:func:`check_types`); ``+group=option`` adds a config group, and a new entry
+    of ``callbacks`` or ``logger`` is a node of its own, built and checked as one."""
+    for word in overrides:
+        if not word.startswith("+") or word.startswith("++") or "=" not in word:
+            continue
+        key = word.split("=", 1)[0].lstrip("+")
+        parts = key.split(".")
+        if key in groups or (parts[0] in COLLECTIONS and len(parts) > 1):
+            continue
+        above = [OmegaConf.select(cfg, ".".join(parts[:n])) for n in range(1, len(parts))]
+        if any(isinstance(node, DictConfig) and "_target_" in node for node in above):
+            continue
+        raise ConfigError(
+            key,
+            "no part of the lab reads it (the + added a key the config does not have)",
+            f"leave {word} off the command line; --cfg job prints every setting there is",
+        )
+
+
+# Config groups whose node is a collection of nodes to build, each under a name of its own.
+COLLECTIONS = ("callbacks", "logger")
+
+
+def check_chosen(overrides: Sequence[str], needed: Sequence[str]) -> None:
+    """Refuse ``group=[]`` or ``~group`` (no option at all) for a group the script cannot do
+    without: ``model=[]`` would quietly turn a GPT run into the tokenizer-only stage, ``data=[]``
+    fail deep inside."""
+    for word in overrides:
+        name, _, value = word.partition("=")
+        group = name.removeprefix("~")
+        if group in needed and (value.strip() == "[]" or name.startswith("~")):
+            raise ConfigError(
+                group,
+                f"{word} leaves no option, and a run needs one",
+                f"python {sys.argv[0]} --help lists them",
+            )
+
+
+def check_command_line(cfg: DictConfig, needed: Sequence[str] = ()) -> None:
+    """What the command line asked for that the script cannot do: a ``needed`` group left with no
+    option (:func:`check_chosen`), a key added where nothing reads it (:func:`check_additions`).
+    Outside a Hydra run (``train(cfg)`` from a notebook) there is no command line to check."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        check_chosen(list(hydra_cfg.overrides.task), needed)
+        check_additions(cfg, list(hydra_cfg.overrides.task), set(hydra_cfg.runtime.choices))
+
+
+def build_each(cfg: DictConfig, group: str) -> list[Any]:
+    """The object of every entry of a collection group (``callbacks``, ``logger``); an entry that
+    is not a node with a ``_target_`` (``+callbacks.foo=1``) is refused by its key."""
+    built = []
+    for name, node in (cfg.get(group) or {}).items():
+        if node is None:
+            continue  # an entry turned off: callbacks.text_samples=null
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(
+                f"{group}.{name}", f"{node!r} is not a node with a _target_", leave_out(f"{group}.{name}")
+            )
+        built.append(build(node, cfg))
+    return built
 
 
 def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: Any) -> Any:
@@ -225,7 +318,7 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
     if exclude:
         target = OmegaConf.create({k: v for k, v in plain(node).items() if k not in exclude})
     with keyed(node, root):
-        check_types(node)
+        check_types(node, exclude)
         try:
             return instantiate(target, **kwargs)
         except InstantiationException as err:
@@ -275,7 +368,7 @@ def call(node: Any, root: Any = None, exclude: Sequence[str] = (), **objects: An
 
     values = {k: v for k, v in plain(node).items() if k not in exclude}
     with keyed(node, root):
-        check_types(node)
+        check_types(node, exclude)
         return get_class(values.pop("_target_"))(**values, **objects)
 
 
@@ -283,7 +376,6 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
     """One line for a command line Hydra cannot compose: an unknown key with the closest valid one
     (Hydra's own advice, ``+key=value``, would add a key nothing reads), an unknown group option
     with the valid ones, or the parser's message."""
-    import difflib
     import re
 
     from hydra import compose, initialize_config_dir

@@ -27,6 +27,14 @@ class ArgumentError(ValueError):
         super().__init__(f"{arg}: {problem}" + (f" ({fix})" if fix else ""))
 
 
+class UnknownArgument(ArgumentError):
+    """An argument the function does not take at all (``vocab_size`` given to the regex-word
+    tokenizer): the fix is to leave it out, which a config spells ``~key``."""
+
+    def __init__(self, arg: str, problem: str) -> None:
+        super().__init__(arg, problem, "leave it out")
+
+
 class LabError(Exception):
     """Base class of every error the lab reports to a user as one line."""
 

@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import io
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,9 @@ def signal_at(
     marker: str, signum: int, *overrides: str, timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     """Start ``python train.py OVERRIDES`` in a new process, send it ``signum`` when a line of its
-    output contains ``marker`` (e.g. a progress line), and wait for it to end."""
+    output contains ``marker`` (e.g. a progress line), and wait for it to end. The process takes
+    Ctrl-C as one started from a terminal does, even when the tests run in the background (where
+    the shell starts them with SIGINT ignored, and a child inherits that)."""
     proc = subprocess.Popen(
         command("train.py", *overrides),
         cwd=WORKDIR,
@@ -83,6 +86,7 @@ def signal_at(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout

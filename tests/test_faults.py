@@ -134,6 +134,55 @@ def test_impossible_settings_are_one_line_with_the_way_out(tmp_path: Path, overr
     one_line_error(proc, *words)
 
 
+@pytest.mark.parametrize(
+    ("word", "words"),
+    [
+        ("+new_key=1", ["new_key: no part of the lab reads it", "leave +new_key=1 off the command line"]),
+        ("+paths.foo=1", ["paths.foo: no part of the lab reads it", "leave +paths.foo=1 off"]),
+        (
+            "+data.batch_sise=3",
+            ["data.batch_sise: is not an argument of", "closest is batch_size", "leave +data"],
+        ),
+        ("+optimizer.foo=1", ["optimizer.foo: is not an argument of AdamW", "leave +optimizer.foo=1 off"]),
+        ("+model.net.foo=1", ["model.net: is not an argument of CBoWModule", "leave +model.net.foo=1 off"]),
+        (
+            "+callbacks.foo=1",
+            ["callbacks.foo: 1 is not a node with a _target_", "leave +callbacks.foo=1 off"],
+        ),
+        ("+logger.foo=1", ["logger.foo: 1 is not a node with a _target_", "leave +logger.foo=1 off"]),
+        ("model=[]", ["model: model=[] leaves no option", "--help lists them"]),
+        ("data=[]", ["data: data=[] leaves no option", "--help lists them"]),
+        ("~tokenizer", ["tokenizer: ~tokenizer leaves no option", "--help lists them"]),
+    ],
+)
+def test_a_key_nothing_reads_or_a_group_left_empty_is_one_line(tmp_path: Path, word: str, words: list[str]):
+    """Hydra lets ``+key=value`` add any key and ``group=[]`` pick no option; the lab says which
+    key nothing would read (before: run silently, or a TypeError deep inside), before any work."""
+    run = tmp_path / "run"
+    one_line_error(run_train("experiment=cbow", "debug=fast", word, f"hydra.run.dir={run}"), *words)
+    assert (run / "FAILED").is_file() and not (run / "checkpoints").exists()
+
+
+def test_generate_py_refuses_a_key_nothing_reads_before_loading_anything():
+    one_line_error(generate("+temprature=0.5", "ckpt_path=/nowhere"), "temprature: no part of the lab reads it")
+
+
+def test_additions_something_reads_and_empty_optional_groups_still_run(tmp_path: Path):
+    """A callback added as a node of its own is built and used; a key forced with ++ is set; a run
+    with no logger at all (logger=[]) writes no dashboard."""
+    run, extra = tmp_path / "run", tmp_path / "extra"
+    added = [
+        "+callbacks.ckpt2._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.ckpt2.dirpath={extra}",
+    ]
+    proc = run_train("experiment=mlp", "debug=fast", *added, "++seed=3", "logger=[]", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        list(extra.glob("*.ckpt")) and (run / "metrics.json").is_file() and not (run / "tensorboard").exists()
+    )
+    assert "seed: 3" in (run / ".hydra" / "config.yaml").read_text().splitlines()
+
+
 # ----------------------------------------------------------------------------------- checkpoints
 def test_a_truncated_or_foreign_checkpoint_is_named(gpt_run: Path, tmp_path: Path):
     good = gpt_run / "checkpoints" / "last.ckpt"
@@ -460,10 +509,14 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path, where: str):
     else:
         overrides = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={blocker / 'cache'}"]
     proc = run_train("experiment=cbow", "debug=fast", *overrides)
-    one_line_error(
+    line = one_line_error(
         proc, str(blocker), "cannot be created or written", "hydra.run.dir, paths.log_dir or paths.cache_dir"
     )
-    assert "Warning" not in proc.stderr, proc.stderr  # no Hydra callback warning before the line
+    assert "Warning" not in proc.stderr and "Error executing job" not in proc.stderr, proc.stderr
+    if where == "cache_dir_under_a_file":  # found inside the run: its folder says why it stopped
+        run = tmp_path / "run"
+        assert (run / "FAILED").read_text().strip() == line.removeprefix("error: ")
+        assert (run / "train.log").read_text().rstrip().endswith(line) and not (run / "metrics.json").exists()
 
 
 @pytest.fixture

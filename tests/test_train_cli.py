@@ -4,6 +4,7 @@ input fails early with one line that names the key."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -218,10 +219,20 @@ def test_a_value_the_config_asks_for_is_named_when_missing(overrides: list[str],
     }
 
 
-def test_a_setting_of_another_tokenizer_kind_is_named(tmp_path: Path):
-    """experiment=gpt sets tokenizer.vocab_size for BPE; the word tokenizer has no such setting."""
-    proc = run_train("experiment=gpt", "tokenizer=simple", "debug=fast", f"hydra.run.dir={tmp_path}")
-    _fails(proc, "tokenizer.vocab_size: is not a setting of the simple tokenizer (it takes strict,", tmp_path)
+def test_a_setting_of_another_tokenizer_kind_is_named_with_a_fix_that_works(tmp_path: Path):
+    """experiment=gpt sets tokenizer.vocab_size for BPE; the word tokenizer has no such setting.
+    The fix is the command-line word that removes it, and following it trains."""
+    command = ["experiment=gpt", "tokenizer=simple", "debug=fast", "trainer.max_steps=1"]
+    proc = run_train(*command, f"hydra.run.dir={tmp_path / 'a'}")
+    _fails(
+        proc,
+        "tokenizer.vocab_size: is not a setting of the simple tokenizer (it takes strict,",
+        tmp_path / "a",
+    )
+    fix = re.search(r"\(remove it: (\S+) on the command line\)$", proc.stderr.strip())
+    assert fix is not None, proc.stderr[-500:]
+    proc = run_train(*command, fix.group(1), f"hydra.run.dir={tmp_path / 'b'}")
+    assert proc.returncode == 0 and (tmp_path / "b" / "metrics.json").is_file(), proc.stderr[-2000:]
 
 
 def test_bad_corpus_files(tmp_path: Path):

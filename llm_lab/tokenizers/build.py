@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_lab.atomic import replacing
-from llm_lab.errors import ArgumentError, DataError
+from llm_lab.errors import ArgumentError, DataError, UnknownArgument
 from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
@@ -44,9 +44,7 @@ def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tok
     for name in settings:
         if name not in accepted:
             takes = ", ".join(p for p in accepted if p not in ("docs", "documents", "text", "files"))
-            raise ArgumentError(
-                name, f"is not a setting of the {kind} tokenizer (it takes {takes})", "leave it out"
-            )
+            raise UnknownArgument(name, f"is not a setting of the {kind} tokenizer (it takes {takes})")
     if kind == "simple":
         return SimpleTokenizer.from_corpus(documents, **settings)
     return FastBPETokenizer.train(documents=documents, **settings)
