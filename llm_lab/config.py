@@ -253,9 +253,14 @@ def check_additions(cfg: DictConfig, overrides: Sequence[str], groups: Collectio
         above = [OmegaConf.select(cfg, ".".join(parts[:n])) for n in range(1, len(parts))]
         if any(isinstance(node, DictConfig) and "_target_" in node for node in above):
             continue
+        parent = above[-1] if above else cfg
+        # The keys beside it, but for itself (the + just put it there): a misspelt one is close.
+        siblings = [str(k) for k in parent if str(k) != parts[-1]] if isinstance(parent, DictConfig) else []
+        close = difflib.get_close_matches(parts[-1], siblings, n=1)
+        meant = f"; did you mean {'.'.join([*parts[:-1], close[0]])}?" if close else ""
         raise ConfigError(
             key,
-            "no part of the lab reads it (the + added a key the config does not have)",
+            f"no part of the lab reads it (the + added a key the config does not have){meant}",
             f"leave {word} off the command line; --cfg job prints every setting there is",
         )
 
