@@ -4,6 +4,7 @@ the refusal of multi-process sweeps and TensorBoard's HParams data for every job
 from __future__ import annotations
 
 import json
+import logging
 import math
 from functools import partial
 from pathlib import Path
@@ -421,7 +422,9 @@ def objective(params: dict[str, str]) -> float:
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_study_persists_and_resumes_where_it_stopped(tmp_path: Path, n_jobs: int):
+def test_study_persists_and_resumes_where_it_stopped(
+    tmp_path: Path, n_jobs: int, caplog: pytest.LogCaptureFixture
+):
     first = FakeLauncher(objective)
     _sweeper(tmp_path, first, n_trials=3, n_jobs=n_jobs).sweep(["z=1"])
     before = {t.number: t.datetime_complete for t in _load(tmp_path).trials}
@@ -445,6 +448,13 @@ def test_study_persists_and_resumes_where_it_stopped(tmp_path: Path, n_jobs: int
         assert trial.value == objective({"x": str(trial.params["x"]), "y": trial.params["y"]})
     for number, overrides in first.launched + second.launched:
         assert "z=1" in overrides and f"++optuna.trial={number}" in overrides
+
+    # Run again as it stands, the finished study runs nothing and says how to go on.
+    third = FakeLauncher(objective)
+    with caplog.at_level(logging.INFO):
+        _sweeper(tmp_path, third, n_trials=5, n_jobs=n_jobs).sweep(["z=1"])
+    assert third.launched == [] and len(_load(tmp_path).trials) == 5
+    assert "holds 5 trials already" in caplog.text and "raise hydra.sweeper.n_trials" in caplog.text
 
 
 def test_pruned_and_failed_jobs_are_recorded(tmp_path: Path):

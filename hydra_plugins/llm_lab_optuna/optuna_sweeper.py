@@ -273,6 +273,12 @@ class OptunaSweeper(Sweeper):
                 ]
                 self.validate_batch_is_legal(jobs)
                 returns.append(self._launch(study, numbers, jobs))
+        if not returns:  # a finished study, run again: say why nothing ran, and how to go on
+            log.info(
+                f"Study {self.study_name!r} holds {len(study.trials)} trials already, as many as "
+                f"hydra.sweeper.n_trials={self.n_trials} asks: no trial to run (raise "
+                f"hydra.sweeper.n_trials to run more)"
+            )
         self._log_best(study)
         return returns
 
