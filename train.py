@@ -522,6 +522,7 @@ def main(cfg: DictConfig) -> float | None:
     if label is not None:
         sweeps.OUTCOME.started += 1
         sweeps.OUTCOME.hydra = copy.deepcopy(HydraConfig.get())  # to say what is left, if stopped
+        sweeps.OUTCOME.objective = (cfg.get("optimized_metric"), cfg.get("optimized_direction"))
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: signals cannot be caught here
@@ -584,11 +585,12 @@ def main(cfg: DictConfig) -> float | None:
 
 def stop_sweep(label: str | None, started: bool) -> None:
     """After an interrupted job of a sweep (``started``: it trained a step, and its checkpoint
-    resumes it): which jobs did not run, and how to run them."""
+    resumes it): the summary of the jobs so far, which jobs did not run, and how to run them."""
     if label is None:
         return
     from hydra.core.hydra_config import HydraConfig
 
+    sweeps.summary_so_far()
     line = sweeps.unrun_jobs_line(HydraConfig.get(), started=started)
     if line:
         print_and_log(line, logging.WARNING)
@@ -617,6 +619,7 @@ def cli() -> None:
     except Terminated as stop:
         # No run was going on: Hydra was setting one up, or between two jobs of a sweep.
         last_job = sweeps.OUTCOME.hydra
+        sweeps.summary_so_far()
         said = sweeps.unrun_jobs_line(last_job) if last_job is not None else None
         print(said or "interrupted before the first training step: nothing to resume", file=sys.stderr)
         sys.exit(128 + stop.signum)

@@ -138,6 +138,7 @@ class SweepOutcome:
     sweep_dir: Path | None = None  # set when the sweep ends
     summary: Path | None = None  # summary.md, when one was written
     hydra: Any = None  # the Hydra config of the latest job (what unrun_jobs_line needs)
+    objective: tuple[Any, Any] = (None, None)  # its optimized_metric and optimized_direction
 
 
 OUTCOME = SweepOutcome()
@@ -366,6 +367,11 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         OUTCOME.sweep_dir = Path(config.hydra.sweep.dir)
+        self.write(config)
+
+    def write(self, config: DictConfig) -> None:
+        """Rank the jobs found in the sweep directory so far, write the table and print it
+        (nothing without an ``optimized_metric``, or before any job)."""
         metric = config.get("optimized_metric")
         if not metric:
             return
@@ -378,3 +384,26 @@ class SweepSummary(Callback):
         (sweep_dir / self.filename).write_text(table)
         OUTCOME.summary = sweep_dir / self.filename
         print(f"\n{table}\nwritten to {sweep_dir / self.filename}")
+
+
+def summary_so_far() -> None:
+    """At an interrupted sweep (no ``on_multirun_end`` comes): ``summary.md`` of the jobs run so
+    far, the one cut off listed as unfinished, from the latest job's record in :data:`OUTCOME`;
+    nothing when the summary callback is off (``hydra/callbacks=null``)."""
+    hydra_cfg = OUTCOME.hydra
+    node = (hydra_cfg.get("callbacks") or {}).get("sweep_summary") if hydra_cfg is not None else None
+    if node is None:
+        return
+    metric, direction = OUTCOME.objective
+    config = OmegaConf.create(
+        {
+            "optimized_metric": metric,
+            "optimized_direction": direction,
+            "hydra": {
+                "sweep": {"dir": str(hydra_cfg.sweep.dir)},
+                "sweeper": {"direction": OmegaConf.select(hydra_cfg, "sweeper.direction")},
+                "output_subdir": hydra_cfg.output_subdir,
+            },
+        }
+    )
+    SweepSummary(node.get("direction"), node.get("filename", "summary.md")).write(config)

@@ -96,6 +96,8 @@ def test_a_signal_in_a_grid_sweep_names_the_jobs_that_did_not_run_and_how_to_run
     stopped = signal_at("step 3/", signal.SIGTERM, "-m", *run, "seed=1,2", f"hydra.sweep.dir={tmp_path}")
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert (tmp_path / "0" / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "1").exists()
+    # The summary of the sweep so far: the job cut off is listed as unfinished.
+    assert [(row[1], row[-2], row[-1]) for row in summary_rows(tmp_path)] == [("0", "", "unfinished")]
     lines = stopped.stderr.strip().splitlines()
     assert lines[-2] == "the sweep stopped: job 1 of 2 did not run; run each with (or the whole sweep again):"
     printed = lines[-1].strip()
@@ -129,6 +131,17 @@ def test_a_signal_between_two_jobs_of_a_sweep_names_the_jobs_left(tmp_path: Path
     )
     assert lines[-2].endswith(f"seed=2 hydra.run.dir={tmp_path / '1'}")
     assert (tmp_path / "0" / "metrics.json").is_file() and not (tmp_path / "1" / "metrics.json").exists()
+    # The summary so far ranks the finished job first, with its value.
+    loss = json.loads((tmp_path / "0" / "metrics.json").read_text())["val/loss"]
+    assert (summary_rows(tmp_path)[0][1], *summary_rows(tmp_path)[0][-2:]) == ("0", f"{loss:.6g}", "")
+
+
+def summary_rows(sweep_dir: Path) -> list[list[str]]:
+    """The cells of each row of a sweep's summary.md (rank, job, the swept values, metric, status)."""
+    lines = (sweep_dir / "summary.md").read_text().splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| ")][
+        1:
+    ]
 
 
 @pytest.mark.slow
