@@ -432,6 +432,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_command_line(cfg, NEEDED_GROUPS)
     check_complete(cfg)
     check_settings(cfg, SETTINGS)
+    metric = cfg.get("optimized_metric")
+    if isinstance(metric, str) and metric.startswith("test/") and not cfg.get("test"):
+        # Said now: otherwise only when the run ends, after all of its training.
+        raise ConfigError(
+            "optimized_metric",
+            f"{metric} is logged by the test stage, and test=false runs none",
+            "add test=true, or optimize a val/ metric",
+        )
     if cfg.get("model") is not None and not cfg.get("train", True) and cfg.get("ckpt_path") is None:
         raise ConfigError(
             "ckpt_path",

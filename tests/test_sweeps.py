@@ -268,6 +268,16 @@ def test_a_misspelt_optimized_metric_stops_the_run_at_its_first_validation(tmp_p
     assert (tmp_path / "FAILED").is_file() and not (tmp_path / "metrics.json").exists()
 
 
+def test_a_test_metric_without_the_test_stage_is_refused_before_training(tmp_path: Path):
+    proc = run_train(*TINY, "test=false", "optimized_metric=test/loss", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: optimized_metric: test/loss is logged by the test stage, and test=false runs none "
+        "(add test=true, or optimize a val/ metric)"
+    )
+    assert "step 1/" not in proc.stdout and not (tmp_path / "checkpoints").exists()
+
+
 def test_optuna_trials_with_a_misspelt_metric_fail_one_by_one_and_the_command_exits_2(tmp_path: Path):
     proc = run_train(
         "-m",
