@@ -12,12 +12,15 @@ beside it or given by ``tokenizer_path=``). Sampling settings are those of
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
 from llm_lab.config import Setting, as_config_error, check_command_line, check_settings, run_cli
 from llm_lab.errors import ArgumentError, ConfigError, DataError, LabError
@@ -123,7 +126,7 @@ def generate(cfg: DictConfig) -> list[str]:
         raise ConfigError("prompt", "the prompt encodes to no tokens", 'give some text, e.g. "The"')
     idx = torch.tensor([prompt_ids] * cfg.num_samples, device=device)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    out = model.generate(
+    steps = model.stream(
         idx,
         cfg.max_new_tokens,
         temperature=cfg.temperature,
@@ -133,7 +136,24 @@ def generate(cfg: DictConfig) -> list[str]:
         use_cache=cfg.use_cache,
         generator=generator,
     )
+    out = torch.cat([idx, *(next_id[:, None] for next_id in with_progress(steps, cfg.max_new_tokens))], dim=1)
     return [tokenizer.decode(row.tolist()) for row in out]
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+def with_progress(steps: Iterator[Tensor], total: int, every_s: float = PROGRESS_EVERY_S) -> Iterator[Tensor]:
+    """``steps`` as they come, with a line on stderr every ``every_s`` seconds: thousands of tokens
+    on a CPU take minutes, and the text is printed only at the end."""
+    started = last = time.monotonic()
+    for n, step in enumerate(steps, start=1):
+        yield step
+        now = time.monotonic()
+        if now - last >= every_s:
+            rate = n / (now - started)
+            print(f"generated {n:,} of {total:,} tokens ({rate:,.0f} tokens/s)", file=sys.stderr, flush=True)
+            last = now
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="generate")

@@ -156,6 +156,15 @@ def test_generate_keeps_training_mode_and_rejects_empty_prompts() -> None:
         model.generate(torch.zeros(1, 0, dtype=torch.long), 2)
 
 
+def test_stream_yields_each_step_as_it_is_made_and_generate_is_its_whole() -> None:
+    model, idx = tiny(), torch.tensor([[1, 2, 3], [4, 5, 6]])
+    steps = model.stream(idx, 6, generator=torch.Generator().manual_seed(0))
+    first = next(steps)  # one forward pass, not six
+    assert first.shape == (2,) and not model.training
+    streamed = torch.cat([idx, first[:, None], *(step[:, None] for step in steps)], dim=1)
+    assert torch.equal(streamed, model.generate(idx, 6, generator=torch.Generator().manual_seed(0)))
+
+
 # --- generate.py ----------------------------------------------------------------------------------
 
 
@@ -194,6 +203,15 @@ def test_generate_py_gives_transformers_greedy_text(hf_folder_with_tokenizer: Pa
     if eot in ids[prompt.shape[1] :]:  # ours stops at the end-of-text token, HF was told not to
         ids = ids[: ids.index(eot, prompt.shape[1]) + 1]
     assert result.stdout.rstrip("\n") == tokenizer.decode(ids)
+
+
+def test_generate_py_says_how_far_a_long_generation_has_come(capsys: pytest.CaptureFixture[str]) -> None:
+    """The text is printed at the end; meanwhile a line on stderr every few seconds (here: every step)."""
+    steps = load_script("generate.py").with_progress(tiny().stream(torch.tensor([[1, 2]]), 5), 5, every_s=0)
+    assert len(list(steps)) == 5
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"generated {n} of 5 tokens" for n in range(1, 6)]
+    assert all(line.endswith(" tokens/s)") for line in lines)
 
 
 @pytest.mark.parametrize("size", [260, 600])

@@ -18,6 +18,7 @@ lab's formulas, op by op, as the papers write them). The parameters are the same
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,24 @@ class GPT(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); return (B, T + n).
+        The tokens of :meth:`stream`, all at once."""
+        steps = self.stream(idx, max_new_tokens, temperature, top_k, top_p, eos_id, use_cache, generator)
+        return torch.cat([idx, *(next_id[:, None] for next_id in steps)], dim=1)
+
+    @torch.no_grad()
+    def stream(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]:
+        """Sample up to ``max_new_tokens`` tokens after ``idx`` (B, T), yielding each step's (B,)
+        new ids as it is made (what a caller shows progress or streams text from).
 
         ``temperature=0`` is greedy decoding. Each step samples from the last position's
         distribution (Raschka ch. 5.3), optionally cut to the ``top_k`` most likely tokens and/or the
@@ -422,19 +441,21 @@ class GPT(nn.Module):
         self.eval()
         caches = [KVCache() for _ in self.blocks] if use_cache else None
         finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            if caches is not None and idx.shape[1] > ctx:
-                caches = None
-            if caches is None:
-                logits = self(idx[:, -ctx:])
-            else:  # first step: the whole prompt; later: only the token the cache has not seen
-                logits = self(idx[:, caches[0].length :], kv_cache=caches)
-            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-            if eos_id is not None:
-                next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)
-                finished |= next_id == eos_id
-            idx = torch.cat([idx, next_id[:, None]], dim=1)
-            if eos_id is not None and bool(finished.all()):
-                break
-        self.train(was_training)
-        return idx
+        try:
+            for _ in range(max_new_tokens):
+                if caches is not None and idx.shape[1] > ctx:
+                    caches = None
+                if caches is None:
+                    logits = self(idx[:, -ctx:])
+                else:  # first step: the whole prompt; later: only the token the cache has not seen
+                    logits = self(idx[:, caches[0].length :], kv_cache=caches)
+                next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+                if eos_id is not None:
+                    next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)
+                    finished |= next_id == eos_id
+                idx = torch.cat([idx, next_id[:, None]], dim=1)
+                yield next_id
+                if eos_id is not None and bool(finished.all()):
+                    break
+        finally:  # also when the caller stops reading early
+            self.train(was_training)
