@@ -99,6 +99,7 @@ SETTINGS = {
     "top_p": Setting("float | None", "e.g. top_p=0.9, or null for no nucleus"),
     "seed": Setting("int", "e.g. seed=0"),
     "use_cache": Setting("bool", "use_cache=true or use_cache=false"),
+    "progress_every_s": Setting("float", "seconds between progress lines, e.g. 10", at_least=0),
 }
 
 
@@ -136,14 +137,25 @@ def generate(cfg: DictConfig) -> list[str]:
         use_cache=cfg.use_cache,
         generator=generator,
     )
-    out = torch.cat([idx, *(next_id[:, None] for next_id in with_progress(steps, cfg.max_new_tokens))], dim=1)
-    return [tokenizer.decode(row.tolist()) for row in out]
+    new: list[Tensor] = []
+    try:
+        for next_id in with_progress(steps, cfg.max_new_tokens, cfg.progress_every_s):
+            new.append(next_id[:, None])
+    except KeyboardInterrupt:  # Ctrl-C: the text so far is still worth showing
+        texts = [tokenizer.decode(row.tolist()) for row in torch.cat([idx, *new], dim=1)]
+        raise Stopped(texts, len(new)) from None
+    return [tokenizer.decode(row.tolist()) for row in torch.cat([idx, *new], dim=1)]
 
 
-PROGRESS_EVERY_S = 10.0
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C during generation, with the ``texts`` made up to then (``tokens`` new ones each)."""
+
+    def __init__(self, texts: list[str], tokens: int) -> None:
+        super().__init__(tokens)
+        self.texts, self.tokens = texts, tokens
 
 
-def with_progress(steps: Iterator[Tensor], total: int, every_s: float = PROGRESS_EVERY_S) -> Iterator[Tensor]:
+def with_progress(steps: Iterator[Tensor], total: int, every_s: float) -> Iterator[Tensor]:
     """``steps`` as they come, with a line on stderr every ``every_s`` seconds: thousands of tokens
     on a CPU take minutes, and the text is printed only at the end."""
     started = last = time.monotonic()
@@ -159,15 +171,28 @@ def with_progress(steps: Iterator[Tensor], total: int, every_s: float = PROGRESS
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="generate")
 def main(cfg: DictConfig) -> Any:
     try:
-        for i, text in enumerate(generate(cfg)):
-            if cfg.num_samples > 1:
-                print(f"--- sample {i}")
-            print(text)
+        show(generate(cfg))
+    except Stopped as stop:
+        show(stop.texts)
+        print(
+            f"interrupted: SIGINT after {stop.tokens:,} of {cfg.max_new_tokens:,} new tokens", file=sys.stderr
+        )
+        sys.exit(130)  # the shell's code for "ended by SIGINT"
+    except KeyboardInterrupt:  # while loading: nothing made yet
+        print("interrupted: SIGINT before any token was made", file=sys.stderr)
+        sys.exit(130)
     except (LabError, ArgumentError) as err:
         if isinstance(err, ArgumentError):
             err = as_config_error(err, cfg)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+def show(texts: list[str]) -> None:
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- sample {i}")
+        print(text)
 
 
 def cli() -> None:

@@ -624,13 +624,14 @@ def cli() -> None:
         previous = None
     try:
         run_cli(main, CONF, "train")
-    except Terminated as stop:
+    except (KeyboardInterrupt, Terminated) as stop:
         # No run was going on: Hydra was setting one up, or between two jobs of a sweep.
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
         last_job = sweeps.OUTCOME.hydra
         sweeps.summary_so_far()
         said = sweeps.unrun_jobs_line(last_job) if last_job is not None else None
         print(said or "interrupted before the first training step: nothing to resume", file=sys.stderr)
-        sys.exit(128 + stop.signum)
+        sys.exit(128 + signum)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

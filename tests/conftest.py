@@ -73,14 +73,20 @@ def run_process(
 
 
 def signal_at(
-    marker: str, signum: int, *overrides: str, timeout: float = 240
+    marker: str,
+    signum: int,
+    *overrides: str,
+    timeout: float = 240,
+    script: str = "train.py",
+    watch: str = "stdout",
 ) -> subprocess.CompletedProcess[str]:
-    """Start ``python train.py OVERRIDES`` in a new process, send it ``signum`` when a line of its
-    output contains ``marker`` (e.g. a progress line), and wait for it to end. The process takes
-    Ctrl-C as one started from a terminal does, even when the tests run in the background (where
-    the shell starts them with SIGINT ignored, and a child inherits that)."""
+    """Start ``python <script> OVERRIDES`` in a new process, send it ``signum`` when a line of its
+    ``watch`` stream (stdout or stderr) contains ``marker`` (e.g. a progress line), and wait for it
+    to end; the lines read until then are not in the result. The process takes Ctrl-C as one
+    started from a terminal does, even when the tests run in the background (where the shell
+    starts them with SIGINT ignored, and a child inherits that)."""
     proc = subprocess.Popen(
-        command("train.py", *overrides),
+        command(script, *overrides),
         cwd=WORKDIR,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -88,9 +94,10 @@ def signal_at(
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert proc.stdout is not None
+    stream = proc.stdout if watch == "stdout" else proc.stderr
+    assert stream is not None
     deadline = time.monotonic() + timeout
-    for line in proc.stdout:
+    for line in stream:
         if marker in line:
             proc.send_signal(signum)
             break

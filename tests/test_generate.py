@@ -3,12 +3,14 @@ and ``generate.py`` against transformers' own greedy decoding."""
 
 from __future__ import annotations
 
+import re
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT, load_script, run_train
+from conftest import ROOT, load_script, run_train, signal_at
 from omegaconf import OmegaConf
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
@@ -212,6 +214,21 @@ def test_generate_py_says_how_far_a_long_generation_has_come(capsys: pytest.Capt
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" (")[0] for line in lines] == [f"generated {n} of 5 tokens" for n in range(1, 6)]
     assert all(line.endswith(" tokens/s)") for line in lines)
+
+
+def test_ctrl_c_in_generate_py_prints_the_text_made_so_far(hf_folder_with_tokenizer: Path) -> None:
+    """A long generation cut short keeps what it made: the prompt and the tokens up to the signal."""
+    args = [f"hf_path={hf_folder_with_tokenizer}", "prompt=the cat", "max_new_tokens=100000"]
+    args += ["use_cache=false", "progress_every_s=0", "temperature=0"]
+    stopped = signal_at("generated 5 of", signal.SIGINT, *args, script="generate.py", watch="stderr")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    made = re.fullmatch(r"interrupted: SIGINT after ([\d,]+) of 100,000 new tokens", last)
+    assert made is not None and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    tokenizer = HFTokenizer(hf_folder_with_tokenizer / "tokenizer.json")
+    printed = tokenizer.encode(stopped.stdout.rstrip("\n"))
+    prompt = tokenizer.encode("the cat")
+    assert printed[: len(prompt)] == prompt and len(printed) > len(prompt)
 
 
 @pytest.mark.parametrize("size", [260, 600])

@@ -112,19 +112,20 @@ def test_a_signal_in_a_grid_sweep_names_the_jobs_that_did_not_run_and_how_to_run
     assert OmegaConf.load(tmp_path / "1" / ".hydra" / "config.yaml").seed == 2
 
 
-def test_a_signal_between_two_jobs_of_a_sweep_names_the_jobs_left(tmp_path: Path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_between_two_jobs_of_a_sweep_names_the_jobs_left(tmp_path: Path, signum: int):
     cbow = ["experiment=cbow", "data.max_documents=20", "model.embed_dim=8", "logger=csv"]
     # Sent when job 0 prints its last line: it lands as job 0 returns or as Hydra sets up job 1.
     stopped = signal_at(
         "run folder:",
-        signal.SIGTERM,
+        signum,
         "-m",
         *cbow,
         "trainer.max_steps=5",
         "seed=1,2,3",
         f"hydra.sweep.dir={tmp_path}",
     )
-    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
     lines = stopped.stderr.strip().splitlines()
     assert (
         lines[-3] == "the sweep stopped: jobs 1-2 of 3 did not run; run each with (or the whole sweep again):"
