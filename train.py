@@ -56,6 +56,7 @@ from llm_lab.config import (
     keyed,
     plain,
     refusal,
+    refused_by_library,
     register_resolvers,
     run_cli,
     unwritable,
@@ -338,7 +339,8 @@ def fit(cfg: DictConfig, run: Run, ckpt_path: str | None) -> dict[str, float]:
     if ckpt_path not in (None, "last"):
         check_fits(Path(ckpt_path), module)
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with refused_by_library(cfg.trainer):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         ckpt_path = None  # from here on the module holds the trained weights
     metrics = scalar_metrics(trainer)
     target = cfg.get("optimized_metric") or ""

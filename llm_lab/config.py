@@ -339,11 +339,25 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
             raise refusal(node, str(err.__cause__ or err).strip()) from None
 
 
+@contextmanager
+def refused_by_library(node: DictConfig) -> Iterator[None]:
+    """Run library code that checks ``node``'s values only when it uses them (Lightning's
+    ``Trainer.fit`` refuses a ``val_check_interval`` longer than an epoch): a ValueError whose
+    message names one key of ``node`` comes out as a ConfigError under that key. Any other
+    ValueError is a bug, and passes whole."""
+    try:
+        yield
+    except ValueError as err:
+        if isinstance(err, ArgumentError | LabError) or key_named_in(node, str(err)) is None:
+            raise
+        raise refusal(node, str(err).strip()) from None
+
+
 def refusal(node: DictConfig, message: str) -> ConfigError:
     """A library's refusal of the values of ``node`` (torch's, Lightning's) as a ConfigError under
     the key its message speaks of, else under the node."""
     key = node._get_full_key(None) or "config"
-    named = _key_named_in(node, message)
+    named = key_named_in(node, message)
     if named is not None:
         return ConfigError(f"{key}.{named}", message, f"check {key}.{named}")
     return ConfigError(key, message, f"check the {key}.* values")
@@ -353,15 +367,22 @@ def refusal(node: DictConfig, message: str) -> ConfigError:
 SPELLED_OUT = {"learning rate": "lr", "epsilon": "eps", "duration": "max_time"}
 
 
-def _key_named_in(node: DictConfig, message: str) -> str | None:
-    """The one key of ``node`` a library's message speaks of (torch: "Invalid beta parameter at
-    index 0" → ``betas``, "Invalid weight_decay value" → ``weight_decay``), or None."""
-    words = set(re.findall(r"[A-Za-z_]+", message))
-    words |= {key for phrase, key in SPELLED_OUT.items() if phrase in message}
+def key_named_in(node: DictConfig, message: str) -> str | None:
+    """The key of ``node`` a library's message speaks of (torch: "Invalid beta parameter at
+    index 0" → ``betas``, "Invalid weight_decay value" → ``weight_decay``), or None. A message
+    that names several (Lightning's "`val_check_interval` (50) must be ... set
+    `limit_val_batches` ...") is about the first: the others are its ways out."""
+    at: dict[str, int] = {}  # each word of the message, and where it first comes
+    for word in re.finditer(r"[A-Za-z_]+", message):
+        at.setdefault(word.group(), word.start())
+    for phrase, key in SPELLED_OUT.items():
+        if phrase in message:
+            at.setdefault(key, message.index(phrase))
     keys = [k for k in map(str, node) if not k.startswith("_")]
-    for matches in ([k for k in keys if k in words], [k for k in keys if k.rstrip("s") in words]):
-        if len(matches) == 1:
-            return matches[0]
+    for spelled in (lambda k: k, lambda k: k.rstrip("s")):  # betas: "beta parameter"
+        matches = [k for k in keys if spelled(k) in at]
+        if matches:
+            return min(matches, key=lambda k: at[spelled(k)])
     return None
 
 

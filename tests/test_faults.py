@@ -134,6 +134,14 @@ def test_impossible_settings_are_one_line_with_the_way_out(tmp_path: Path, overr
     one_line_error(proc, *words)
 
 
+def test_a_value_lightning_refuses_only_at_fit_is_one_line_under_its_key(tmp_path: Path):
+    """Lightning checks val_check_interval against the epoch's batches only once fit has begun."""
+    run = tmp_path / "run"
+    proc = run_train("experiment=cbow", "debug=fast", "trainer.val_check_interval=50", f"hydra.run.dir={run}")
+    line = one_line_error(proc, "trainer.val_check_interval: `val_check_interval` (50) must be less than")
+    assert (run / "FAILED").is_file() and (run / "train.log").read_text().rstrip().endswith(line)
+
+
 @pytest.mark.parametrize(
     ("word", "words"),
     [
