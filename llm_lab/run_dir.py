@@ -285,8 +285,19 @@ class OneRunPerDirectory(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A grid sweep's clock-named folder, likewise. Each job's config is composed again from
-        # the command line's overrides, so the folder chosen joins them.
+        # the command line's overrides, so the folder chosen joins them. A folder the user named
+        # that holds an earlier grid's jobs is refused: job 0 would write into job 0's folder.
+        # (An Optuna study's folder is reused on purpose: the same command resumes the study.)
         if not clock_named(config.hydra.sweep):
+            sweep_dir = Path(config.hydra.sweep.dir)
+            grid = str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper")
+            if grid and sweep_dir.is_dir() and any(holds_results(job) for job in sweep_dir.iterdir()):
+                print(
+                    f"error: hydra.sweep.dir: {sweep_dir} holds the jobs of an earlier sweep (choose a "
+                    "new hydra.sweep.dir, or leave it out: each sweep then gets a folder of its own)",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
             return
         folder = str(unused_folder(Path(config.hydra.sweep.dir)))
         quoted = "'" + folder.replace("'", "\\'") + "'"  # a path may hold spaces or quotes

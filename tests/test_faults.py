@@ -321,6 +321,18 @@ def test_runs_started_within_one_second_get_a_folder_each(tmp_path: Path, sweep:
     assert sorted(path for path in folder.rglob("*") if mine not in (path, *path.parents)) == before
 
 
+def test_a_grid_sweep_into_a_folder_holding_an_earlier_sweep_is_refused_untouched(tmp_path: Path):
+    sweep = tmp_path / "mysweep"
+    first = run_train("-m", "experiment=perceptron", "seed=1,2", "debug=fast", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {path: path.read_bytes() for path in sweep.rglob("*") if path.is_file()}
+    again = run_train("-m", "experiment=perceptron", "seed=3,4", "debug=fast", f"hydra.sweep.dir={sweep}")
+    one_line_error(
+        again, f"hydra.sweep.dir: {sweep} holds the jobs of an earlier sweep", "new hydra.sweep.dir"
+    )
+    assert {path: path.read_bytes() for path in sweep.rglob("*") if path.is_file()} == before
+
+
 def test_an_unused_folder_is_made_once_and_never_handed_out_twice(tmp_path: Path):
     base = tmp_path / "runs" / "2026-01-01_00-00-00"
     first, second, third = (unused_folder(base) for _ in range(3))
