@@ -425,13 +425,25 @@ SETTINGS = {
 }
 
 
-# The config groups every run needs an option of (the others may be empty: logger=[], callbacks=[]).
-NEEDED_GROUPS = ("data", "tokenizer", "model", "optimizer", "trainer", "paths")
+def needed_groups(cfg: DictConfig) -> list[str]:
+    """The config groups a run cannot be left without an option of (``model=[]``, ``~data``). The
+    others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage whose
+    data is not a corpus, or the optimizer of the perceptron, which learns by its own rule; an
+    optimizer the experiment tunes (``optimizer.lr`` left without its ``_target_``) is needed."""
+    data = cfg.get("data")
+    needed = ["data", "model", "trainer", "paths"]
+    if isinstance(data, DictConfig) and ("path" in data or "hf_dataset" in data):
+        needed.append("tokenizer")
+    for group in ("optimizer", "scheduler"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" not in node:
+            needed.append(group)
+    return needed
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
-    check_command_line(cfg, NEEDED_GROUPS)
+    check_command_line(cfg, needed_groups(cfg))
     check_complete(cfg)
     check_settings(cfg, SETTINGS)
     metric = cfg.get("optimized_metric")

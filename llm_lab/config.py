@@ -135,17 +135,24 @@ def as_config_error(err: ArgumentError, node: Any, root: Any = None) -> ConfigEr
     return ConfigError(key, err.problem, leave_out(key) if isinstance(err, UnknownArgument) else err.fix)
 
 
-def leave_out(key: str) -> str:
-    """How to leave ``key`` out of the config: drop the ``+key=...`` that added it, else delete it
-    with ``~key`` (a config file set it: the tokenizer's ``vocab_size`` in ``experiment=gpt``)."""
+def added_by(key: str) -> str | None:
+    """The command-line word that added ``key`` or a key below it (``+model.net.foo=1`` adds
+    ``model.net``), or None: a config file set it."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
         for word in HydraConfig.get().overrides.task:
-            added = word.split("=", 1)[0]  # +model.net.foo adds the node model.net refused here
+            added = word.split("=", 1)[0]
             if added.startswith("+") and f"{added.lstrip('+')}.".startswith(f"{key}."):
-                return f"leave {word} off the command line"
-    return f"remove it: ~{key} on the command line"
+                return str(word)
+    return None
+
+
+def leave_out(key: str) -> str:
+    """How to leave ``key`` out of the config: drop the ``+key=...`` that added it, else delete it
+    with ``~key`` (a config file set it: the tokenizer's ``vocab_size`` in ``experiment=gpt``)."""
+    word = added_by(key)
+    return f"leave {word} off the command line" if word else f"remove it: ~{key} on the command line"
 
 
 @contextmanager
@@ -303,6 +310,8 @@ def build_each(cfg: DictConfig, group: str) -> list[Any]:
     for name, node in (cfg.get(group) or {}).items():
         if node is None:
             continue  # an entry turned off: callbacks.text_samples=null
+        if isinstance(node, DictConfig) and "_target_" not in node and not added_by(f"{group}.{name}"):
+            continue  # an experiment's settings for an entry the group has not (callbacks=[])
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(
                 f"{group}.{name}", f"{node!r} is not a node with a _target_", leave_out(f"{group}.{name}")

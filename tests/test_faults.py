@@ -164,6 +164,7 @@ def test_a_value_lightning_refuses_only_at_fit_is_one_line_under_its_key(tmp_pat
         ("model=[]", ["model: model=[] leaves no option", "--help lists them"]),
         ("data=[]", ["data: data=[] leaves no option", "--help lists them"]),
         ("~tokenizer", ["tokenizer: ~tokenizer leaves no option", "--help lists them"]),
+        ("~optimizer", ["optimizer: ~optimizer leaves no option", "--help lists them"]),
     ],
 )
 def test_a_key_nothing_reads_or_a_group_left_empty_is_one_line(tmp_path: Path, word: str, words: list[str]):
@@ -194,6 +195,18 @@ def test_additions_something_reads_and_empty_optional_groups_still_run(tmp_path:
         list(extra.glob("*.ckpt")) and (run / "metrics.json").is_file() and not (run / "tensorboard").exists()
     )
     assert "seed: 3" in (run / ".hydra" / "config.yaml").read_text().splitlines()
+    # No callbacks at all, on a stage whose experiment tunes one (the decision boundary plot), and
+    # neither tokenizer nor optimizer, which the perceptron does without.
+    bare = run_train(
+        "experiment=perceptron",
+        "debug=fast",
+        "callbacks=[]",
+        "~tokenizer",
+        "~optimizer",
+        f"hydra.run.dir={tmp_path / 'bare'}",
+    )
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    assert (tmp_path / "bare" / "metrics.json").is_file() and not (tmp_path / "bare" / "checkpoints").exists()
 
 
 # ----------------------------------------------------------------------------------- checkpoints
