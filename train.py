@@ -52,6 +52,7 @@ from llm_lab.config import (
     check_command_line,
     check_complete,
     check_settings,
+    command_word,
     flatten,
     keyed,
     plain,
@@ -518,8 +519,10 @@ def resume_command(cfg: DictConfig) -> str:
 
     run_dir = from_cwd(run_folder(cfg))
     kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
-    words = ["python", sys.argv[0], *kept, f"hydra.run.dir={run_dir}", f"ckpt_path={run_dir}"]
-    return " ".join(shlex.quote(w) for w in words)
+    words = [shlex.quote(w) for w in ["python", sys.argv[0], *kept]]
+    return " ".join(
+        [*words, command_word("hydra.run.dir", str(run_dir)), command_word("ckpt_path", str(run_dir))]
+    )
 
 
 class Terminated(BaseException):

@@ -12,6 +12,7 @@ import difflib
 import inspect
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -451,6 +452,35 @@ def plugin_error(err: InstantiationException) -> str:
     problem = str(err.__cause__).strip() if err.__cause__ is not None else text.split("\n")[0]
     problem = problem or text.split("\n")[0]
     return f"{where}: {' '.join(problem.split())} (check the {where}.* values)"
+
+
+# Strings Hydra reads back unchanged without quotes (not null/true/false/inf/nan, nor a number
+# such as .5): words and plain paths.
+_BARE = re.compile(r"(?:[A-Za-z_/]|\.(?![0-9]))[A-Za-z0-9_\-./]*")
+_LITERALS = {"null", "true", "false", "inf", "nan"}
+
+
+def format_value(value: Any) -> str:
+    """A value as the right-hand side of a Hydra override, such that Hydra parses it back equal
+    (a path with a space, a comma or a quote is quoted, and escaped where it must be)."""
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        if _BARE.fullmatch(value) and value.lower() not in _LITERALS:
+            return value
+        return QuotedString(text=value, quote=Quote.single).with_quotes()
+    raise TypeError(f"cannot write {value!r} as an override value")
+
+
+def command_word(key: str, value: Any) -> str:
+    """``key=value`` as one word a user can paste into a shell: Hydra reads back ``value``."""
+    return shlex.quote(f"{key}={format_value(value)}")
 
 
 def unwritable(err: OSError, train: bool = True) -> str:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import nn
 
 from llm_lab.atomic import replacing
-from llm_lab.config import unwritable
+from llm_lab.config import command_word, format_value, unwritable
 from llm_lab.errors import ArgumentError, ConfigError, DataError
 from llm_lab.models.gpt import GPT, GPTConfig
 
@@ -220,7 +220,7 @@ def claim(run_dir: Path, ckpt_path: str | None, experiment: str | None = None) -
         raise ConfigError(
             "hydra.run.dir",
             f"{run_dir} holds another run ({what})",
-            f"resume it with ckpt_path={run_dir}, or choose a new hydra.run.dir",
+            f"resume it with {command_word('ckpt_path', str(run_dir))}, or choose a new hydra.run.dir",
         )
     _held_locks.append(lock)
     for leftover in (run_dir / "checkpoints").glob(".*.tmp"):
@@ -300,10 +300,9 @@ class OneRunPerDirectory(Callback):
                 sys.exit(2)
             return
         folder = str(unused_folder(Path(config.hydra.sweep.dir)))
-        quoted = "'" + folder.replace("'", "\\'") + "'"  # a path may hold spaces or quotes
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.sweep.dir = folder
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={quoted}")
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={format_value(folder)}")
 
 
 def check_fits(file: Path, module: nn.Module) -> None:

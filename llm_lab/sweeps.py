@@ -30,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY, PRUNED_MARKER
+from llm_lab.config import command_word
 from llm_lab.errors import ConfigError, LabError
 
 # Strategies that start one process per device (Lightning's names, and prefixes of their variants
@@ -222,8 +223,10 @@ def unrun_jobs_line(hydra_cfg: Any, shown: int = 10, started: bool = True) -> st
     numbered = subdir is not None and subdir._value() == "${hydra.job.num}"
     commands = [
         " ".join(
-            shlex.quote(w)
-            for w in ["python", script, *job, *([f"hydra.run.dir={sweep_dir / str(n)}"] if numbered else [])]
+            [
+                *(shlex.quote(w) for w in ["python", script, *job]),
+                *([command_word("hydra.run.dir", str(sweep_dir / str(n)))] if numbered else []),
+            ]
         )
         for n, job in enumerate(left[:shown], start=first)
     ]

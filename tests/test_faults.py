@@ -8,6 +8,8 @@ import datetime
 import errno
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -17,6 +19,7 @@ import pytest
 import torch
 from conftest import TINY_GPT, WORKDIR, command, run_train
 
+from llm_lab.config import command_word
 from llm_lab.errors import DataError, DivergedError, StorageError
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
 from llm_lab.models.gpt import GPT as GPTModel
@@ -332,6 +335,20 @@ def test_runs_started_within_one_second_get_a_folder_each(tmp_path: Path, sweep:
     for job in [mine / "0", mine / "1"] if sweep else [mine]:
         assert (job / "checkpoints").is_dir() and f"run folder: {job.relative_to(cwd)}" in proc.stdout
     assert sorted(path for path in folder.rglob("*") if mine not in (path, *path.parents)) == before
+
+
+def test_the_resume_hint_for_an_odd_folder_name_works_as_printed(tmp_path: Path):
+    """A folder name with a comma, an equals sign, a space and a quote: the hint is one shell word
+    that Hydra reads back as the folder."""
+    run = tmp_path / "a,b=c it's"
+    args = ["experiment=mlp", "debug=fast", "trainer.max_steps=2", command_word("hydra.run.dir", str(run))]
+    assert run_train(*shlex.split(" ".join(args))).returncode == 0
+    line = one_line_error(run_train(*shlex.split(" ".join(args))), "holds another run")
+    hint = re.search(r"resume it with (.+), or choose a new hydra.run.dir", line)
+    assert hint is not None, line
+    resumed = run_train(*shlex.split(" ".join([*args[:2], "trainer.max_steps=4", args[3], hint.group(1)])))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run / "metrics.json").read_text())
 
 
 def test_a_grid_sweep_into_a_folder_holding_an_earlier_sweep_is_refused_untouched(tmp_path: Path):

@@ -19,14 +19,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.llm_lab_optuna.optuna_sweeper import OptunaSweeper, format_value, search_space
+from hydra_plugins.llm_lab_optuna.optuna_sweeper import OptunaSweeper, search_space
 from llm_lab.callbacks.optuna_pruning import PRUNED_MARKER, OptunaPruning
+from llm_lab.config import format_value
 from llm_lab.errors import ConfigError
 from llm_lab.sweeps import (
     SingleProcessSweeps,
@@ -379,6 +380,9 @@ SCALARS = (
 
 @settings(max_examples=150, deadline=None)
 @given(SCALARS)
+@example("/tmp/my lab's/runs\\")  # a folder name typed into a resume hint or a sweep's hydra.sweep.dir
+@example("./outputs/a,b=c")
+@example(".5")
 def test_format_value_round_trips_through_hydras_parser(value: Any):
     parsed = OverridesParser.create().parse_override(f"key={format_value(value)}").value()
     assert parsed == value and type(parsed) is type(value)

@@ -36,7 +36,6 @@ from hydra.core.override_parser.types import (
     ChoiceSweep,
     IntervalSweep,
     Override,
-    Quote,
     QuotedString,
     RangeSweep,
 )
@@ -55,6 +54,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
+from llm_lab.config import format_value
 from llm_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -82,25 +82,6 @@ class OptunaSweeperConf:
 ConfigStore.instance().store(
     group="hydra/sweeper", name="llm_lab_optuna", node=OptunaSweeperConf, provider="llm_lab"
 )
-
-# Strings Hydra reads back unchanged without quotes (and that are not null/true/false/inf/nan).
-_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
-_LITERALS = {"null", "true", "false", "inf", "nan"}
-
-
-def format_value(value: Any) -> str:
-    """A value as the right-hand side of a Hydra override, such that Hydra parses it back equal."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        if _BARE.fullmatch(value) and value.lower() not in _LITERALS:
-            return value
-        return QuotedString(text=value, quote=Quote.single).with_quotes()
-    raise TypeError(f"cannot write {value!r} as an override value")
 
 
 def _plain(value: Any) -> Any:
@@ -274,10 +255,11 @@ class OptunaSweeper(Sweeper):
                 self.validate_batch_is_legal(jobs)
                 returns.append(self._launch(study, numbers, jobs))
         if not returns:  # a finished study, run again: say why nothing ran, and how to go on
+            held = len(study.trials)
             log.info(
-                f"Study {self.study_name!r} holds {len(study.trials)} trials already, as many as "
-                f"hydra.sweeper.n_trials={self.n_trials} asks: no trial to run (raise "
-                f"hydra.sweeper.n_trials to run more)"
+                f"Study {self.study_name!r} holds {held} trials already, and hydra.sweeper.n_trials="
+                f"{self.n_trials} asks for no more: no trial to run (raise hydra.sweeper.n_trials "
+                f"above {held} to run more)"
             )
         self._log_best(study)
         return returns
