@@ -132,8 +132,10 @@ def config_key(arg: str, node: Any, root: Any = None) -> str:
 def as_config_error(err: ArgumentError, node: Any, root: Any = None) -> ConfigError:
     """The ConfigError a user sees for a library's ArgumentError raised while building ``node``
     (an argument to leave out is removed from a composed config with ``~key``)."""
-    key = config_key(err.arg, node, root)
-    return ConfigError(key, err.problem, leave_out(key) if isinstance(err, UnknownArgument) else err.fix)
+    if isinstance(err, UnknownArgument):
+        keys = [config_key(name, node, root) for name in err.names]
+        return ConfigError(", ".join(keys), err.problem, leave_out(*keys))
+    return ConfigError(config_key(err.arg, node, root), err.problem, err.fix)
 
 
 def added_by(key: str) -> str | None:
@@ -149,11 +151,20 @@ def added_by(key: str) -> str | None:
     return None
 
 
-def leave_out(key: str) -> str:
-    """How to leave ``key`` out of the config: drop the ``+key=...`` that added it, else delete it
+def leave_out(*keys: str) -> str:
+    """How to leave ``keys`` out of the config: drop the ``+key=...`` that added one, else delete it
     with ``~key`` (a config file set it: the tokenizer's ``vocab_size`` in ``experiment=gpt``)."""
-    word = added_by(key)
-    return f"leave {word} off the command line" if word else f"remove it: ~{key} on the command line"
+    added = {key: added_by(key) for key in keys}
+    removed = [f"~{key}" for key, word in added.items() if word is None]
+    dropped = [word for word in added.values() if word is not None]
+    ways = []
+    if removed:
+        ways.append(
+            f"remove {'it' if len(removed) == 1 else 'them'}: {' '.join(removed)} on the command line"
+        )
+    if dropped:
+        ways.append(f"leave {' '.join(dropped)} off the command line")
+    return "; ".join(ways)
 
 
 @contextmanager
@@ -234,7 +245,7 @@ def check_types(node: Any, exclude: Sequence[str] = ()) -> None:
         if parameters and not open_ended and key not in parameters:
             close = difflib.get_close_matches(key, list(parameters), n=1)
             hint = f"; the closest is {close[0]}" if close else ""
-            raise UnknownArgument(key, f"is not an argument of {str(target).rsplit('.', 1)[-1]}{hint}")
+            raise UnknownArgument([key], f"is not an argument of {str(target).rsplit('.', 1)[-1]}{hint}")
         if OmegaConf.is_missing(node, key):
             continue
         value = node[key]

@@ -28,11 +28,12 @@ class ArgumentError(ValueError):
 
 
 class UnknownArgument(ArgumentError):
-    """An argument the function does not take at all (``vocab_size`` given to the regex-word
-    tokenizer): the fix is to leave it out, which a config spells ``~key``."""
+    """Arguments the function does not take at all (``vocab_size`` given to the regex-word
+    tokenizer), all named at once: the fix is to leave them out, which a config spells ``~key``."""
 
-    def __init__(self, arg: str, problem: str) -> None:
-        super().__init__(arg, problem, "leave it out")
+    def __init__(self, names: list[str], problem: str) -> None:
+        super().__init__(", ".join(names), problem, "leave it out" if len(names) == 1 else "leave them out")
+        self.names = names
 
 
 class LabError(Exception):

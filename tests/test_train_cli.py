@@ -219,19 +219,28 @@ def test_a_value_the_config_asks_for_is_named_when_missing(overrides: list[str],
     }
 
 
-def test_a_setting_of_another_tokenizer_kind_is_named_with_a_fix_that_works(tmp_path: Path):
-    """experiment=gpt sets tokenizer.vocab_size for BPE; the word tokenizer has no such setting.
-    The fix is the command-line word that removes it, and following it trains."""
-    command = ["experiment=gpt", "tokenizer=simple", "debug=fast", "trainer.max_steps=1"]
+@pytest.mark.parametrize(
+    ("choice", "named"),
+    [
+        (["tokenizer=simple"], "tokenizer.vocab_size: is not a setting"),
+        (
+            ["tokenizer=bpe", "tokenizer.kind=simple"],
+            "tokenizer.vocab_size, tokenizer.special_tokens: are not settings",
+        ),
+    ],
+)
+def test_settings_of_another_tokenizer_kind_are_named_at_once_with_a_fix_that_works(
+    tmp_path: Path, choice: list[str], named: str
+):
+    """experiment=gpt sets tokenizer.vocab_size (and bpe its special tokens); the word tokenizer has
+    no such settings. All are named in one line, the fix is the command-line words that remove
+    them, and following it trains."""
+    command = ["experiment=gpt", *choice, "debug=fast", "trainer.max_steps=1"]
     proc = run_train(*command, f"hydra.run.dir={tmp_path / 'a'}")
-    _fails(
-        proc,
-        "tokenizer.vocab_size: is not a setting of the simple tokenizer (it takes strict,",
-        tmp_path / "a",
-    )
-    fix = re.search(r"\(remove it: (\S+) on the command line\)$", proc.stderr.strip())
+    _fails(proc, f"{named} of the simple tokenizer (it takes strict,", tmp_path / "a")
+    fix = re.search(r"\(remove (?:it|them): (.+) on the command line\)$", proc.stderr.strip())
     assert fix is not None, proc.stderr[-500:]
-    proc = run_train(*command, fix.group(1), f"hydra.run.dir={tmp_path / 'b'}")
+    proc = run_train(*command, *fix.group(1).split(), f"hydra.run.dir={tmp_path / 'b'}")
     assert proc.returncode == 0 and (tmp_path / "b" / "metrics.json").is_file(), proc.stderr[-2000:]
 
 

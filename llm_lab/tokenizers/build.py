@@ -41,10 +41,11 @@ def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tok
     # A setting meant for another kind (vocab_size reaching the simple tokenizer) is named here,
     # not as a TypeError from inside the call.
     accepted = inspect.signature(trainers[kind]).parameters
-    for name in settings:
-        if name not in accepted:
-            takes = ", ".join(p for p in accepted if p not in ("docs", "documents", "text", "files"))
-            raise UnknownArgument(name, f"is not a setting of the {kind} tokenizer (it takes {takes})")
+    unknown = [name for name in settings if name not in accepted]
+    if unknown:
+        takes = ", ".join(p for p in accepted if p not in ("docs", "documents", "text", "files"))
+        what = "is not a setting" if len(unknown) == 1 else "are not settings"
+        raise UnknownArgument(unknown, f"{what} of the {kind} tokenizer (it takes {takes})")
     if kind == "simple":
         return SimpleTokenizer.from_corpus(documents, **settings)
     return FastBPETokenizer.train(documents=documents, **settings)
