@@ -55,6 +55,7 @@ from llm_lab.config import (
     command_word,
     flatten,
     keyed,
+    path_key,
     plain,
     refusal,
     refused_by_library,
@@ -588,9 +589,11 @@ def main(cfg: DictConfig) -> float | None:
         if isinstance(err, OSError):
             if err.filename is None:
                 raise
-            err = StorageError(unwritable(err))
+            err = StorageError(unwritable(err, cfg=cfg))
         elif isinstance(err, ArgumentError):  # raised by the library after the objects were built
             err = as_config_error(err, cfg)
+        elif isinstance(err, StorageError) and err.path is not None and path_key(cfg, err.path):
+            err = StorageError(f"{path_key(cfg, err.path)}: {err}")  # the setting that put it there
         out = Path(cfg.paths.output_dir)
         with contextlib.suppress(OSError):  # the marker is a courtesy: the error line still comes
             (out / "FAILED").write_text(f"{err}\n")

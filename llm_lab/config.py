@@ -494,10 +494,28 @@ def command_word(key: str, value: Any) -> str:
     return shlex.quote(f"{key}={format_value(value)}")
 
 
-def unwritable(err: OSError, train: bool = True) -> str:
-    """The line for a folder or file the lab cannot make or write, naming where it is set."""
+def unwritable(err: OSError, train: bool = True, cfg: DictConfig | None = None) -> str:
+    """The line for a folder or file the lab cannot make or write, naming where it is set: the
+    key of ``cfg`` whose path holds it when there is one, else every key a train.py path comes from."""
     where = "hydra.run.dir, paths.log_dir or paths.cache_dir" if train else "the path"
-    return f"{err.filename}: cannot be created or written ({err.strerror}) (choose another: {where})"
+    key = path_key(cfg, err.filename) if cfg is not None else None
+    return f"{err.filename}: cannot be created or written ({err.strerror}) (choose another: {key or where})"
+
+
+def path_key(cfg: DictConfig, filename: Any) -> str | None:
+    """The config key of the deepest folder that holds ``filename`` (``paths.cache_dir`` over
+    ``paths.log_dir`` for a file in the cache; ``hydra.run.dir`` for the run's own folder)."""
+    target = Path(str(filename)).resolve()
+    found: dict[str, Path] = {}
+    for key, value in flatten(plain(cfg)).items():
+        if isinstance(value, str) and ("/" in value or value == ".") and key != "paths/root_dir":
+            folder = Path(value).expanduser().resolve()
+            if folder == target or folder in target.parents:
+                found[key.replace("/", ".")] = folder
+    if not found:
+        return None
+    key = max(found, key=lambda k: len(found[k].parts))
+    return "hydra.run.dir" if key == "paths.output_dir" else key
 
 
 def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None:

@@ -66,7 +66,11 @@ class DivergedError(LabError):
 
 class StorageError(LabError):
     """A file could not be written (a full disk, a read-only folder): says which one, and what is
-    still intact."""
+    still intact. ``path`` is the file, for the caller to name the setting it came from."""
+
+    def __init__(self, message: str, path: Any = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 _PLAIN_TYPES = {"int": int, "float": float, "bool": bool}

@@ -555,21 +555,26 @@ def test_generate_py_names_what_is_wrong_in_a_hugging_face_folder(tmp_path: Path
 
 
 # ---------------------------------------------------------------------------------------- faults
-@pytest.mark.parametrize("where", ["run_dir_is_a_file", "cache_dir_under_a_file"])
-def test_a_folder_that_cannot_be_made_is_one_line(tmp_path: Path, where: str):
+@pytest.mark.parametrize(
+    ("where", "fix"),
+    [
+        ("hydra.run.dir", "(choose another: hydra.run.dir, paths.log_dir or paths.cache_dir)"),
+        ("paths.cache_dir", "(choose another: paths.cache_dir)"),
+        ("callbacks.model_checkpoint.dirpath", "callbacks.model_checkpoint.dirpath: could not write"),
+    ],
+)
+def test_a_folder_that_cannot_be_made_is_one_line_naming_its_setting(tmp_path: Path, where: str, fix: str):
+    """Made by Hydra before the run (the run folder), or found inside it, where the line names the
+    one setting that put the file there and the run folder says why it stopped."""
     blocker = tmp_path / "a_file"
     blocker.write_text("in the way")
-    if where == "run_dir_is_a_file":
-        overrides = [f"hydra.run.dir={blocker}"]
-    else:
-        overrides = [f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={blocker / 'cache'}"]
-    proc = run_train("experiment=cbow", "debug=fast", *overrides)
-    line = one_line_error(
-        proc, str(blocker), "cannot be created or written", "hydra.run.dir, paths.log_dir or paths.cache_dir"
-    )
+    run = blocker if where == "hydra.run.dir" else tmp_path / "run"
+    overrides = [f"hydra.run.dir={run}"] + ([f"{where}={blocker / 'sub'}"] if run != blocker else [])
+    experiment = "experiment=cbow" if where == "paths.cache_dir" else "experiment=perceptron"  # cbow caches
+    proc = run_train(experiment, "debug=fast", *overrides)
+    line = one_line_error(proc, str(blocker), fix)
     assert "Warning" not in proc.stderr and "Error executing job" not in proc.stderr, proc.stderr
-    if where == "cache_dir_under_a_file":  # found inside the run: its folder says why it stopped
-        run = tmp_path / "run"
+    if run != blocker:
         assert (run / "FAILED").read_text().strip() == line.removeprefix("error: ")
         assert (run / "train.log").read_text().rstrip().endswith(line) and not (run / "metrics.json").exists()
 

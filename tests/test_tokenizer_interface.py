@@ -167,3 +167,17 @@ def test_a_hub_name_that_cannot_be_fetched_names_the_path_setting(monkeypatch: p
     monkeypatch.setattr(tokenizers.Tokenizer, "from_pretrained", offline)
     with pytest.raises(ArgumentError, match=r"^path: some/name: cannot be read .*check your connection"):
         build_tokenizer("hf", list, "fingerprint", path="some/name")
+
+
+def test_a_folder_or_a_missing_file_as_a_tokenizer_path_says_which(tmp_path: Path):
+    """Not handed to the hub (whose reply is about repository ids): a folder and a missing file are
+    named as such, before any network."""
+    (tmp_path / "run").mkdir()
+    fast_bpe().save(tmp_path / "run" / "tokenizer.json")
+    with pytest.raises(
+        DataError, match=r"run: is a folder, not a tokenizer.json file \(give the tokenizer.json in it\)"
+    ):
+        HFTokenizer(tmp_path / "run")
+    for missing in (tmp_path / "gone.json", "./gone"):
+        with pytest.raises(DataError, match=r"gone(\.json)?: no such file$"):
+            HFTokenizer(missing)

@@ -95,7 +95,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise
             reason = cause.strerror if cause is not None else "the write failed (is the disk full?)"
             raise StorageError(
-                f"could not write {path}: {reason}; intact: {last_good(path.parent)}"
+                f"could not write {path}: {reason}; intact: {last_good(path.parent)}", path
             ) from None
 
     def load_checkpoint(
