@@ -179,7 +179,7 @@ def make_tokenizer(cfg: DictConfig, corpus: Corpus) -> Tokenizer:
     settings = plain(cfg.tokenizer)
     kind = settings.pop("kind")
     with keyed(cfg.tokenizer, cfg):
-        return build_tokenizer(
+        tokenizer = build_tokenizer(
             kind,
             corpus.train_documents,
             corpus.fingerprint(),
@@ -187,6 +187,15 @@ def make_tokenizer(cfg: DictConfig, corpus: Corpus) -> Tokenizer:
             on_train=lambda: log.info(f"training the {kind} tokenizer (cached for the next runs)"),
             **settings,
         )
+    asked = settings.get("vocab_size")
+    if settings.get("path") and asked is not None and asked != tokenizer.vocab_size:
+        # A loaded tokenizer is not trained: its size, not the setting, sizes the model.
+        log.warning(
+            f"tokenizer.vocab_size={asked} is not used: the tokenizer loaded from tokenizer.path has "
+            f"{tokenizer.vocab_size} tokens, and the model is sized by it (~tokenizer.vocab_size "
+            "on the command line silences this)"
+        )
+    return tokenizer
 
 
 # Keys of conf/trainer/ that are the lab's settings, not arguments of lightning.Trainer.

@@ -203,6 +203,24 @@ def test_a_warm_up_longer_than_the_run_is_one_warning(tmp_path: Path):
     assert len(warned) == 1 and "3 optimizer steps" in warned[0], proc.stdout[-2000:]
 
 
+def test_a_vocab_size_a_loaded_tokenizer_does_not_have_is_one_warning(tmp_path: Path):
+    """tokenizer=hf loads a tokenizer as it is: a vocab_size setting that differs is said to be
+    unused (it had been dropped without a word); an equal one, or none, says nothing."""
+    first = tmp_path / "first"
+    assert run_train(*GPT_3_STEPS, f"hydra.run.dir={first}").returncode == 0
+    size = json.loads((first / "model_config.json").read_text())["config"]["vocab_size"]
+    loaded = [*GPT_3_STEPS, "tokenizer=hf", f"tokenizer.path={first / 'tokenizer.json'}"]
+    for vocab_size, said in ((5000, 1), (size, 0)):
+        proc = run_train(
+            *loaded, f"tokenizer.vocab_size={vocab_size}", f"hydra.run.dir={tmp_path / str(vocab_size)}"
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        warned = [line for line in proc.stdout.splitlines() if "is not used: the tokenizer loaded" in line]
+        assert len(warned) == said and all(f"has {size} tokens" in line for line in warned), proc.stdout[
+            -2000:
+        ]
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
