@@ -434,6 +434,17 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
         kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             keys = leaf_keys(compose(config_name, overrides=kept))
+        if f"~{key}" in overrides:  # deleted, then set: the order of the words matters
+            return f"{key}: removed by ~{key} before it is set (leave one of the two out)"
+        group, _, sub = key.partition(".")
+        owners = [
+            option.stem
+            for option in sorted((config_dir / group).glob("*.yaml"))
+            if sub and OmegaConf.select(OmegaConf.load(option), sub) is not None
+        ]
+        if owners:  # a setting of another option of the group (tokenizer.min_count of simple)
+            of = " or ".join(f"{group}={owner}" for owner in owners)
+            return f"{key}: not a setting of the {group} chosen, but of {of} (choose that, or leave it out)"
         near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         script = Path(sys.argv[0]).name
         hint = f"did you mean {near[0]}?" if near else f"list the keys with: python {script} --cfg job"

@@ -128,12 +128,20 @@ def test_unusable_word_vectors_are_one_line_naming_the_file(tmp_path: Path, cont
         ("callbacks.text_samples.every_n_steps=0", ["callbacks.text_samples.every_n_steps", "must be ≥ 1"]),
         ("scheduler.warmup_start=half", ["scheduler.warmup_start"]),
         ("model.net.context_length=8", ["data.context_length: windows of", "model.net.context_length=8"]),
+        (
+            "tokenizer.min_count=2",
+            ["tokenizer.min_count: not a setting of the tokenizer chosen", "tokenizer=simple"],
+        ),
+        (
+            "~model.net.size tokenizer.vocab_size=9 model.net.size=a",
+            ["model.net.size: removed by ~model.net.size"],
+        ),
     ],
 )
 def test_impossible_settings_are_one_line_with_the_way_out(tmp_path: Path, override: str, words: list[str]):
     if "trainer=" in override and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = run_train("experiment=gpt", override, f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_train("experiment=gpt", *override.split(), f"hydra.run.dir={tmp_path / 'run'}")
     one_line_error(proc, *words)
 
 
