@@ -385,20 +385,11 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * t
 
     @torch.no_grad()
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_id: int | None = None,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); return (B, T + n).
-        The tokens of :meth:`stream`, all at once."""
-        steps = self.stream(idx, max_new_tokens, temperature, top_k, top_p, eos_id, use_cache, generator)
+    def generate(self, idx: Tensor, max_new_tokens: int, **sampling: Any) -> Tensor:
+        """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); return (B, T + n): the
+        tokens of :meth:`stream`, all at once. ``sampling`` takes its settings (``temperature``,
+        ``top_k``, ``top_p``, ``eos_id``, ``use_cache``, ``generator``)."""
+        steps = self.stream(idx, max_new_tokens, **sampling)
         return torch.cat([idx, *(next_id[:, None] for next_id in steps)], dim=1)
 
     @torch.no_grad()
