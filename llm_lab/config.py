@@ -431,11 +431,22 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
     unknown_key = re.search(r"Could not override '([^']+)'", text)
     if unknown_key:
         key = unknown_key.group(1)
-        kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+        unknown, kept = [key], list(overrides)
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            keys = leaf_keys(compose(config_name, overrides=kept))
+            while True:  # without every unknown key, to know the keys there are
+                kept = [o for o in kept if o.split("=", 1)[0].lstrip("+~") not in unknown]
+                try:
+                    keys = leaf_keys(compose(config_name, overrides=kept))
+                    break
+                except Exception as again:  # noqa: BLE001 - another unknown key, or give up
+                    more = re.search(r"Could not override '([^']+)'", str(again))
+                    if more is None or more.group(1) in unknown:
+                        keys = []
+                        break
+                    unknown.append(more.group(1))
+        others = f"; {', '.join(unknown[1:])}: no such config key either" if unknown[1:] else ""
         if f"~{key}" in overrides:  # deleted, then set: the order of the words matters
-            return f"{key}: removed by ~{key} before it is set (leave one of the two out)"
+            return f"{key}: removed by ~{key} before it is set (leave one of the two out){others}"
         group, _, sub = key.partition(".")
         owners = [
             option.stem
@@ -444,11 +455,11 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
         ]
         if owners:  # a setting of another option of the group (tokenizer.min_count of simple)
             of = " or ".join(f"{group}={owner}" for owner in owners)
-            return f"{key}: not a setting of the {group} chosen, but of {of} (choose that, or leave it out)"
+            fix = "(choose that, or leave it out)"
+            return f"{key}: not a setting of the {group} chosen, but of {of} {fix}{others}"
         near = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-        script = Path(sys.argv[0]).name
-        hint = f"did you mean {near[0]}?" if near else f"list the keys with: python {script} --cfg job"
-        return f"{key}: no such config key ({hint})"
+        hint = f"did you mean {near[0]}?" if near else f"list the keys with: python {sys.argv[0]} --cfg job"
+        return f"{key}: no such config key ({hint}){others}"
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing:
         group, option = missing.groups()

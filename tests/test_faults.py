@@ -136,6 +136,10 @@ def test_unusable_word_vectors_are_one_line_naming_the_file(tmp_path: Path, cont
             "~model.net.size tokenizer.vocab_size=9 model.net.size=a",
             ["model.net.size: removed by ~model.net.size"],
         ),
+        (
+            "foo.bar=1 trainer.max_stepz=1",
+            ["foo.bar: no such config key", "trainer.max_stepz: no such config key either"],
+        ),
     ],
 )
 def test_impossible_settings_are_one_line_with_the_way_out(tmp_path: Path, override: str, words: list[str]):
