@@ -46,6 +46,17 @@ def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tok
         takes = ", ".join(p for p in accepted if p not in ("docs", "documents", "text", "files"))
         what = "is not a setting" if len(unknown) == 1 else "are not settings"
         raise UnknownArgument(unknown, f"{what} of the {kind} tokenizer (it takes {takes})")
+    sources = ("self", "docs", "documents", "text", "files")
+    needed = [
+        name
+        for name, parameter in accepted.items()
+        if parameter.default is inspect.Parameter.empty
+        and parameter.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        and name not in sources
+        and name not in settings
+    ]
+    if needed:  # removed from the settings (~vocab_size): named, not a TypeError from the call
+        raise ArgumentError(needed[0], f"the {kind} tokenizer needs a value for it", "give it one")
     if kind == "simple":
         return SimpleTokenizer.from_corpus(documents, **settings)
     return FastBPETokenizer.train(documents=documents, **settings)
