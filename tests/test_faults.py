@@ -140,6 +140,7 @@ def test_unusable_word_vectors_are_one_line_naming_the_file(tmp_path: Path, cont
             "foo.bar=1 trainer.max_stepz=1",
             ["foo.bar: no such config key", "trainer.max_stepz: no such config key either"],
         ),
+        ("~tokenizer.vocab_size", ["tokenizer.vocab_size: the bpe tokenizer needs a value for it"]),
     ],
 )
 def test_impossible_settings_are_one_line_with_the_way_out(tmp_path: Path, override: str, words: list[str]):
