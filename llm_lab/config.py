@@ -568,8 +568,16 @@ def run_cli(main: Callable[[], Any], config_dir: Path, config_name: str) -> None
         # Hydra's refusal of a group override it cannot read (model=null): say which options exist.
         if not str(err).startswith("Config group override"):
             raise
+        from hydra._internal.utils import get_args_parser
+
+        overrides = get_args_parser().parse_known_args()[0].overrides
+        nulls = [
+            o.split("=", 1)[0] for o in overrides if o.endswith("=null") and "." not in o.split("=", 1)[0]
+        ]
+        group = nulls[0] if nulls else "a config group"
         print(
-            f"error: {err} (give the group one of its options: python {sys.argv[0]} --help lists them)",
+            f"error: {group}=null: a config group takes one of its options, not null (to run without "
+            f"it: ~{group if nulls else '<group>'}; python {sys.argv[0]} --help lists the options)",
             file=sys.stderr,
         )
         sys.exit(2)

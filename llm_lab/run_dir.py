@@ -291,9 +291,12 @@ class OneRunPerDirectory(Callback):
         if not clock_named(config.hydra.sweep):
             sweep_dir = Path(config.hydra.sweep.dir)
             grid = str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper")
-            if grid and sweep_dir.is_dir() and any(holds_results(job) for job in sweep_dir.iterdir()):
+            earlier = sweep_dir.is_dir() and (
+                holds_results(sweep_dir) or any(holds_results(job) for job in sweep_dir.iterdir())
+            )
+            if grid and earlier:
                 print(
-                    f"error: hydra.sweep.dir: {sweep_dir} holds the jobs of an earlier sweep (choose a "
+                    f"error: hydra.sweep.dir: {sweep_dir} holds an earlier run or sweep (choose a "
                     "new hydra.sweep.dir, or leave it out: each sweep then gets a folder of its own)",
                     file=sys.stderr,
                 )

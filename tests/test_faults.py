@@ -370,10 +370,14 @@ def test_a_grid_sweep_into_a_folder_holding_an_earlier_sweep_is_refused_untouche
     assert first.returncode == 0, first.stderr[-2000:]
     before = {path: path.read_bytes() for path in sweep.rglob("*") if path.is_file()}
     again = run_train("-m", "experiment=perceptron", "seed=3,4", "debug=fast", f"hydra.sweep.dir={sweep}")
-    one_line_error(
-        again, f"hydra.sweep.dir: {sweep} holds the jobs of an earlier sweep", "new hydra.sweep.dir"
-    )
+    one_line_error(again, f"hydra.sweep.dir: {sweep} holds an earlier run or sweep", "new hydra.sweep.dir")
     assert {path: path.read_bytes() for path in sweep.rglob("*") if path.is_file()} == before
+    # A single run's folder is no sweep folder either.
+    single = tmp_path / "single"
+    assert run_train("experiment=perceptron", "debug=fast", f"hydra.run.dir={single}").returncode == 0
+    into = run_train("-m", "experiment=perceptron", "seed=3,4", "debug=fast", f"hydra.sweep.dir={single}")
+    one_line_error(into, f"hydra.sweep.dir: {single} holds an earlier run or sweep")
+    assert not (single / "0").exists()
 
 
 def test_an_unused_folder_is_made_once_and_never_handed_out_twice(tmp_path: Path):

@@ -364,8 +364,14 @@ def test_gpt_windows_overlap_by_half_whatever_their_length():
     assert (cfg.data.context_length, cfg.data.stride) == (32, 16)
 
 
-def test_a_group_set_to_null_is_one_line(tmp_path: Path):
-    proc = run_train("experiment=gpt", "model=null", f"hydra.run.dir={tmp_path}")
+def test_a_group_set_to_null_is_one_line_naming_it_with_the_way_to_drop_it(tmp_path: Path):
+    proc = run_train(
+        "experiment=perceptron", "debug=fast", "optimizer=null", f"hydra.run.dir={tmp_path / 'a'}"
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: Config group override must be") and "--help lists them" in line
+    assert line.startswith("error: optimizer=null: a config group takes one of its options, not null"), line
+    assert "(to run without it: ~optimizer;" in line and "--help lists the options" in line
+    # The way out it gives runs (the perceptron learns without an optimizer).
+    proc = run_train("experiment=perceptron", "debug=fast", "~optimizer", f"hydra.run.dir={tmp_path / 'b'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
