@@ -11,6 +11,7 @@ beside it or given by ``tokenizer_path=``). Sampling settings are those of
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -141,18 +142,28 @@ def generate(cfg: DictConfig) -> list[str]:
     try:
         for next_id in with_progress(steps, cfg.max_new_tokens, cfg.progress_every_s):
             new.append(next_id[:, None])
-    except KeyboardInterrupt:  # Ctrl-C: the text so far is still worth showing
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the text so far is still worth showing
         texts = [tokenizer.decode(row.tolist()) for row in torch.cat([idx, *new], dim=1)]
-        raise Stopped(texts, len(new)) from None
+        raise Stopped(texts, len(new), getattr(stop, "signum", signal.SIGINT)) from None
     return [tokenizer.decode(row.tolist()) for row in torch.cat([idx, *new], dim=1)]
 
 
-class Stopped(KeyboardInterrupt):
-    """Ctrl-C during generation, with the ``texts`` made up to then (``tokens`` new ones each)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C is (Python's default would end the process without a word)."""
 
-    def __init__(self, texts: list[str], tokens: int) -> None:
+    signum = signal.SIGTERM
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+class Stopped(KeyboardInterrupt):
+    """A signal during generation, with the ``texts`` made up to then (``tokens`` new ones each)."""
+
+    def __init__(self, texts: list[str], tokens: int, signum: int) -> None:
         super().__init__(tokens)
-        self.texts, self.tokens = texts, tokens
+        self.texts, self.tokens, self.signum = texts, tokens, signum
 
 
 def with_progress(steps: Iterator[Tensor], total: int, every_s: float) -> Iterator[Tensor]:
@@ -170,17 +181,18 @@ def with_progress(steps: Iterator[Tensor], total: int, every_s: float) -> Iterat
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="generate")
 def main(cfg: DictConfig) -> Any:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         show(generate(cfg))
     except Stopped as stop:
         show(stop.texts)
-        print(
-            f"interrupted: SIGINT after {stop.tokens:,} of {cfg.max_new_tokens:,} new tokens", file=sys.stderr
-        )
-        sys.exit(130)  # the shell's code for "ended by SIGINT"
-    except KeyboardInterrupt:  # while loading: nothing made yet
-        print("interrupted: SIGINT before any token was made", file=sys.stderr)
-        sys.exit(130)
+        made = f"{stop.tokens:,} of {cfg.max_new_tokens:,} new tokens"
+        print(f"interrupted: {signal.Signals(stop.signum).name} after {made}", file=sys.stderr)
+        sys.exit(128 + stop.signum)  # the shell's code for "ended by signal n"
+    except KeyboardInterrupt as stop:  # while loading: nothing made yet
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"interrupted: {signal.Signals(signum).name} before any token was made", file=sys.stderr)
+        sys.exit(128 + signum)
     except (LabError, ArgumentError) as err:
         if isinstance(err, ArgumentError):
             err = as_config_error(err, cfg)

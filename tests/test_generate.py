@@ -216,14 +216,18 @@ def test_generate_py_says_how_far_a_long_generation_has_come(capsys: pytest.Capt
     assert all(line.endswith(" tokens/s)") for line in lines)
 
 
-def test_ctrl_c_in_generate_py_prints_the_text_made_so_far(hf_folder_with_tokenizer: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_generate_py_prints_the_text_made_so_far(
+    hf_folder_with_tokenizer: Path, signum: int
+) -> None:
     """A long generation cut short keeps what it made: the prompt and the tokens up to the signal."""
     args = [f"hf_path={hf_folder_with_tokenizer}", "prompt=the cat", "max_new_tokens=100000"]
     args += ["use_cache=false", "progress_every_s=0", "temperature=0"]
-    stopped = signal_at("generated 5 of", signal.SIGINT, *args, script="generate.py", watch="stderr")
-    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    stopped = signal_at("generated 5 of", signum, *args, script="generate.py", watch="stderr")
+    assert stopped.returncode == 128 + signum, stopped.stderr[-3000:]
     last = stopped.stderr.strip().splitlines()[-1]
-    made = re.fullmatch(r"interrupted: SIGINT after ([\d,]+) of 100,000 new tokens", last)
+    name = signal.Signals(signum).name
+    made = re.fullmatch(rf"interrupted: {name} after ([\d,]+) of 100,000 new tokens", last)
     assert made is not None and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
     tokenizer = HFTokenizer(hf_folder_with_tokenizer / "tokenizer.json")
     printed = tokenizer.encode(stopped.stdout.rstrip("\n"))
