@@ -82,7 +82,14 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
             f"no tokenizer.json beside the model in {default_tokenizer.parent}",
             "give the tokenizer the model was trained with: tokenizer_path=<its tokenizer.json>",
         )
-    tokenizer = load_tokenizer(cfg.tokenizer_path or default_tokenizer)
+    try:
+        tokenizer = load_tokenizer(cfg.tokenizer_path or default_tokenizer)
+    except DataError as err:  # the file the user gave: name the setting, too
+        if cfg.tokenizer_path is None:
+            raise
+        raise ConfigError(
+            "tokenizer_path", str(err), "give the tokenizer.json the model was trained with"
+        ) from None
     try:
         model.check_vocab(tokenizer.vocab_size)
     except ArgumentError as err:  # the tokenizer, not the model, is what the user chose here

@@ -191,6 +191,12 @@ def test_a_key_nothing_reads_or_a_group_left_empty_is_one_line(tmp_path: Path, w
     assert (run / "FAILED").is_file() and not (run / "checkpoints").exists()
 
 
+def test_generate_py_names_tokenizer_path_when_its_file_is_wrong(gpt_run: Path, tmp_path: Path):
+    one_line_error(
+        generate(f"ckpt_path={gpt_run}", f"tokenizer_path={tmp_path}"), "tokenizer_path: ", "is a folder"
+    )
+
+
 def test_generate_py_refuses_a_key_nothing_reads_before_loading_anything():
     one_line_error(
         generate("+temprature=0.5", "ckpt_path=/nowhere"), "temprature: no part", "mean temperature?"

@@ -175,9 +175,19 @@ def test_a_folder_or_a_missing_file_as_a_tokenizer_path_says_which(tmp_path: Pat
     (tmp_path / "run").mkdir()
     fast_bpe().save(tmp_path / "run" / "tokenizer.json")
     with pytest.raises(
-        DataError, match=r"run: is a folder, not a tokenizer.json file \(give the tokenizer.json in it\)"
+        DataError, match=r"run: is a folder, not a tokenizer.json file; .*run/tokenizer.json is in it$"
     ):
         HFTokenizer(tmp_path / "run")
     for missing in (tmp_path / "gone.json", "./gone"):
         with pytest.raises(DataError, match=r"gone(\.json)?: no such file$"):
             HFTokenizer(missing)
+
+
+def test_a_tokenizer_file_that_cannot_be_read_names_the_path_setting(tmp_path: Path):
+    from llm_lab.tokenizers.build import build_tokenizer
+
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(
+        ArgumentError, match=r"^path: .*bad.json: cannot be read as a Hugging Face tokenizer.json"
+    ):
+        build_tokenizer("hf", list, "fingerprint", path=str(tmp_path / "bad.json"))

@@ -109,9 +109,7 @@ def build_tokenizer(
             raise ArgumentError(
                 "path", "a Hugging Face tokenizer needs a tokenizer.json or a hub name", "set it"
             )
-        if Path(path).is_file():
-            return HFTokenizer(path)
-        try:  # a hub name: the setting to change, not a file, is what the user needs named
+        try:  # a file or a hub name: the setting to change is what the user needs named
             return HFTokenizer(path)
         except DataError as err:
             raise ArgumentError(

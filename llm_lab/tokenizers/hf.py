@@ -20,7 +20,7 @@ class HFTokenizer:
     def __init__(self, name_or_path: str | Path) -> None:
         path = Path(name_or_path)
         if path.is_dir():
-            inside = " (give the tokenizer.json in it)" if (path / "tokenizer.json").is_file() else ""
+            inside = f"; {path / 'tokenizer.json'} is in it" if (path / "tokenizer.json").is_file() else ""
             raise DataError(f"{name_or_path}: is a folder, not a tokenizer.json file{inside}")
         if not path.exists() and (path.suffix == ".json" or str(name_or_path).startswith(("/", ".", "~"))):
             raise DataError(f"{name_or_path}: no such file")
