@@ -188,7 +188,7 @@ def with_progress(steps: Iterator[Tensor], total: int, every_s: float) -> Iterat
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="generate")
 def main(cfg: DictConfig) -> Any:
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         show(generate(cfg))
     except Stopped as stop:
@@ -205,6 +205,8 @@ def main(cfg: DictConfig) -> Any:
             err = as_config_error(err, cfg)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:  # the caller's handler again (generate() run in a notebook, or by the tests)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def show(texts: list[str]) -> None:

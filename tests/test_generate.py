@@ -216,6 +216,14 @@ def test_generate_py_says_how_far_a_long_generation_has_come(capsys: pytest.Capt
     assert all(line.endswith(" tokens/s)") for line in lines)
 
 
+def test_generate_py_gives_back_the_callers_sigterm_handler(hf_folder_with_tokenizer: Path) -> None:
+    """Its own handler (which keeps the text on SIGTERM) is for the generation only: left behind in
+    a caller (a notebook, the tests), later forked workers would inherit it."""
+    before = signal.getsignal(signal.SIGTERM)
+    done = run_train(f"hf_path={hf_folder_with_tokenizer}", "max_new_tokens=2", script="generate.py")
+    assert done.returncode == 0 and signal.getsignal(signal.SIGTERM) is before, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_in_generate_py_prints_the_text_made_so_far(
     hf_folder_with_tokenizer: Path, signum: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
@@ -113,3 +114,14 @@ def test_counting_a_stream_of_documents_holds_the_counts_not_the_corpus(monkeypa
     small, large = parent_peak(300), parent_peak(3000)  # about 0.4 MB and 4.2 MB of text
     # Holding the corpus would add its 3.8 MB; what is in flight varies by a few jobs' counts.
     assert large - small < 1.5e6 and large < 4e6, (small, large)
+
+
+def test_workers_take_sigterm_by_default_whatever_handler_their_parent_has():
+    """train.py installs a Python SIGTERM handler, which forked workers would inherit: the pool's
+    terminate (SIGTERM to each worker) must end them, handler or not."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        dispositions = list(imap_bounded(signal.getsignal, [signal.SIGTERM] * 4, 2))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert dispositions == [signal.SIG_DFL] * 4

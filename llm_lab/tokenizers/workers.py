@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from functools import partial
 from itertools import chain, islice
 from multiprocessing.pool import AsyncResult
 from typing import Any, TypeVar
@@ -54,7 +56,8 @@ def imap_bounded(
         return
     limit = in_flight or 2 * num_workers
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with mp.get_context(method).Pool(num_workers, initializer, initargs) as pool:
+    start = partial(_start_worker, initializer, initargs)
+    with mp.get_context(method).Pool(num_workers, start) as pool:
         pending: deque[AsyncResult[Result]] = deque()
         for job in chain(head, jobs):
             pending.append(pool.apply_async(func, (job,)))
@@ -62,6 +65,15 @@ def imap_bounded(
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _start_worker(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
+    # A forked worker inherits the parent's Python SIGTERM handler (train.py's, which ends a run
+    # cleanly), and a Python handler cannot run while the worker waits in a lock for its next
+    # job: the pool's terminate() would then wait for it forever. A worker just dies.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def document_batches(documents: Iterable[str], size: int, name: str) -> Iterator[list[str]]:
