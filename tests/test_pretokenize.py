@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from llm_lab.tokenizers import pretokenize
 from llm_lab.tokenizers.pretokenize import chunk_text, count_corpus, count_pretokens, file_chunk_offsets
-from llm_lab.tokenizers.workers import imap_bounded
+from llm_lab.tokenizers.workers import imap_bounded, start_method
 
 EOT = "<|endoftext|>"
 
@@ -125,3 +126,17 @@ def test_workers_take_sigterm_by_default_whatever_handler_their_parent_has():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert dispositions == [signal.SIG_DFL] * 4
+
+
+def test_workers_start_from_a_fork_server_when_other_threads_run():
+    """A fork with another thread alive can copy a held lock into the child; then the workers
+    come from a fresh one-thread server, and still give the same results."""
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert start_method() == "forkserver"
+        assert list(imap_bounded(abs, range(-20, 0), num_workers=2)) == list(range(20, 0, -1))
+    finally:
+        stop.set()
+        other.join()

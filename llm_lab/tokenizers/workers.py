@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import partial
@@ -43,9 +44,9 @@ def imap_bounded(
 
     At most ``in_flight`` jobs (default two per worker) are submitted and not yet consumed.
     With one worker, or a single job, everything runs in this process (``initializer`` too): a
-    pool costs more to start than a small corpus takes. Workers are forked where the platform
-    allows it: spawning would re-import the caller's ``__main__`` (``train.py`` imports torch),
-    which costs seconds per worker. Closing the iterator early stops the workers.
+    pool costs more to start than a small corpus takes. Workers are forked where that is safe
+    (:func:`start_method`): spawning would re-import the caller's ``__main__`` (``train.py``
+    imports torch), which costs seconds per worker. Closing the iterator early stops the workers.
     """
     jobs = iter(jobs)
     head = list(islice(jobs, 2))
@@ -55,7 +56,7 @@ def imap_bounded(
         yield from map(func, chain(head, jobs))
         return
     limit = in_flight or 2 * num_workers
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    method = start_method()
     start = partial(_start_worker, initializer, initargs)
     with mp.get_context(method).Pool(num_workers, start) as pool:
         pending: deque[AsyncResult[Result]] = deque()
@@ -65,6 +66,17 @@ def imap_bounded(
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def start_method() -> str:
+    """``fork`` where the platform has it and this process runs one thread; else ``forkserver``
+    (or ``spawn``). A fork copies only the thread that calls it: a lock another thread holds at
+    that moment (a logger's writer thread, a database's) stays locked in the child forever, and a
+    worker that needs it hangs at its first step. A fork server is a fresh one-thread process."""
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _start_worker(initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
