@@ -146,13 +146,16 @@ def generate(cfg: DictConfig) -> list[str]:
         generator=generator,
     )
     new: list[Tensor] = []
+
+    def texts() -> list[str]:
+        return [tokenizer.decode(row.tolist()) for row in torch.cat([idx, *new], dim=1)]
+
     try:
         for next_id in with_progress(steps, cfg.max_new_tokens, cfg.progress_every_s):
             new.append(next_id[:, None])
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the text so far is still worth showing
-        texts = [tokenizer.decode(row.tolist()) for row in torch.cat([idx, *new], dim=1)]
-        raise Stopped(texts, len(new), getattr(stop, "signum", signal.SIGINT)) from None
-    return [tokenizer.decode(row.tolist()) for row in torch.cat([idx, *new], dim=1)]
+        raise Stopped(texts(), len(new), getattr(stop, "signum", signal.SIGINT)) from None
+    return texts()
 
 
 class Terminated(KeyboardInterrupt):

@@ -601,8 +601,8 @@ def main(cfg: DictConfig) -> float | None:
             err = StorageError(unwritable(err, cfg=cfg))
         elif isinstance(err, ArgumentError):  # raised by the library after the objects were built
             err = as_config_error(err, cfg)
-        elif isinstance(err, StorageError) and err.path is not None and path_key(cfg, err.path):
-            err = StorageError(f"{path_key(cfg, err.path)}: {err}")  # the setting that put it there
+        elif isinstance(err, StorageError) and err.path is not None and (key := path_key(cfg, err.path)):
+            err = StorageError(f"{key}: {err}")  # the setting that put it there
         out = Path(cfg.paths.output_dir)
         with contextlib.suppress(OSError):  # the marker is a courtesy: the error line still comes
             (out / "FAILED").write_text(f"{err}\n")
