@@ -19,12 +19,13 @@ import pytest
 import torch
 from conftest import TINY_GPT, WORKDIR, command, run_train
 
-from llm_lab.config import command_word
+from llm_lab.app.overrides import command_word
+from llm_lab.app.run_folder import claim, unused_folder
 from llm_lab.errors import DataError, DivergedError, StorageError
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
 from llm_lab.models.gpt import GPT as GPTModel
 from llm_lab.models.gpt import GPTConfig
-from llm_lab.run_dir import checkpoint_path, claim, unused_folder
+from llm_lab.run_dir import checkpoint_path
 
 GPT = [*TINY_GPT, "trainer.max_steps=4", "callbacks.text_samples=null"]
 

@@ -297,6 +297,12 @@ class GPT(nn.Module):
         elif isinstance(module, (nn.Embedding, LearnedPositionalEmbedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    @staticmethod
+    def check_arguments(size: str = "lab-tiny", compile: bool = False, **overrides: Any) -> None:
+        """What :meth:`from_size` refuses (an unknown size, a head count that does not divide the
+        width...), checked on the settings alone: no weights are made."""
+        GPTConfig.from_name(size, **{key: value for key, value in overrides.items() if value is not None})
+
     @classmethod
     def from_size(cls, size: str = "lab-tiny", compile: bool = False, **overrides: Any) -> GPT:
         """Build a named size; ``None`` overrides keep the size's value (Hydra's ``null``).

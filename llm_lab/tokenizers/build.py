@@ -10,17 +10,16 @@ given as a file (``path``) or a Hugging Face name is simply loaded.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, DataError, UnknownArgument
+from llm_lab.locks import exclusive
 from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
@@ -68,19 +67,6 @@ def cache_key(kind: str, settings: dict[str, Any], fingerprint: str) -> str:
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-@contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_file``: of several processes (sweep trials, DDP ranks, two
-    runs at once) asking for the same tokenizer, the first trains it and the others wait, then load."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _save_atomically(tokenizer: Tokenizer, path: Path) -> None:
     with replacing(path) as tmp:
         tokenizer.save(tmp)
@@ -124,7 +110,7 @@ def build_tokenizer(
     folder = Path(cache_dir) / "tokenizers"
     key = cache_key(kind, settings, fingerprint)
     cached = folder / key / "tokenizer.json"
-    with _exclusive(folder / f"{key}.lock"):
+    with exclusive(folder / f"{key}.lock"):
         if cached.is_file():
             return load_tokenizer(cached)
         if on_train is not None:
