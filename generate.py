@@ -25,7 +25,7 @@ with starting():  # Ctrl-C while torch loads is one line too
 
     from llm_lab.app.preflight import Setting, preflight
     from llm_lab.errors import ArgumentError, ConfigError, DataError, Interrupted
-    from llm_lab.models import GPT
+    from llm_lab.models import GPT, load_hf
     from llm_lab.run_dir import load_net
     from llm_lab.tokenizers.base import Tokenizer
     from llm_lab.tokenizers.build import load_tokenizer
@@ -72,7 +72,7 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
             raise DataError(f"{cfg.ckpt_path} holds a {type(net).__name__}, not a GPT")
         model, default_tokenizer = net, run_dir / "tokenizer.json"
     else:
-        model = GPT.from_hf(cfg.hf_path)
+        model = load_hf(cfg.hf_path)
         default_tokenizer = Path(cfg.hf_path) / "tokenizer.json"
     if cfg.tokenizer_path is None and not default_tokenizer.is_file():
         raise ConfigError(

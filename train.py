@@ -24,6 +24,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llm_lab.app.shell import entry_point, starting
 
@@ -86,7 +87,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(cfg.torch_threads)
-    if str(cfg.trainer.get("accelerator")) in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    if (
+        str(OmegaConf.select(cfg, "trainer.accelerator")) in ("gpu", "cuda", "auto")
+        and torch.cuda.is_available()
+    ):
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)  # high: TF32 tensor cores
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # train(cfg) from a notebook
 
@@ -193,7 +197,7 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):
         datamodule.setup("fit")
-    objects = {"tokenizer": tokenizer} if tokenizer is not None else {}
+    objects: dict[str, Any] = {"tokenizer": tokenizer} if tokenizer is not None else {}
     for group in ("optimizer", "scheduler"):  # partials: the module calls them with its parameters
         if cfg.get(group) is not None:
             objects[group] = build(cfg[group], cfg)

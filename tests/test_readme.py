@@ -25,6 +25,7 @@ from llm_lab.app.preflight import missing_values
 from llm_lab.config import type_problems
 from llm_lab.data.corpus import builtin_corpus
 from llm_lab.models.gpt import GPT, GPTConfig
+from llm_lab.models.hf import save_hf
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
 READMES = [ROOT / "README.md", ROOT / "README.pt-BR.md", ROOT / "data" / "README.md"]
@@ -73,9 +74,10 @@ def hf_folder(where: Path) -> Path:
     tokenizer = FastBPETokenizer.train(300, documents=builtin_corpus()[:10], special_tokens=["<|endoftext|>"])
     tokenizer.save(folder / "tokenizer.json")
     torch.manual_seed(0)
-    GPT(
-        GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=1, n_head=2, n_embd=32)
-    ).save_hf(folder)
+    save_hf(
+        GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=64, n_layer=1, n_head=2, n_embd=32)),
+        folder,
+    )
     return folder
 
 

@@ -87,7 +87,8 @@ def follows(cfg: DictConfig, key: str) -> str | None:
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig) or name not in node:
         return None
-    text = str(node._get_node(name)._value())
+    child = node._get_node(name)
+    text = str(child._value()) if child is not None else ""
     return text[2:-1] if text.startswith("${") and text.endswith("}") and ":" not in text else None
 
 
@@ -184,7 +185,7 @@ def built_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
             nodes[key] = node
         elif key in ("callbacks", "logger"):
             nodes |= {
-                f"{key}.{name}": entry
+                f"{key}.{name!s}": entry
                 for name, entry in node.items()
                 if isinstance(entry, DictConfig) and "_target_" in entry
             }
@@ -362,7 +363,11 @@ def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
     }
     for key, (low, high) in ranges.items():
         value = values.get(key)
-        if is_number(value) and not (low <= value <= high and math.isfinite(value)):
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and not (low <= value <= high and math.isfinite(value))
+        ):
             problems.append(
                 ConfigError(
                     f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a finite {key} >= 0"

@@ -217,7 +217,8 @@ def earlier_run_file(cfg: DictConfig, key: str) -> str | None:
 def check_same_tokenizer(ckpt_path: Path, tokenizer: Any) -> None:
     """Refuse to resume a checkpoint with another tokenizer than the one its run saved beside it
     (changed data.* or tokenizer.* settings train a new one): its ids would mean other tokens."""
-    from llm_lab.tokenizers.base import load_tokenizer, tokenizer_hash
+    from llm_lab.tokenizers.base import tokenizer_hash
+    from llm_lab.tokenizers.build import load_tokenizer
 
     saved = ckpt_path.parent.parent / "tokenizer.json"
     if saved.is_file() and tokenizer_hash(load_tokenizer(saved)) != tokenizer_hash(tokenizer):

@@ -49,7 +49,7 @@ class LMDataModule(TextDataModule):
         max_tokens: int | None = None,
     ) -> None:
         super().__init__(corpus, tokenizer, batch_size, num_workers, seed)
-        LMDataModule.check_arguments(context_length, stride, batch_size, num_workers, max_tokens)
+        LMDataModule.check_arguments(batch_size, num_workers, context_length, stride, max_tokens)
         if tokenizer.token_to_id(ENDOFTEXT) is None:
             raise DataError(
                 f"the tokenizer has no {ENDOFTEXT} token, which separates documents in a language "
@@ -65,10 +65,10 @@ class LMDataModule(TextDataModule):
 
     @staticmethod
     def check_arguments(
-        context_length: int = 64,
-        stride: int | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
+        context_length: int = 64,
+        stride: int | None = None,
         max_tokens: int | None = None,
     ) -> None:
         """Refuse impossible settings by their argument's name, before the corpus is encoded (which

@@ -20,7 +20,7 @@ from typing import Any
 from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, DataError, UnknownArgument
 from llm_lab.locks import exclusive
-from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
+from llm_lab.tokenizers.base import Tokenizer, read_json
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
 from llm_lab.tokenizers.simple import SimpleTokenizer
@@ -59,6 +59,30 @@ def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tok
     if kind == "simple":
         return SimpleTokenizer.from_corpus(documents, **settings)
     return FastBPETokenizer.train(documents=documents, **settings)
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load any tokenizer file the lab writes, choosing the class from the file's content:
+    the lab's word tokenizer, a byte-level BPE ``tokenizer.json`` (into the lab's own BPE), or any
+    other Hugging Face ``tokenizer.json``."""
+    document = read_json(path, "a tokenizer file")
+    if isinstance(document, dict) and document.get("kind") == SimpleTokenizer.KIND:
+        return SimpleTokenizer.load(path)
+    model = document.get("model") if isinstance(document, dict) else None
+    if not isinstance(model, dict):  # valid JSON of something else (a model_config.json, say)
+        raise DataError(
+            f'{path}: not a tokenizer file (no "model" section; expected a tokenizer.json as train.py '
+            "or Hugging Face write it)"
+        )
+    pre_tokenizer = document.get("pre_tokenizer") if isinstance(document, dict) else None
+    if (
+        isinstance(model, dict)
+        and model.get("type") == "BPE"
+        and isinstance(pre_tokenizer, dict)
+        and pre_tokenizer.get("type") == "ByteLevel"
+    ):
+        return FastBPETokenizer.load(path)
+    return HFTokenizer.load(path)
 
 
 def cache_key(kind: str, settings: dict[str, Any], fingerprint: str) -> str:
