@@ -32,6 +32,12 @@ class CommandLine:
     overrides: list[str] = field(default_factory=list)
     choices: dict[str, str] = field(default_factory=dict)
 
+    def set(self, overrides: list[str], choices: dict[str, str]) -> None:
+        """Replace what the record holds (in place: modules hold this one object)."""
+        self.overrides[:] = overrides
+        self.choices.clear()
+        self.choices.update(choices)
+
 
 COMMAND_LINE = CommandLine()  # set by llm_lab.app.shell for each job; empty for a config composed in code
 

@@ -7,12 +7,13 @@ import functools
 import importlib.util
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -61,6 +62,15 @@ def command(script: str, *args: str) -> list[str]:
     return [sys.executable, str(ROOT / script), *args]
 
 
+def pasted(command_line: str) -> list[str]:
+    """A command the lab printed for a user to paste (``python train.py ...``) as the words to run,
+    with the interpreter running the tests for ``python``: a virtual environment that is not
+    activated has no ``python`` on PATH, or another one without the lab's packages."""
+    words = shlex.split(command_line)
+    assert words[0] == "python", command_line
+    return [sys.executable, *words[1:]]
+
+
 def run_process(
     *overrides: str, script: str = "train.py", timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -73,12 +83,13 @@ def run_process(
 
 
 def signal_at(
-    marker: str,
+    marker: str | Callable[[str], bool],
     signum: int,
     *overrides: str,
     timeout: float = 240,
     script: str = "train.py",
     watch: str = "stdout",
+    python_flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Start ``python <script> OVERRIDES`` in a new process, send it ``signum`` when a line of its
     ``watch`` stream (stdout or stderr) contains ``marker`` (e.g. a progress line), and wait for it
@@ -86,7 +97,7 @@ def signal_at(
     started from a terminal does, even when the tests run in the background (where the shell
     starts them with SIGINT ignored, and a child inherits that)."""
     proc = subprocess.Popen(
-        command(script, *overrides),
+        [sys.executable, *python_flags, *command(script, *overrides)[1:]],
         cwd=WORKDIR,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -98,7 +109,7 @@ def signal_at(
     assert stream is not None
     deadline = time.monotonic() + timeout
     for line in stream:
-        if marker in line:
+        if marker(line) if callable(marker) else marker in line:
             proc.send_signal(signum)
             break
         assert time.monotonic() < deadline, f"no line with {marker!r}"

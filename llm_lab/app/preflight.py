@@ -519,6 +519,22 @@ def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
     return problems
 
 
+def window_problems(cfg: DictConfig) -> list[ConfigError]:
+    """Training windows longer than the model's context: the model itself would refuse only the
+    first batch, after the corpus was prepared."""
+    window = OmegaConf.select(cfg, "data.context_length")
+    limit = OmegaConf.select(cfg, "model.net.context_length")
+    if isinstance(window, int) and isinstance(limit, int) and window > limit:
+        return [
+            ConfigError(
+                "data.context_length",
+                f"windows of {window} tokens are longer than the model's model.net.context_length={limit}",
+                "keep them equal: model.net.context_length follows data.context_length unless set",
+            )
+        ]
+    return []
+
+
 def needed_groups(cfg: DictConfig) -> list[str]:
     """The config groups a run cannot be left without an option of (``model=[]``, ``~data``). The
     others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage whose
@@ -577,5 +593,6 @@ TRAIN_CHECKS: tuple[Check, ...] = (
     metric_problems,
     resume_problems,
     corpus_problems,
+    window_problems,
     earlier_run_problems,
 )

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_lab.console import configure_console, print_and_log
-from llm_lab.errors import ArgumentError, Interrupted, LabError, StorageError
+from llm_lab.errors import ArgumentError, Interrupted, LabError, Refusal, StorageError
 
 Flow = Callable[[Any], Any]  # an entry point's flow: the composed config in, its result out
 
@@ -139,7 +139,9 @@ def _command(task: Callable[[], Any], conf_dir: Path, config_name: str) -> None:
         except InstantiationException as err:
             # Hydra builds its plugins (the Optuna sweeper's sampler and pruner) with instantiate.
             fail(plugin_error(err))
-        except LabError as err:  # a Hydra callback's refusal: a run folder in use, a sweep with DDP
+        except Refusal as stop:  # a Hydra callback's: a run folder in use, a sweep with DDP
+            fail(str(stop.error))
+        except LabError as err:  # a plugin's own check (the Optuna sweeper's setup)
             fail(str(err))
         except OSError as err:
             # A folder that cannot be made (hydra.run.dir=/proc/x, a file in its place, a read-only
@@ -199,7 +201,7 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
 
     configure_console()
     hydra_cfg = HydraConfig.get()
-    config.COMMAND_LINE = config.CommandLine(
+    config.COMMAND_LINE.set(
         [str(o) for o in hydra_cfg.overrides.task],
         {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items()},
     )

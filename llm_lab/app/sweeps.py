@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from llm_lab.app.overrides import command_word
 from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY, PRUNED_MARKER
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ConfigError, Refusal, refused
 
 # Strategies that start one process per device (Lightning's names, and prefixes of their variants
 # such as ``ddp_spawn`` or ``deepspeed_stage_2``).
@@ -104,13 +104,15 @@ class SingleProcessSweeps(Callback):
     command line, then again on each job's own config (Optuna or group sweeps can change it)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_single_process(config.trainer)
-        check_sweep_overrides(config.trainer, list(config.hydra.overrides.task))
+        with refused():
+            check_single_process(config.trainer)
+            check_sweep_overrides(config.trainer, list(config.hydra.overrides.task))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return  # a single run may use DDP: Lightning re-runs a command line without -m
-        check_single_process(config.trainer)
+        with refused():
+            check_single_process(config.trainer)
 
 
 @dataclass
@@ -353,7 +355,7 @@ class SweepSummary(Callback):
         # the sweep would end without its summary.
         direction, key = self._direction(config)
         if direction not in ("minimize", "maximize"):
-            raise ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize")
+            raise Refusal(ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         OUTCOME.sweep_dir = Path(config.hydra.sweep.dir)
