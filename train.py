@@ -11,15 +11,12 @@ bottom:
    training its tokenizer in a plain loop (``llm_lab.tokenizer_stage``);
 3. **data, model, Trainer** — a DataModule (``data``), a LightningModule (``model``, sized by the
    data and handed the tokenizer) and a Trainer, built from their config groups;
-4. **fit and test**, then **finish**: ``metrics.json``, the HParams record, where to look. The
-   command returns the metric named by ``optimized_metric``, which sweeps (grid or Optuna) optimise.
-
-Errors, signals and exit codes are the shell's (``llm_lab/app/shell.py``), not this file's.
+4. **fit and test**, then **finish**: ``metrics.json``, the HParams record, where to look; the command
+   returns ``optimized_metric``, which sweeps optimise. Errors, signals and exit codes are the shell's.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sys
 from dataclasses import dataclass
@@ -31,7 +28,6 @@ from llm_lab.app.shell import entry_point, starting
 with starting():  # Ctrl-C while torch and Lightning load is one line too
     import lightning as L
     import torch
-    from hydra.utils import get_class
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import Logger
     from omegaconf import DictConfig, OmegaConf
@@ -188,11 +184,8 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
         if OmegaConf.select(cfg, key) is not None:
             OmegaConf.update(cfg, key, earlier_run_file(cfg, key))
     if tokenizer is not None:
-        # The DataModule takes the corpus itself, and of the corpus keys read in step 1 only what
-        # it also accepts (the seed of its example order).
-        accepted = inspect.signature(get_class(cfg.data._target_)).parameters
-        exclude = [k for k in Corpus.setting_names() if k not in accepted]
-        datamodule = call(cfg.data, cfg, exclude=exclude, corpus=corpus, tokenizer=tokenizer)
+        # The DataModule takes the corpus itself (the corpus keys were read in step 1).
+        datamodule = call(cfg.data, cfg, Corpus.setting_names(), corpus=corpus, tokenizer=tokenizer)
     else:
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):

@@ -12,7 +12,6 @@ preflight calls it on the node's values, and :mod:`llm_lab.config` maps the argu
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,7 +21,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_lab.config import COMMAND_LINE, as_config_error, plain, type_problems
+from llm_lab.config import (
+    COMMAND_LINE,
+    as_config_error,
+    parameters_of,
+    plain,
+    takes_any_keyword,
+    type_problems,
+)
 from llm_lab.errors import ArgumentError, ConfigError, ConfigErrors, type_error
 
 Check = Callable[[DictConfig], Iterable[ConfigError] | None]
@@ -221,8 +227,8 @@ def arguments_problem(
     check = getattr(getattr(target, "__self__", target), "check_arguments", None)
     if check is None:
         return []
-    parameters = inspect.signature(check).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    parameters = parameters_of(check)
+    takes_any = takes_any_keyword(parameters)
     values = {k: v for k, v in plain(node).items() if takes_any and not k.startswith("_") or k in parameters}
     try:
         check(**values)
