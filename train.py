@@ -24,7 +24,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import get_class
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
@@ -53,7 +52,6 @@ from llm_lab.config import (
     check_complete,
     check_settings,
     command_word,
-    flatten,
     keyed,
     path_key,
     plain,
@@ -66,6 +64,7 @@ from llm_lab.config import (
 from llm_lab.console import configure_console, print_and_log
 from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, ConfigError, LabError, StorageError
+from llm_lab.hparams import hparams_record, trial_name, varied_overrides
 from llm_lab.lit.base import CLIP_BACKENDS
 from llm_lab.loggers import LabTensorBoardLogger
 from llm_lab.run_dir import check_fits, checkpoint_path, is_first_process, newest_checkpoint, read_checkpoint
@@ -87,10 +86,8 @@ class Run:
     loggers: list[Logger]
 
 
-def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks = build_each(cfg, "callbacks")
-    if not has_logger:  # e.g. logger=none: a learning-rate monitor has nowhere to write
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # A misspelt optimized_metric, said at the first validation, before the pruning callback of an
     # Optuna trial finds it missing too (first: its error has the closest logged name).
     callbacks.insert(0, OptimizedMetricCheck(cfg.get("optimized_metric")))
@@ -101,8 +98,24 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     return callbacks
 
 
+def swept_overrides() -> list[str]:
+    """The overrides that tell this job of a sweep from the others (none for a single run)."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.hydra_config import HydraConfig
+
+    if sweeps.job_label() is None:
+        return []
+    command_line = get_args_parser().parse_known_args()[0].overrides
+    return varied_overrides([str(o) for o in HydraConfig.get().overrides.task], command_line)
+
+
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    return build_each(cfg, "logger")
+    loggers = build_each(cfg, "logger")
+    swept = swept_overrides()
+    for logger in loggers:
+        if isinstance(logger, LabTensorBoardLogger) and swept:  # TensorBoard names the run by its folder
+            logger.name_trial(trial_name(swept))
+    return loggers
 
 
 def run_folder(cfg: DictConfig) -> Path:
@@ -313,7 +326,7 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
     module = build(cfg.model, cfg, **optim, **data, **datamodule.model_kwargs())
     module.gradient_clip_backend = cfg.trainer.get("gradient_clip_backend", "torch")
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, build_callbacks(cfg, has_logger=bool(loggers)), loggers)
+    trainer = build_trainer(cfg, build_callbacks(cfg), loggers)
     return Run(datamodule, module, trainer, loggers)
 
 
@@ -358,52 +371,27 @@ def fit(cfg: DictConfig, run: Run, ckpt_path: str | None) -> dict[str, float]:
     if target.startswith("val/") and target not in metrics:
         # A run that stopped (max_steps) before its first validation, or train=false with a
         # checkpoint, still reports its score.
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         metrics.update(scalar_metrics(trainer))
     if cfg.get("test", False):
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         metrics.update(scalar_metrics(trainer))
     return metrics
 
 
-HPARAM_GROUPS = ("data", "tokenizer", "model", "optimizer", "scheduler", "trainer", "stage")
-
-
-def hparams_record(cfg: DictConfig, net: Any = None) -> dict[str, Any]:
-    """What a person compares runs by in TensorBoard's HParams view: the option chosen in each
-    config group (``experiment``, ``model``, ``optimizer``, …), the seed, and the plain values of
-    data, tokenizer, model, optimizer, scheduler and trainer (no ``_target_`` paths, no objects).
-    A net with a dataclass ``config`` (GPT) gives the values it was built with: ``size=lab-small``
-    leaves ``n_layer`` null in the config, the dashboard should still show 4."""
+def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], net: Any = None) -> None:
+    """The HParams record for TensorBoard (see ``llm_lab.hparams``), the loggers closed,
+    ``metrics.json`` written, the FAILED marker of an earlier attempt removed, and a last line
+    saying where the run folder is and how to look at it."""
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    record: dict[str, Any] = {
-        group: str(choice) for group, choice in choices.items() if group in ("experiment", *HPARAM_GROUPS)
-    }
-    record["seed"] = cfg.seed
-    for group in HPARAM_GROUPS:
-        for key, value in flatten(plain(cfg.get(group)), f"{group}/").items():
-            if key.rsplit("/", 1)[-1].startswith("_") or (isinstance(value, str) and "_target_" in value):
-                continue
-            record[key] = "null" if value is None else value
-    built = getattr(net, "config", None)
-    if is_dataclass(built) and not isinstance(built, type):
-        for key, value in asdict(built).items():
-            record[f"model/net/{key}"] = "null" if value is None else value
-    return record
-
-
-def finish(cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], net: Any = None) -> None:
-    """The HParams record for TensorBoard (see ``llm_lab.loggers``), the loggers closed,
-    ``metrics.json`` written, the FAILED marker of an earlier attempt removed, and a last line
-    saying where the run folder is and how to look at it."""
-    record = hparams_record(cfg, net)
+    record = hparams_record(cfg, swept_overrides(), choices, net, run_name=run_folder(cfg).name)
     for logger in loggers:
         if isinstance(logger, LabTensorBoardLogger):
-            logger.log_hparams_record(record)
+            logger.log_hparams_record(record, cfg.get("optimized_metric"))
         else:
-            logger.log_hyperparams(record)
+            logger.log_hyperparams(record.values)
         logger.finalize("success")
     output_dir = Path(cfg.paths.output_dir)
     with replacing(output_dir / "metrics.json") as tmp:
