@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ENV, LIGHTNING_MESSAGES, Sweep, command, long_numbers, run_train
+from conftest import ENV, LIGHTNING_MESSAGES, ROOT, Sweep, command, long_numbers, run_train
+from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
 from llm_lab.console import ConsoleHandler
@@ -183,3 +184,23 @@ def test_on_a_terminal_log_lines_do_not_break_the_progress_bar(tmp_path: Path) -
     # The warnings logged while the bar is live (validation's) start a line and end it.
     for line in ("wordsim: only", "analogy: only"):
         assert re.search(rf"(^|[\r\n]){re.escape(line)}[^\r\n]*\r?\n", text), (line, text[-3000:])
+
+
+def test_debug_fast_warns_of_no_warm_up_it_set_itself() -> None:
+    """``experiment=gpt``'s 50 warm-up steps are longer than ``debug=fast``'s 5: the preset
+    shortens the warm-up with the run, so its smoke run warns of nothing the user set; a warm-up
+    the user types is theirs, and is warned about."""
+    from functools import partial
+
+    from hydra.utils import get_method
+
+    from llm_lab.lit.base import warmup_notice
+
+    def notice(*overrides: str) -> str | None:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=gpt", "debug=fast", *overrides])
+        schedule = partial(get_method(cfg.scheduler._target_), warmup_steps=cfg.scheduler.warmup_steps)
+        return warmup_notice(schedule, cfg.trainer.max_steps)
+
+    assert notice() is None
+    assert "scheduler.warmup_steps: 50 warm-up steps" in str(notice("scheduler.warmup_steps=50"))
