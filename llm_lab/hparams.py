@@ -15,9 +15,9 @@ So the experiment lists
   learning rate, batch, tokenizer), leaving out the keys a run does not set (``None``);
 
 the metrics start with the optimized one, then the losses and the stage's validation and test
-scores; and a trial is named by what it varied (``embed_dim=64,lr=0.003``), a single run by its
-folder. Each run's session holds every plain value of its config, so a column another run's
-experiment asks for still finds its value.
+scores; and a trial is named by what it varied (``dim=64,lr=3e-3``: the Trial ID column shows
+about 15 characters), a single run by its folder. Each run's session holds every plain value of
+its config, so a column another run's experiment asks for still finds its value.
 """
 
 from __future__ import annotations
@@ -101,17 +101,22 @@ def short_number(text: str) -> str:
     return min(text, f"{value:.4g}", scientific, key=len)
 
 
-def trial_name(overrides: Sequence[str]) -> str:
-    """The name of a sweep's trial: what it varied, each key by its last part unless two share it
-    (``model.embed_dim=64 optimizer.lr=0.003`` → ``embed_dim=64,lr=3e-3``). Also the name of the
-    folder TensorBoard calls the run, so a ``/`` in a value becomes ``_``."""
-    keys = [override_key(o) for o in overrides]
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    parts = []
-    for override, key, short in zip(overrides, keys, last, strict=True):
-        value = short_number(override.split("=", 1)[1]) if "=" in override else "null"
-        parts.append(f"{short if last.count(short) == 1 else key}={value}")
-    return ",".join(parts).replace("/", "_")
+def _labels(keys: Sequence[str], shorter: bool) -> list[str]:
+    """Each key by its last part (``embed_dim``), or with ``shorter`` by that part's last word
+    (``dim``), unless two keys would share a label: then the longer one, then the whole key."""
+    tries = [[k.rsplit(".", 1)[-1].rsplit("_", 1)[-1] for k in keys]] if shorter else []
+    tries += [[k.rsplit(".", 1)[-1] for k in keys], list(keys)]
+    return [next(t[i] for t in tries if t.count(t[i]) == 1) for i in range(len(keys))]
+
+
+def trial_name(overrides: Sequence[str], shorter: bool = False) -> str:
+    """The name of a sweep's trial: what it varied (``model.embed_dim=64 optimizer.lr=0.003`` →
+    ``embed_dim=64,lr=3e-3``), the name of the folder TensorBoard calls the run (so a ``/`` in a
+    value becomes ``_``). ``shorter`` (``dim=64,lr=3e-3``) fits the HParams table's Trial ID
+    column, which shows about 15 characters; its other columns name each key in full."""
+    labels = _labels([override_key(o) for o in overrides], shorter)
+    values = [short_number(o.split("=", 1)[1]) if "=" in o else "null" for o in overrides]
+    return ",".join(f"{label}={value}" for label, value in zip(labels, values, strict=True)).replace("/", "_")
 
 
 def leaves(tree: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -160,7 +165,9 @@ def hparams_record(
         values.setdefault(override_key(override), override.split("=", 1)[1] if "=" in override else "")
     headline = [next((k for k in keys if k in values), None) for keys in HEADLINE_KEYS]
     columns = varied + [k for k in headline if k is not None and k not in varied]
-    return HParamsRecord(trial_name(overrides) if overrides else run_name, values, varied, columns)
+    return HParamsRecord(
+        trial_name(overrides, shorter=True) if overrides else run_name, values, varied, columns
+    )
 
 
 def headline_metrics(metrics: Sequence[str], optimized: str | None) -> list[str]:
