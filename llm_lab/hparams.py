@@ -23,6 +23,7 @@ its config, so a column another run's experiment asks for still finds its value.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -119,6 +120,17 @@ def trial_name(overrides: Sequence[str], shorter: bool = False) -> str:
     return ",".join(f"{label}={value}" for label, value in zip(labels, values, strict=True)).replace("/", "_")
 
 
+def run_label(folder: str) -> str:
+    """A single run's name in the Trial ID column: its folder's name, a dated one (Hydra's
+    ``2026-12-07_13-21-00``) as ``12-07 13:21:00``, the part that tells one day's runs apart
+    within the 15 characters the column shows."""
+    dated = re.fullmatch(r"\d{4}-(\d\d-\d\d)_(\d\d)-(\d\d)-(\d\d)(_\d+)?", folder)
+    if dated is None:
+        return folder
+    day, hours, minutes, seconds, again = dated.groups()
+    return f"{day} {hours}:{minutes}:{seconds}{again or ''}"
+
+
 def leaves(tree: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     """``("model.net.n_layer", 4)`` for every leaf of a nested dict, by its config key."""
     if isinstance(tree, dict):
@@ -166,7 +178,7 @@ def hparams_record(
     headline = [next((k for k in keys if k in values), None) for keys in HEADLINE_KEYS]
     columns = varied + [k for k in headline if k is not None and k not in varied]
     return HParamsRecord(
-        trial_name(overrides, shorter=True) if overrides else run_name, values, varied, columns
+        trial_name(overrides, shorter=True) if overrides else run_label(run_name), values, varied, columns
     )
 
 

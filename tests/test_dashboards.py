@@ -29,6 +29,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
 from llm_lab.errors import DataError
+from llm_lab.hparams import run_label
 from llm_lab.loggers import LabCSVLogger, markdown_table
 from llm_lab.models.gpt import GPTConfig
 
@@ -273,6 +274,12 @@ def test_the_neighbour_table_renders_every_word_as_written(readme_sweep: Sweep):
     run = sorted(multiplexer.Runs())[0]
     html = text_as_shown(multiplexer, run, "embeddings/nearest_neighbours")
     assert "<table>" in html and "<strong>" not in html and "<em>" not in html
+
+
+def test_a_single_runs_name_tells_one_days_runs_apart_in_15_characters():
+    assert run_label("2026-12-07_13-21-00") == "12-07 13:21:00"
+    assert run_label("2026-12-07_13-21-00_2") == "12-07 13:21:00_2"  # a second run in the same second
+    assert run_label("mine") == "mine"  # hydra.run.dir=outputs/mine
 
 
 def test_markdown_tables_show_their_cells_as_written():
