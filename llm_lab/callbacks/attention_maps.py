@@ -73,7 +73,7 @@ def heatmap_image(weights: np.ndarray, labels: Sequence[str], cell: int = 18) ->
     grid_h = t_query * cell
     bar_x = left + t_key * cell + 12
     bar_w = 12
-    ticks = ("1 = row max", "0.5", "0")
+    ticks = ("1", "0.5", "0")  # of the row's maximum, as the caption beside them says
     width = bar_x + bar_w + 6 + max(_text_width(font, t) for t in ticks) + axis + 4
     canvas = Image.new("RGB", (width, max(top + grid_h, top + 60) + 4), "white")
     canvas.paste(Image.fromarray(cells), (left, top))
