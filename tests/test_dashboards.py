@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import TINY_GPT, Sweep, run_train
 from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
@@ -28,6 +29,7 @@ from tensorboard.util import tensor_util
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
+from llm_lab.callbacks.attention_maps import colourise, heatmap_image
 from llm_lab.errors import DataError
 from llm_lab.hparams import run_label
 from llm_lab.loggers import LabCSVLogger, markdown_table
@@ -373,3 +375,17 @@ def test_a_metrics_csv_cut_short_by_a_kill_is_continued(tmp_path: Path):
         ("1", "8.0"),
         ("2", "7.0"),
     ]
+
+
+def test_a_heatmap_carries_its_colour_scale():
+    """Beside the cells, a bar with every shade the cells use, from the darkest (a row's maximum)
+    at the top to white (no attention) at the bottom: the scale the picture is read by."""
+    weights = np.tril(np.ones((4, 4)))
+    image = heatmap_image(weights / weights.sum(axis=1, keepdims=True), ["a", "b", "c", "d"], cell=18)
+    scale = colourise(np.linspace(1.0, 0.0, 4 * 18))[1:-1]  # inside the bar's outline
+
+    def holds_scale(column: np.ndarray) -> bool:
+        return any((column[y : y + len(scale)] == scale).all() for y in range(len(column) - len(scale) + 1))
+
+    bars = [x for x in range(image.shape[1]) if holds_scale(image[:, x])]
+    assert bars and min(bars) > 4 * 18  # right of the cells, not one of them
