@@ -27,16 +27,19 @@ from llm_lab.errors import ArgumentError, ConfigError, LabError, UnknownArgument
 @dataclass
 class CommandLine:
     """What the command line of the job now running asked for, as the shell found it: the task
-    overrides as typed (``+model.net.foo=1``) and the option chosen in each config group."""
+    overrides as typed (``+model.net.foo=1``), the option chosen in each config group, and in a
+    sweep the overrides this job varies (what names its trial in TensorBoard)."""
 
     overrides: list[str] = field(default_factory=list)
     choices: dict[str, str] = field(default_factory=dict)
+    swept: list[str] = field(default_factory=list)  # of a sweep's job: the overrides that tell it apart
 
-    def set(self, overrides: list[str], choices: dict[str, str]) -> None:
+    def set(self, overrides: list[str], choices: dict[str, str], swept: list[str]) -> None:
         """Replace what the record holds (in place: modules hold this one object)."""
         self.overrides[:] = overrides
         self.choices.clear()
         self.choices.update(choices)
+        self.swept[:] = swept
 
 
 COMMAND_LINE = CommandLine()  # set by llm_lab.app.shell for each job; empty for a config composed in code

@@ -7,6 +7,7 @@ import functools
 import importlib.util
 import io
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -213,3 +215,52 @@ def final_weights(run: Path, step: int) -> dict[str, torch.Tensor]:
     assert ckpt["global_step"] == step
     state: dict[str, torch.Tensor] = ckpt["state_dict"]
     return state
+
+
+@dataclass
+class Sweep:
+    outputs: Path  # the outputs/ folder the sweep wrote, where a user runs tensorboard
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def readme_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """README's grid sweep as written (its Sweeps section), smoke-sized like every README command
+    (``debug=fast``, fewer documents), run where a user starts it: what TensorBoard and the console
+    then show is tested in test_dashboards.py and test_console.py."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    line = next(
+        line for line in readme.splitlines() if line.startswith("python train.py -m experiment=cbow model.")
+    )
+    args = line.split("#")[0].split()[2:]
+    cwd = tmp_path_factory.mktemp("readme_sweep")
+    result = run_train(*args, "debug=fast", "data.max_documents=40", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Sweep(cwd / "outputs", result)
+
+
+# Lightning's own messages, which the console leaves to train.log (llm_lab/console.py).
+LIGHTNING_MESSAGES = [
+    "GPU available:",
+    "TPU available:",
+    "Seed set to",
+    "`Trainer.fit` stopped",
+    "Test metric",
+    "DataLoader 0",
+    "Validate metric",
+    "💡",
+]
+
+
+def long_numbers(console: str) -> list[str]:
+    """The ``key=value`` numbers of a console with more than 4 significant digits (an integer's
+    trailing zeros are not counted: 10290 is 1029 rounded)."""
+    found = []
+    for number in re.findall(r"=(-?\d[\d.]*(?:e[+-]?\d+)?)(?![\w.-])", console):
+        mantissa = number.lstrip("-").split("e")[0]
+        digits = mantissa.replace(".", "").lstrip("0")
+        if "." not in mantissa:
+            digits = digits.rstrip("0")
+        if len(digits) > 4:
+            found.append(number)
+    return found

@@ -77,7 +77,8 @@ def test_a_signal_after_training_resumes_from_the_saved_checkpoint(tmp_path: Pat
     run = ["experiment=gpt", "model.net.size=lab-tiny", "tokenizer.vocab_size=300", "data.context_length=32"]
     run += ["data.stride=32"]  # gpt.yaml's stride of 64 would skip tokens of 32-token windows
     run += ["logger=csv", "trainer.max_steps=3", "test=true"]
-    stopped = signal_at("Validate metric", signal.SIGTERM, *run, f"hydra.run.dir={tmp_path}")
+    # train.py's own validation of the last step (its line), before the test stage.
+    stopped = signal_at("validation at step 3", signal.SIGTERM, *run, f"hydra.run.dir={tmp_path}")
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     lines = stopped.stderr.strip().splitlines()
     assert lines[-2] == "interrupted: SIGTERM; resume with:" and not (tmp_path / "metrics.json").exists()

@@ -203,10 +203,12 @@ def test_grid_sweep_writes_one_dir_per_job_a_summary_and_hparams(tmp_path: Path)
         overrides = OmegaConf.load(tmp_path / job / ".hydra" / "overrides.yaml")
         embed_dim = next(str(o) for o in overrides if str(o).startswith("model.embed_dim="))
         jobs[embed_dim.split("=")[1]] = json.loads((tmp_path / job / "metrics.json").read_text())["val/loss"]
-        hparams, metric_tags, scalars = _hparams(tmp_path / job / "tensorboard")
-        assert hparams["model/embed_dim"] == float(embed_dim.split("=")[1])
-        assert hparams["experiment"] == "cbow" and "val/loss" in metric_tags
-        assert math.isclose(scalars["val/loss"], jobs[embed_dim.split("=")[1]], rel_tol=1e-6)
+        # TensorBoard names the run by its folder: the trial's, named by what it varied.
+        trial = tmp_path / job / "tensorboard" / embed_dim.removeprefix("model.")
+        hparams, metric_tags, scalars = _hparams(trial)
+        assert hparams["model.embed_dim"] == float(embed_dim.split("=")[1])
+        assert hparams["experiment"] == "cbow" and "loss/val" in metric_tags  # val/loss's curve
+        assert math.isclose(scalars["loss/val"], jobs[embed_dim.split("=")[1]], rel_tol=1e-6)
     assert set(jobs) == {"8", "16"}
     best_first = sorted(jobs, key=jobs.__getitem__)
     rows = [line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("| ")]

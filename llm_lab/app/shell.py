@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llm_lab.console import configure_console, print_and_log
+from llm_lab.console import configure_console, in_sweep, print_and_log
 from llm_lab.errors import ArgumentError, Interrupted, LabError, Refusal, StorageError
 
 Flow = Callable[[Any], Any]  # an entry point's flow: the composed config in, its result out
@@ -195,17 +195,19 @@ def null_group_line() -> str:
 def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
     """One job (a run, or one job of a sweep): ``flow(cfg)``, its errors and interruptions said."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from llm_lab import config
     from llm_lab.app import sweeps
+    from llm_lab.hparams import varied_overrides
 
     configure_console()
     hydra_cfg = HydraConfig.get()
-    config.COMMAND_LINE.set(
-        [str(o) for o in hydra_cfg.overrides.task],
-        {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items()},
-    )
+    in_sweep(str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None)
     label = sweeps.job_label()  # None for a single run
+    task = [str(o) for o in hydra_cfg.overrides.task]
+    swept = varied_overrides(task, command_line()) if label is not None else []
+    config.COMMAND_LINE.set(task, {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items()}, swept)
     if label is not None:
         sweeps.OUTCOME.started += 1
         sweeps.OUTCOME.hydra = copy.deepcopy(hydra_cfg)  # to say what is left, if stopped
