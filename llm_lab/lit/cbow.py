@@ -19,7 +19,7 @@ from llm_lab.models.cbow import CBoW, mean_pair_cosine, save_word2vec_text
 from llm_lab.tokenizers.simple import Vocabulary
 
 log = logging.getLogger(__name__)
-DEFAULT_LR = 0.1  # word2vec's SGD step without an optimizer given (conf/experiment/cbow.yaml)
+DEFAULT_LR = 0.05  # word2vec's SGD step without an optimizer given (conf/experiment/cbow.yaml)
 
 
 def is_hand_written(optimizer: OptimizerFactory | None) -> bool:
