@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def train_ours(
         embed_dim=dim,
         negatives=negatives,
         raw_words_per_example=dm.train_set.raw_words_per_example,
-        optimizer=lambda params: HandWrittenUpdate(params, lr=lr),
+        optimizer=partial(HandWrittenUpdate, lr=lr),
         scheduler=linear_decay,
     )
     trainer = L.Trainer(

@@ -93,8 +93,17 @@ class CBoWModule(LabModule):
 
     def configure_optimizers(self) -> Any:
         config = super().configure_optimizers()
+        optimizer = config["optimizer"] if isinstance(config, dict) else config
         if not self.automatic_optimization:
-            check_hand_written(config["optimizer"] if isinstance(config, dict) else config)
+            check_hand_written(optimizer)
+        elif isinstance(optimizer, HandWrittenUpdate):
+            # Built by something other than a partial of it: autograd would step an optimizer
+            # that updates nothing.
+            raise ConfigError(
+                "optimizer",
+                "HandWrittenUpdate must be given as functools.partial(HandWrittenUpdate, lr=...)",
+                "pass the partial (Hydra's _partial_: true), so the module runs word2vec's update",
+            )
         return config
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
