@@ -113,10 +113,14 @@ def _fails(proc, key: str, run: Path) -> None:
         ("data.path=/no/such/file.txt", "data.path"),
         ("data.num_workers=2", "data.num_workers"),
         # torch.optim's own checks, tried before anything is built, under the key they speak of
-        ("optimizer.lr=-1", "optimizer.lr: Invalid learning rate: -1"),
-        ("optimizer.betas=[2,0]", "optimizer.betas: Invalid beta parameter at index 0"),
-        ("optimizer.eps=-1", "optimizer.eps: Invalid epsilon value"),
-        ("optimizer.weight_decay=-1", "optimizer.weight_decay: Invalid weight_decay value"),
+        ("optimizer=adamw optimizer.lr=-1", "optimizer.lr: Invalid learning rate: -1"),
+        ("optimizer=adamw optimizer.betas=[2,0]", "optimizer.betas: Invalid beta parameter at index 0"),
+        ("optimizer=adamw optimizer.eps=-1", "optimizer.eps: Invalid epsilon value"),
+        ("optimizer=adamw optimizer.weight_decay=-1", "optimizer.weight_decay: Invalid weight_decay value"),
+        (
+            "optimizer.lr=-1",
+            "optimizer.lr: must be > 0",
+        ),  # word2vec's SGD (optimizer=word2vec) checks its own
         ("scheduler.min_lr_ratio=2", "scheduler.min_lr_ratio"),
         # a word where a number belongs, caught from the target's signature before it is built
         ("model.embed_dim=abc", "model.embed_dim: 'abc' is not an integer"),
@@ -138,7 +142,10 @@ def _fails(proc, key: str, run: Path) -> None:
     ],
 )
 def test_bad_config_is_one_clear_line(override: str, key: str, tmp_path: Path):
-    proc = run_train("experiment=cbow", "data.max_documents=20", override, f"hydra.run.dir={tmp_path}")
+    # experiment=cbow trains by word2vec's SGD; optimizer=adamw brings torch's own checks.
+    proc = run_train(
+        "experiment=cbow", "data.max_documents=20", *override.split(), f"hydra.run.dir={tmp_path}"
+    )
     _fails(proc, key, tmp_path)
 
 

@@ -38,9 +38,9 @@ class CBoWModule(LabModule):
     Logs ``train/loss``, ``train/words_per_sec`` (raw corpus words, as gensim counts them),
     ``val/loss``, ``val/mean_cosine`` (the mean cosine between two random words: near 1, the vectors
     share one direction and nearest neighbours mean little); with evaluation files configured,
-    ``val/wordsim_coverage`` (and
-    ``val/wordsim_spearman`` when the coverage allows a score) every validation and, in the test
-    stage, the same for word similarity and analogies (``test/analogy_accuracy``).
+    ``val/wordsim_coverage`` (and ``val/wordsim_spearman`` when the coverage allows a score) every
+    validation and, in the test stage, the same for word similarity and analogies
+    (``test/analogy_accuracy``).
     At the end of fitting it writes ``vectors.txt`` (word2vec text format) to the run directory.
     """
 
@@ -88,7 +88,8 @@ class CBoWModule(LabModule):
             raise ConfigError(
                 "trainer.strategy",
                 "word2vec's hand-written SGD (HandWrittenUpdate) trains in one process",
-                "drop trainer=ddp*, or train with autograd: optimizer=adamw optimizer.lr=1e-2",
+                "drop trainer=ddp*, or train by autograd: "
+                "optimizer=adamw optimizer.lr=1e-2 optimizer.weight_decay=0",
             )
 
     def configure_optimizers(self) -> Any:
