@@ -279,3 +279,26 @@ def test_mean_pair_cosine_is_the_mean_over_all_pairs():
     pairs = [unit[i] @ unit[j] for i in range(30) for j in range(30) if i != j]
     assert mean_pair_cosine(vectors) == pytest.approx(np.mean(pairs), rel=1e-12)
     assert mean_pair_cosine(vectors - vectors.mean(0)) < 0.1 < mean_pair_cosine(vectors)
+
+
+def test_prefetched_batches_keep_their_order_raise_errors_and_stop_when_closed():
+    import threading
+
+    from llm_lab.data.cbow import prefetched
+
+    assert list(prefetched(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetched(failing()))
+
+    endless = prefetched(iter(lambda: 0, 1), depth=2)  # a producer that never ends by itself
+    assert next(endless) == 0
+    endless.close()
+    for thread in threading.enumerate():
+        if thread.name == "cbow-batches":
+            thread.join(timeout=5)
+            assert not thread.is_alive()
