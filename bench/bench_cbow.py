@@ -6,7 +6,8 @@ same tokens, same hyperparameters, measured in one run.
    gensim's with 2 threads, ρ ≥ gensim's).
 2. Time to quality: gensim's ρ after ``--long-epochs`` epochs and the seconds they take, against
    the training seconds our ``--long-epochs`` run needs before its ρ first reaches that value
-   (measured after every epoch; the evaluations are not timed).
+   (measured after every epoch; the evaluations are not timed). Then the readable path (autograd +
+   Adam on the same model and batches) at ``--epochs``, for comparison.
 3. The built-in corpus (what ``python train.py experiment=cbow`` trains on): the mean cosine
    between two random words after the experiment's settings and each run of README's sweep,
    against gensim's after ``--long-epochs`` epochs on the same tokens.
@@ -69,15 +70,22 @@ class EpochClock(L.Callback):
 
 
 def train_ours(
-    dm: CBoWDataModule, epochs: int, dim: int, lr: float, negatives: int, callbacks: list[Any] | None = None
+    dm: CBoWDataModule,
+    epochs: int,
+    dim: int,
+    lr: float,
+    negatives: int,
+    callbacks: list[Any] | None = None,
+    optimizer: Any = HandWrittenUpdate,
 ) -> tuple[float, CBoWModule]:
-    """Train through the LightningModule that `train.py experiment=cbow` uses; the seconds of fit."""
+    """Train through the LightningModule that `train.py experiment=cbow` uses; the seconds of fit.
+    ``optimizer``: word2vec's SGD (HandWrittenUpdate), or a torch optimizer for the autograd path."""
     module = CBoWModule(
         dm.vocab,
         embed_dim=dim,
         negatives=negatives,
         raw_words_per_example=dm.train_set.raw_words_per_example,
-        optimizer=partial(HandWrittenUpdate, lr=lr),
+        optimizer=partial(optimizer, lr=lr),
         scheduler=linear_decay,
     )
     trainer = L.Trainer(
@@ -211,6 +219,12 @@ def main() -> None:
         )
     )
     print("ours, ρ after each epoch of the long run: " + ", ".join(f"{rho:.3f}" for _, rho in clock.points))
+    adam_s, adam = train_ours(dm, args.epochs, args.dim, 1e-2, args.negatives, optimizer=torch.optim.Adam)
+    adam_rho = word_similarity(*adam.word_table(), sim_file).score
+    print(
+        f"the readable path, autograd + Adam (lr 1e-2, dense gradients, same batches), {e} epochs: "
+        f"{total / adam_s:,.0f} words/s ({total / adam_s / gensim_wps:.2f}× gensim's), ρ {adam_rho:.3f}"
+    )
 
     # --- 3: the built-in corpus, the experiment's settings (conf/experiment/cbow.yaml) and README's sweep
     builtin, builtin_sentences = data(Corpus(seed=42), args, min_count=3)
