@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_lab.callbacks.checkpoint import LastCheckpoint
+from llm_lab.console import number
 
 STEPS = 60
 RUN = [
@@ -134,7 +135,7 @@ def test_a_signal_between_two_jobs_of_a_sweep_names_the_jobs_left(tmp_path: Path
     assert (tmp_path / "0" / "metrics.json").is_file() and not (tmp_path / "1" / "metrics.json").exists()
     # The summary so far ranks the finished job first, with its value.
     loss = json.loads((tmp_path / "0" / "metrics.json").read_text())["val/loss"]
-    assert (summary_rows(tmp_path)[0][1], *summary_rows(tmp_path)[0][-2:]) == ("0", f"{loss:.6g}", "")
+    assert (summary_rows(tmp_path)[0][1], *summary_rows(tmp_path)[0][-2:]) == ("0", number(loss), "")
 
 
 def summary_rows(sweep_dir: Path) -> list[list[str]]:
