@@ -256,9 +256,12 @@ def test_an_empty_task_or_unknown_fields_are_refused(tmp_path: Path) -> None:
         read_task_file(odd)
 
 
-def test_an_ending_longer_than_the_window_is_named(tmp_path: Path, net: GPT, tokenizer: FastBPETokenizer) -> None:
+def test_an_ending_longer_than_the_window_is_named(
+    tmp_path: Path, net: GPT, tokenizer: FastBPETokenizer
+) -> None:
     long = write_jsonl(tmp_path / "long.jsonl", [{**GOOD, "endings": ["short.", "word " * 80]}])
-    with pytest.raises(DataError, match=r"long\.jsonl, row 1: the ending 'word word .* more than the model's window"):
+    message = r"long\.jsonl, row 1: the ending 'word word .* more than the model's window of 48 \(shorten"
+    with pytest.raises(DataError, match=message):
         score_choices(Scorer(LabLM(net), tokenizer), read_choices(long))
 
 

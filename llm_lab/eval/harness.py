@@ -86,7 +86,8 @@ def run_harness_task(scorer: Scorer, name: str, limit: int | None = None) -> dic
         if not isinstance(spec, dict) or not isinstance(spec.get("task"), str):
             raise DataError(f"{path}: a harness task file needs a 'task: NAME' line")
         name, include = spec["task"], str(path.resolve().parent)
-    manager = TaskManager(include_path=include)
+    # A task file is looked up alone: indexing the harness's thousands of tasks takes seconds.
+    manager = TaskManager(include_path=include, include_defaults=include is None)
     if name not in manager.all_tasks:
         raise ArgumentError("tasks", f"the harness has no task {name!r}", "see `lm_eval ls tasks`")
     results = simple_evaluate(
