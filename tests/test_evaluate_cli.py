@@ -27,6 +27,19 @@ def gpt_run() -> Path:
     return folder
 
 
+def test_the_gpt_experiment_logs_validation_bits_per_byte(gpt_run: Path) -> None:
+    """The evaluation callback of experiment=gpt: eval/bpb/* in the logger and in metrics.json,
+    equal to what evaluate.py reports for the same checkpoint."""
+    logged = next(gpt_run.glob("csv/**/metrics.csv")).read_text(encoding="utf-8")
+    assert "eval/bpb/bits_per_byte" in logged and "eval/bpb/unigram_bits_per_byte" in logged
+    metrics = json.loads((gpt_run / "metrics.json").read_text(encoding="utf-8"))
+    out = WORKDIR / "eval_bpb_only"
+    done = run_train(f"init_from={gpt_run}", "tasks=[bpb]", f"hydra.run.dir={out}", script="evaluate.py")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert metrics["eval/bpb/bits_per_byte"] == pytest.approx(results["bpb"]["bits_per_byte"], rel=1e-5)
+
+
 def test_evaluate_writes_results_and_prints_the_table(gpt_run: Path) -> None:
     out = WORKDIR / "eval_out"
     done = run_train(
