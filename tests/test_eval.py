@@ -140,6 +140,7 @@ def test_bits_per_byte_agree_through_the_lab_model_and_its_hf_export(
     theirs = score_text(Scorer(hf, tokenizer), DOCS, stride=20)
     assert lab["bits_per_byte"] == pytest.approx(theirs["bits_per_byte"], rel=1e-5)
     assert lab["bytes"] == sum(len(d.encode()) for d in DOCS)
+    assert "unk_share" not in lab  # a byte-level BPE reads every byte
     assert lab["bits_per_byte"] == pytest.approx(
         lab["nll_per_token"] * lab["tokens"] / math.log(2) / lab["bytes"], rel=1e-9
     )
@@ -152,6 +153,21 @@ def test_smaller_stride_gives_more_context_for_the_same_tokens(net: GPT, tokeniz
     disjoint, sliding = score_text(scorer, DOCS[2:], None), score_text(scorer, DOCS[2:], 8)
     assert disjoint["tokens"] == sliding["tokens"] == len(tokenizer.encode(DOCS[2]))
     assert disjoint["bits_per_byte"] != sliding["bits_per_byte"]
+
+
+def test_a_word_level_run_says_how_much_text_it_read_as_unknown() -> None:
+    """Bits per byte of a word-level model leave out what <|unk|> stands for: unk_share says how
+    much, the share of the words the training split never showed."""
+    from llm_lab.tokenizers.simple import SimpleTokenizer, split_words
+
+    train = builtin_corpus()[:5]
+    words = SimpleTokenizer.from_corpus(train)
+    net = GPT(GPTConfig(vocab_size=words.vocab_size, context_length=WINDOW, n_layer=1, n_head=2, n_embd=16))
+    metrics = score_text(Scorer(LabLM(net), words), DOCS)
+    seen = set(split_words(" ".join(train)))
+    held_out = [word for document in DOCS for word in split_words(document)]
+    assert metrics["unk_share"] == pytest.approx(sum(w not in seen for w in held_out) / len(held_out))
+    assert 0 < metrics["unk_share"] < 1
 
 
 def test_cloze_is_greedy_exactly_when_transformers_greedy_decoding_makes_the_word(

@@ -18,6 +18,7 @@ Results = dict[str, dict[str, float]]
 HEADLINES: dict[str, str | None] = {
     "bits_per_byte": "unigram_bits_per_byte",
     "nll_per_token": None,
+    "unk_share": None,
     "acc": "random_acc",
     "acc_norm": "random_acc",
     "perplexity": "unigram_perplexity",

@@ -23,6 +23,7 @@ from llm_lab.data.corpus import file_documents
 from llm_lab.errors import DataError
 from llm_lab.eval.files import field, read_jsonl
 from llm_lab.eval.scoring import Scorer
+from llm_lab.tokenizers.simple import UNK
 
 
 def document_loglikelihoods(
@@ -59,8 +60,16 @@ def text_metrics(documents: Sequence[str], loglikelihoods: Sequence[tuple[float,
 
 
 def score_text(scorer: Scorer, documents: Sequence[str], stride: int | None = None) -> dict[str, float]:
-    """:func:`text_metrics` of ``documents`` under ``scorer``'s model."""
-    return text_metrics(documents, document_loglikelihoods(scorer, documents, stride))
+    """:func:`text_metrics` of ``documents`` under ``scorer``'s model, and for a tokenizer with an
+    unknown-word token the share of tokens it stands for (``unk_share``): a word-level tokenizer
+    reads an unseen word as ``<|unk|>``, which is cheap to predict and says nothing of the word, so
+    its bits per byte flatter it by as much as that share of the text is left unread."""
+    metrics = text_metrics(documents, document_loglikelihoods(scorer, documents, stride))
+    unk = scorer.tokenizer.token_to_id(UNK)
+    if unk is not None:
+        unknown = sum(scorer.tokenizer.encode(document).count(unk) for document in documents)
+        metrics["unk_share"] = unknown / max(metrics["tokens"], 1)
+    return metrics
 
 
 def read_documents(path: str | Path) -> list[str]:
