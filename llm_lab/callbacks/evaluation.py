@@ -62,6 +62,7 @@ class EvaluationTasks(L.Callback):
         evaluation = self.evaluation(trainer, pl_module)
         net: Any = pl_module.net
         was_training = net.training
+        net.eval()  # no dropout while scoring
         try:
             metrics = {
                 f"eval/{task_name(spec)}/{metric}": value
@@ -70,7 +71,7 @@ class EvaluationTasks(L.Callback):
                 if metric != "n"
             }
         finally:
-            net.train(was_training)  # LabLM put it in eval mode
+            net.train(was_training)
         # Among the run's metrics too (metrics.json, and what optimized_metric may name for a sweep).
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
         if trainer.is_global_zero:
