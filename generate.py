@@ -11,27 +11,25 @@ beside it or given by ``tokenizer_path=``). Sampling settings are those of
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import hydra
-import torch
-from omegaconf import DictConfig
-from torch import Tensor
+from llm_lab.app.shell import Terminated, entry_point, signal_number, starting
 
-from llm_lab.config import Setting, as_config_error, check_command_line, check_settings, run_cli
-from llm_lab.errors import ArgumentError, ConfigError, DataError, LabError
-from llm_lab.models import GPT
-from llm_lab.run_dir import load_net
-from llm_lab.tokenizers.base import Tokenizer
-from llm_lab.tokenizers.build import load_tokenizer
-from llm_lab.tokenizers.simple import ENDOFTEXT
+with starting():  # Ctrl-C while torch loads is one line too
+    import torch
+    from omegaconf import DictConfig
+    from torch import Tensor
 
-CONF = Path(__file__).resolve().parent / "conf"  # where the configs are, wherever generate.py is started
+    from llm_lab.app.preflight import Setting, preflight
+    from llm_lab.errors import ArgumentError, ConfigError, DataError, Interrupted
+    from llm_lab.models import GPT, load_hf
+    from llm_lab.run_dir import load_net
+    from llm_lab.tokenizers.base import Tokenizer
+    from llm_lab.tokenizers.build import load_tokenizer
+    from llm_lab.tokenizers.simple import ENDOFTEXT
 
 
 def check_model_folder(key: str, path: Path) -> None:
@@ -74,7 +72,7 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
             raise DataError(f"{cfg.ckpt_path} holds a {type(net).__name__}, not a GPT")
         model, default_tokenizer = net, run_dir / "tokenizer.json"
     else:
-        model = GPT.from_hf(cfg.hf_path)
+        model = load_hf(cfg.hf_path)
         default_tokenizer = Path(cfg.hf_path) / "tokenizer.json"
     if cfg.tokenizer_path is None and not default_tokenizer.is_file():
         raise ConfigError(
@@ -111,22 +109,21 @@ SETTINGS = {
 }
 
 
-def check_device(cfg: DictConfig) -> None:
-    """Refuse a device this machine does not have, or a name that is no device."""
+def device_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A device this machine does not have, or a name that is no device."""
     try:
         device = torch.device(str(cfg.device))
     except RuntimeError:
-        raise ConfigError("device", f"{cfg.device!r} is not a device", "cpu, cuda, cuda:1 or mps") from None
+        return [ConfigError("device", f"{cfg.device!r} is not a device", "cpu, cuda, cuda:1 or mps")]
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available.get(device.type, False):
-        raise ConfigError("device", f"this machine has no {device.type} device", "device=cpu")
+        return [ConfigError("device", f"this machine has no {device.type} device", "device=cpu")]
+    return []
 
 
 def generate(cfg: DictConfig) -> list[str]:
     """``num_samples`` continuations of ``cfg.prompt``, decoded to text."""
-    check_command_line(cfg)
-    check_settings(cfg, SETTINGS)
-    check_device(cfg)
+    preflight(cfg, SETTINGS, checks=[device_problems])
     model, tokenizer = load_model_and_tokenizer(cfg)
     device = torch.device(cfg.device)
     model.to(device).eval()
@@ -153,27 +150,11 @@ def generate(cfg: DictConfig) -> list[str]:
     try:
         for next_id in with_progress(steps, cfg.max_new_tokens, cfg.progress_every_s):
             new.append(next_id[:, None])
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the text so far is still worth showing
-        raise Stopped(texts(), len(new), getattr(stop, "signum", signal.SIGINT)) from None
+    except (KeyboardInterrupt, Terminated) as stop:  # the text so far is still worth showing
+        show(texts())
+        made = f"{len(new):,} of {cfg.max_new_tokens:,} new tokens"
+        raise Interrupted(signal_number(stop), f"after {made}") from None
     return texts()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, taken as Ctrl-C is (Python's default would end the process without a word)."""
-
-    signum = signal.SIGTERM
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-class Stopped(KeyboardInterrupt):
-    """A signal during generation, with the ``texts`` made up to then (``tokens`` new ones each)."""
-
-    def __init__(self, texts: list[str], tokens: int, signum: int) -> None:
-        super().__init__(tokens)
-        self.texts, self.tokens, self.signum = texts, tokens, signum
 
 
 def with_progress(steps: Iterator[Tensor], total: int, every_s: float) -> Iterator[Tensor]:
@@ -189,27 +170,10 @@ def with_progress(steps: Iterator[Tensor], total: int, every_s: float) -> Iterat
             last = now
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF), config_name="generate")
-def main(cfg: DictConfig) -> Any:
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        show(generate(cfg))
-    except Stopped as stop:
-        show(stop.texts)
-        made = f"{stop.tokens:,} of {cfg.max_new_tokens:,} new tokens"
-        print(f"interrupted: {signal.Signals(stop.signum).name} after {made}", file=sys.stderr)
-        sys.exit(128 + stop.signum)  # the shell's code for "ended by signal n"
-    except KeyboardInterrupt as stop:  # while loading: nothing made yet
-        signum = getattr(stop, "signum", signal.SIGINT)
-        print(f"interrupted: {signal.Signals(signum).name} before any token was made", file=sys.stderr)
-        sys.exit(128 + signum)
-    except (LabError, ArgumentError) as err:
-        if isinstance(err, ArgumentError):
-            err = as_config_error(err, cfg)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    finally:  # the caller's handler again (generate() run in a notebook, or by the tests)
-        signal.signal(signal.SIGTERM, previous)
+@entry_point("generate", run_folder=False)
+def main(cfg: DictConfig) -> None:
+    """``python generate.py [key=value ...]``: print the continuations."""
+    show(generate(cfg))
 
 
 def show(texts: list[str]) -> None:
@@ -219,10 +183,5 @@ def show(texts: list[str]) -> None:
         print(text)
 
 
-def cli() -> None:
-    """``python generate.py [key=value ...]``."""
-    run_cli(main, CONF, "generate")
-
-
 if __name__ == "__main__":
-    cli()
+    main()

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+import signal
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 
 class ArgumentError(ValueError):
@@ -55,9 +57,32 @@ class ConfigError(LabError, ValueError):
         super().__init__(message)
 
 
+class ConfigErrors(LabError, ValueError):
+    """Several independent problems of one config, found together before any work started (the
+    preflight's report): one line each."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(map(str, errors)))
+
+    @property
+    def keys(self) -> list[str]:
+        return [err.key for err in self.errors]
+
+
 class DataError(LabError, ValueError):
     """Input data that cannot be used: missing, empty, not UTF-8, too short, corrupt. The message
     names the file (or the data key) and the fix."""
+
+
+class Interrupted(LabError):
+    """A command stopped by SIGINT or SIGTERM after keeping what it had made: ``what`` says what
+    (``"at step 40: checkpoint saved to ..."``), ``step`` is the training step a checkpoint resumes
+    from (0: nothing to resume)."""
+
+    def __init__(self, signum: int, what: str, step: int = 0) -> None:
+        self.signum, self.step = signum, step
+        super().__init__(f"{signal.Signals(signum).name} {what}")
 
 
 class DivergedError(LabError):
@@ -111,3 +136,17 @@ def type_error(arg: str, value: Any, annotation: Any) -> ArgumentError | None:
     )
     shown = "null" if value is None else repr(value)
     return ArgumentError(arg, f"{shown} is not {' or '.join(sorted(wanted[k] for k in kinds))}", fix)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def checked_by(check: Callable[..., None]) -> Callable[[F], F]:
+    """Give a function that a config node names as its ``_target_`` the ``check_arguments`` a class
+    would have: the preflight runs it on the node's values before anything is built."""
+
+    def mark(function: F) -> F:
+        function.check_arguments = check  # type: ignore[attr-defined]
+        return function
+
+    return mark

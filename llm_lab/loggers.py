@@ -4,6 +4,7 @@ not hide the curves, and a metrics.csv that a resumed run continues."""
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ class LabTensorBoardLogger(TensorBoardLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.scalar_tags: set[str] = set()
+
+    @property
+    def log_dir(self) -> str:
+        """``<save_dir>/<name>/<version>`` as written: Lightning's expands ``$VAR`` and ``~`` in it,
+        and a run folder whose name holds ``$HOME`` got its events written into another folder."""
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        log_dir = os.path.join(self.root_dir, version)
+        return os.path.join(log_dir, self.sub_dir) if isinstance(self.sub_dir, str) else log_dir
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         super().log_metrics(dict(metrics), step)

@@ -10,25 +10,18 @@ lab's own config class — never by instantiating a class a file names.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import pickle
-import sys
 import zipfile
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import nn
 
 from llm_lab.atomic import replacing
-from llm_lab.config import command_word, format_value, unwritable
-from llm_lab.errors import ArgumentError, ConfigError, DataError
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.models.gpt import GPT, GPTConfig
 
 # The nets a checkpoint may name, with their config class: the only code a run folder can reach.
@@ -146,166 +139,6 @@ def newest_checkpoint(folder: Path) -> tuple[Path, int] | None:
         return None
     step, _, file = max(found)
     return file, step
-
-
-def holds_results(run_dir: Path) -> bool:
-    """Whether a run already trained here: checkpoints, or the metrics of a finished run."""
-    return any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "metrics.json").is_file()
-
-
-def resumes(ckpt_path: str | None, run_dir: Path) -> bool:
-    """Whether ``ckpt_path`` continues the run in ``run_dir`` (``last``, the folder, or a file in it)."""
-    if ckpt_path is None:
-        return False
-    if ckpt_path == "last":
-        return True
-    target = Path(ckpt_path).resolve()
-    return target == run_dir.resolve() or run_dir.resolve() in target.parents
-
-
-def is_first_process() -> bool:
-    """Whether this is rank 0 of its run (or the only process): the one that owns the run folder.
-    Lightning and torchrun tell the other processes their rank in the environment."""
-    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK"))
-
-
-_held_locks: list[Any] = []  # open lock files: a lock lasts as long as the process keeps the file
-
-
-def release() -> None:
-    """Give up the run folders this process claimed (they are free again when it exits anyway)."""
-    while _held_locks:
-        _held_locks.pop().close()
-
-
-def folder_experiment(run_dir: Path) -> str | None:
-    """The experiment a run folder was made by, from its ``.hydra/hydra.yaml`` read as plain data
-    (None when there is none, or it cannot be read)."""
-    try:
-        record = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text(encoding="utf-8"))
-        return str(record["hydra"]["runtime"]["choices"]["experiment"])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
-        return None
-
-
-def claim(run_dir: Path, ckpt_path: str | None, experiment: str | None = None) -> None:
-    """Make ``run_dir`` this process's: refuse a folder that another process is writing to, that
-    another experiment's run is in, or that another run trained in (unless this run resumes it),
-    and clear what a killed save left behind."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = (run_dir / ".lock").open("a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise ConfigError(
-            "hydra.run.dir",
-            f"{run_dir} is in use by another run right now",
-            "wait for it to end, or choose a new hydra.run.dir",
-        ) from None
-    earlier = folder_experiment(run_dir) if holds_results(run_dir) else None
-    if earlier is not None and experiment is not None and earlier != experiment:
-        # Not even to resume: its checkpoint is of another model, and its snapshot and results
-        # would be overwritten before that is found out.
-        lock.close()
-        raise ConfigError(
-            "hydra.run.dir",
-            f"{run_dir} holds an experiment={earlier} run, not experiment={experiment}",
-            "choose a new hydra.run.dir: a run folder holds one experiment",
-        )
-    if holds_results(run_dir) and not resumes(ckpt_path, run_dir):
-        lock.close()
-        newest = newest_checkpoint(run_dir / "checkpoints")
-        what = f"a checkpoint at step {newest[1]}" if newest else "the results of a finished run"
-        raise ConfigError(
-            "hydra.run.dir",
-            f"{run_dir} holds another run ({what})",
-            f"resume it with {command_word('ckpt_path', str(run_dir))}, or choose a new hydra.run.dir",
-        )
-    _held_locks.append(lock)
-    for leftover in (run_dir / "checkpoints").glob(".*.tmp"):
-        leftover.unlink()  # a save killed half-way: never a checkpoint, never read
-
-
-def unused_folder(base: Path) -> Path:
-    """``base``, else ``base_2``, ``base_3``, …: the first that does not exist yet, made now.
-
-    Clock-named run folders are to the second, and two runs can start within one (two terminals,
-    a script): each gets its own folder. Making the folder is the claim (``mkdir`` fails if it
-    exists), so two processes never pick the same one."""
-    base.parent.mkdir(parents=True, exist_ok=True)
-    folder, n = base, 1
-    while True:
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            n += 1
-            folder = base.with_name(f"{base.name}_{n}")
-
-
-def clock_named(node: DictConfig) -> bool:
-    """Whether ``node.dir`` (``hydra.run``, ``hydra.sweep``) is named by the clock, the default."""
-    settings = OmegaConf.to_container(node, resolve=False)
-    return isinstance(settings, dict) and "${now:" in str(settings.get("dir"))
-
-
-class OneRunPerDirectory(Callback):
-    """Hydra callback: before a single run writes anything into ``hydra.run.dir`` (its config
-    snapshot included), :func:`claim` the folder; a refusal is one line and exit code 2. A
-    clock-named folder that another run took within the same second gives way to the next
-    :func:`unused_folder`.
-
-    DDP processes that Lightning or torchrun start for the same run (rank > 0) share the folder of
-    rank 0, which holds the claim. Sweep jobs get fresh numbered folders (and an Optuna trial
-    interrupted earlier is run again in its own), so only single runs are claimed; a grid sweep's
-    clock-named folder is made unused as a run's is.
-    """
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not is_first_process():
-            return
-        try:
-            experiment = config.hydra.runtime.choices.get("experiment")
-            if clock_named(config.hydra.run):
-                with read_write(config.hydra.run), open_dict(config.hydra.run):
-                    config.hydra.run.dir = str(unused_folder(Path(config.hydra.run.dir)))
-            claim(Path(config.hydra.run.dir), config.get("ckpt_path"), experiment)
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        except OSError as err:  # the folder cannot be made (a file in its place, /proc/...)
-            if err.filename is None:
-                raise
-            print(f"error: {unwritable(err)}", file=sys.stderr)
-            sys.exit(2)
-
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        release()
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # A grid sweep's clock-named folder, likewise. Each job's config is composed again from
-        # the command line's overrides, so the folder chosen joins them. A folder the user named
-        # that holds an earlier grid's jobs is refused: job 0 would write into job 0's folder.
-        # (An Optuna study's folder is reused on purpose: the same command resumes the study.)
-        if not clock_named(config.hydra.sweep):
-            sweep_dir = Path(config.hydra.sweep.dir)
-            grid = str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper")
-            earlier = sweep_dir.is_dir() and (
-                holds_results(sweep_dir) or any(holds_results(job) for job in sweep_dir.iterdir())
-            )
-            if grid and earlier:
-                print(
-                    f"error: hydra.sweep.dir: {sweep_dir} holds an earlier run or sweep (choose a "
-                    "new hydra.sweep.dir, or leave it out: each sweep then gets a folder of its own)",
-                    file=sys.stderr,
-                )
-                sys.exit(2)
-            return
-        folder = str(unused_folder(Path(config.hydra.sweep.dir)))
-        with read_write(config.hydra), open_dict(config.hydra):
-            config.hydra.sweep.dir = folder
-            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={format_value(folder)}")
 
 
 def check_fits(file: Path, module: nn.Module) -> None:

@@ -21,7 +21,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from llm_lab.config import register_resolvers
+from llm_lab.app.resolvers import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -149,16 +149,16 @@ def load_script(name: str) -> ModuleType:
 def run_train(
     *args: str, script: str = "train.py", timeout: int = 0, cwd: Path = WORKDIR
 ) -> subprocess.CompletedProcess[str]:
-    """``python <script> ARGS`` as a user types it in ``cwd``, run by the script's own ``cli()`` in
+    """``python <script> ARGS`` as a user types it in ``cwd``, run by the script's own ``main()`` in
     this process: the whole command-line path (Hydra's composition and callbacks, the one-line
     errors, the exit code, stdout and stderr) without a new interpreter's imports. ``timeout`` is
     accepted for symmetry with :func:`run_process` and ignored. Commands about processes
     themselves (DDP, signals, concurrent runs) use :func:`run_process`."""
     from hydra.core.global_hydra import GlobalHydra
 
-    from llm_lab.run_dir import release
+    from llm_lab.app.run_folder import release
 
-    cli = load_script(script).cli
+    cli = load_script(script).main
     GlobalHydra.instance().clear()
     argv, started_in = sys.argv, os.getcwd()
     stdout, stderr = io.StringIO(), io.StringIO()

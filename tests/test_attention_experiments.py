@@ -20,7 +20,7 @@ from llm_lab.callbacks.attention_maps import heatmap_image
 from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.lit.masked_lm import MaskedTokenLM
 from llm_lab.models.attention_lm import AttentionLM
-from llm_lab.tokenizers.base import load_tokenizer
+from llm_lab.tokenizers.build import load_tokenizer
 
 V, T = 30, 8
 

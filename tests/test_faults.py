@@ -19,12 +19,14 @@ import pytest
 import torch
 from conftest import TINY_GPT, WORKDIR, command, run_train
 
-from llm_lab.config import command_word
+from llm_lab.app.overrides import command_word
+from llm_lab.app.run_folder import claim, unused_folder
 from llm_lab.errors import DataError, DivergedError, StorageError
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
 from llm_lab.models.gpt import GPT as GPTModel
 from llm_lab.models.gpt import GPTConfig
-from llm_lab.run_dir import checkpoint_path, claim, unused_folder
+from llm_lab.models.hf import save_hf
+from llm_lab.run_dir import checkpoint_path
 
 GPT = [*TINY_GPT, "trainer.max_steps=4", "callbacks.text_samples=null"]
 
@@ -509,7 +511,7 @@ def test_generate_py_checks_its_settings_before_loading_anything(override: str, 
 def hf_folder(folder: Path) -> Path:
     """A Hugging Face model folder (config.json + model.safetensors) as the lab exports one, with no
     tokenizer: what a download of only the weights gives."""
-    GPTModel(GPTConfig(vocab_size=300, context_length=16, n_layer=1, n_head=2, n_embd=8)).save_hf(folder)
+    save_hf(GPTModel(GPTConfig(vocab_size=300, context_length=16, n_layer=1, n_head=2, n_embd=8)), folder)
     return folder
 
 
@@ -635,3 +637,25 @@ def test_a_full_disk_is_one_line_and_the_previous_checkpoint_stays_intact(
     monkeypatch.undo()
     assert io.load_checkpoint(folder / "last.ckpt")["global_step"] == 1
     assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # the temporary file is gone
+
+
+def test_a_run_folder_named_with_a_dollar_variable_keeps_its_events_inside_itself(tmp_path: Path):
+    """Lightning's TensorBoard logger expands ``$HOME`` in its folder: the events of a run folder
+    literally named ``$HOME`` went to the user's home. They stay in the folder the run names."""
+    run = tmp_path / "$HOME" / "run"
+    proc = run_train("experiment=cbow", "debug=fast", "data.max_documents=20", f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (Path.home() / "run").exists() and not (tmp_path / str(Path.home()).lstrip("/")).exists()
+
+
+def test_a_hub_dataset_without_a_reachable_hub_is_one_line_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """No hub (here: an endpoint on this machine where nothing listens) is said at once, with the
+    way to run offline, instead of datasets' retries."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    proc = run_train("experiment=cbow", "data.hf_dataset=someone/some_texts", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: data.hf_dataset: ") and "127.0.0.1:9" in line and "data.path" in line

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from llm_lab.errors import ArgumentError, DataError
-from llm_lab.models import GPT
+from llm_lab.models import GPT, load_hf, save_hf
 from llm_lab.models.gpt import GPTConfig
 
 
@@ -37,7 +37,7 @@ def load_reference(folder: Path) -> GPT2LMHeadModel:
 
 
 def test_hf_checkpoint_loads_into_ours_with_the_same_logits(hf_folder: Path) -> None:
-    ours = GPT.from_hf(hf_folder).eval()
+    ours = load_hf(hf_folder).eval()
     reference = load_reference(hf_folder)
     x = torch.randint(0, 100, (3, 32))
     with torch.no_grad():
@@ -52,7 +52,7 @@ def test_ours_saved_as_hf_loads_in_transformers_with_the_same_logits(tmp_path: P
         for name, param in ours.named_parameters():
             if name.endswith("bias") or "ln_" in name:
                 param.normal_(std=0.1)
-    ours.save_hf(tmp_path)
+    save_hf(ours, tmp_path)
     reference = load_reference(tmp_path)
     assert reference.lm_head.weight.data_ptr() == reference.transformer.wte.weight.data_ptr()
     x = torch.randint(0, 100, (2, 32))
@@ -62,7 +62,7 @@ def test_ours_saved_as_hf_loads_in_transformers_with_the_same_logits(tmp_path: P
 
 
 def test_greedy_generation_matches_transformers(hf_folder: Path) -> None:
-    ours = GPT.from_hf(hf_folder)
+    ours = load_hf(hf_folder)
     reference = load_reference(hf_folder)
     prompt = torch.randint(1, 100, (2, 4))
     expected = reference.generate(
@@ -82,19 +82,17 @@ def test_original_hub_layout_without_prefix_and_with_mask_buffers_loads(
     (tmp_path / "config.json").write_text((hf_folder / "config.json").read_text())
     x = torch.randint(0, 100, (1, 10))
     with torch.no_grad():
-        torch.testing.assert_close(
-            GPT.from_hf(tmp_path).eval()(x), GPT.from_hf(hf_folder).eval()(x), atol=0, rtol=0
-        )
+        torch.testing.assert_close(load_hf(tmp_path).eval()(x), load_hf(hf_folder).eval()(x), atol=0, rtol=0)
 
 
 def test_bad_folders_and_unexportable_models_fail_clearly(hf_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="config.json"):
-        GPT.from_hf(tmp_path)
+        load_hf(tmp_path)
     config = json.loads((hf_folder / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "n_layer": 3}))
     (tmp_path / "model.safetensors").write_bytes((hf_folder / "model.safetensors").read_bytes())
     with pytest.raises(DataError, match="lacks 12 tensors"):
-        GPT.from_hf(tmp_path)
+        load_hf(tmp_path)
     small = {"vocab_size": 10, "context_length": 8, "n_layer": 1, "n_head": 2, "n_embd": 8}
     for changes, arg in (
         ({"norm": "rmsnorm"}, "norm"),
@@ -102,7 +100,7 @@ def test_bad_folders_and_unexportable_models_fail_clearly(hf_folder: Path, tmp_p
         ({"n_kv_head": 1}, "n_kv_head"),
     ):
         with pytest.raises(ArgumentError) as err:  # learned positions: the GPT-2 format
-            GPT(GPTConfig(**small, **changes)).save_hf(tmp_path / "out")
+            save_hf(GPT(GPTConfig(**small, **changes)), tmp_path / "out")
         assert err.value.arg == arg
 
 
@@ -119,11 +117,11 @@ def test_gpt2_settings_beyond_the_defaults_survive_both_ways(tmp_path: Path, dir
             tie_word_embeddings=False,
         )
         GPT2LMHeadModel(hf_config).save_pretrained(tmp_path)
-        ours = GPT.from_hf(tmp_path)
+        ours = load_hf(tmp_path)
         assert (ours.config.d_ff, ours.config.norm_eps, ours.config.tie_embeddings) == (96, 1e-3, False)
     else:
         ours = GPT(GPTConfig(**settings, d_ff=96, norm_eps=1e-3, tie_embeddings=False))
-        ours.save_hf(tmp_path)
+        save_hf(ours, tmp_path)
     reference = load_reference(tmp_path)
     assert reference.lm_head.weight.data_ptr() != reference.transformer.wte.weight.data_ptr()
     x = torch.randint(0, 100, (2, 32))

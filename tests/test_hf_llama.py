@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.models import GPT
 from llm_lab.models.gpt import GPTConfig
-from llm_lab.models.hf import halves_to_pairs, load_hf, pairs_to_halves
+from llm_lab.models.hf import halves_to_pairs, load_hf, pairs_to_halves, save_hf
 
 # A tiny LLaMA with every setting away from its default: GQA (4 query heads, 2 key/value heads),
 # rms_norm_eps and rope_theta not HF's defaults, an untied head; and one with biases and tying.
@@ -106,7 +106,7 @@ def test_ours_saved_as_llama_loads_in_transformers_with_the_same_logits(tmp_path
     )
     ours = GPT(config)
     randomise(ours)
-    ours.save_hf(tmp_path)
+    save_hf(ours, tmp_path)
     theirs = reference(tmp_path)
     assert theirs.config.num_key_value_heads == 2 and theirs.config.rms_norm_eps == 1e-5
     ids = torch.randint(0, 100, (2, 48))
@@ -218,5 +218,5 @@ def test_settings_hf_llama_cannot_hold_are_refused_on_save(tmp_path: Path) -> No
         ({"norm": "rmsnorm", "mlp": "swiglu", "qkv_bias": False, "attn_out_bias": True}, "attn_out_bias"),
     ):
         with pytest.raises(ArgumentError) as err:
-            GPT(GPTConfig(**base, **changes)).save_hf(tmp_path)
+            save_hf(GPT(GPTConfig(**base, **changes)), tmp_path)
         assert err.value.arg == arg

@@ -7,6 +7,7 @@ import json
 import shlex
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -180,3 +181,29 @@ def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
     trainer.fit(Regression(), data)
     assert saved[:-1] == [3, 6, 9] and saved[-1] == 10  # ... and once more after the final step
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 10
+
+
+@pytest.mark.parametrize("script", ["train.py", "generate.py"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_program_still_imports_is_one_line(script: str, signum: int):
+    """Ctrl-C in the seconds torch and Lightning take to load: one line and 128 + n, no traceback.
+    ``-X importtime`` reports each module as it is imported: the signal goes when numpy is, deep in
+    torch's import, long before any of the script's own work."""
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", str(ROOT / script), "experiment=cbow"],
+        cwd=WORKDIR,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.split("|")[-1].strip() == "numpy":
+            proc.send_signal(signum)
+            break
+    _, stderr = proc.communicate(timeout=120)
+    said = [line for line in stderr.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    assert said == [f"interrupted: {signal.Signals(signum).name} while starting: nothing to resume"], said

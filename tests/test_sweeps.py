@@ -26,10 +26,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.llm_lab_optuna.optuna_sweeper import OptunaSweeper, search_space
-from llm_lab.callbacks.optuna_pruning import PRUNED_MARKER, OptunaPruning
-from llm_lab.config import format_value
-from llm_lab.errors import ConfigError
-from llm_lab.sweeps import (
+from llm_lab.app.overrides import format_value
+from llm_lab.app.sweeps import (
     SingleProcessSweeps,
     check_single_process,
     check_sweep_overrides,
@@ -37,6 +35,8 @@ from llm_lab.sweeps import (
     read_jobs,
     summary_table,
 )
+from llm_lab.callbacks.optuna_pruning import PRUNED_MARKER, OptunaPruning
+from llm_lab.errors import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -120,7 +120,7 @@ def sweep_callback_targets() -> set[str]:
 
 
 def test_train_config_registers_the_sweep_callbacks():
-    expected = {"llm_lab.sweeps.SingleProcessSweeps", "llm_lab.sweeps.SweepSummary"}
+    expected = {"llm_lab.app.sweeps.SingleProcessSweeps", "llm_lab.app.sweeps.SweepSummary"}
     assert expected <= sweep_callback_targets(), "conf/hydra/default.yaml: override callbacks: sweeps"
 
 

@@ -53,8 +53,8 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from llm_lab.app.overrides import format_value
 from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
-from llm_lab.config import format_value
 from llm_lab.errors import ConfigError
 
 log = logging.getLogger(__name__)

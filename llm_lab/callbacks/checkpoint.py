@@ -25,18 +25,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from llm_lab.errors import ArgumentError, LabError
+from llm_lab.errors import ArgumentError, Interrupted
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(LabError):
-    """The run was stopped by a signal after saving its checkpoint."""
-
-    def __init__(self, signum: int, step: int, ckpt_path: str) -> None:
-        self.signum, self.step, self.ckpt_path = signum, step, ckpt_path
-        name = signal.Signals(signum).name
-        super().__init__(f"{name} at step {step}: checkpoint saved to {ckpt_path}")
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -117,9 +108,11 @@ class LastCheckpoint(ModelCheckpoint):
         if not self._interrupted(trainer):
             return
         if trainer.global_step == 0:
-            raise Interrupted(self._signal or signal.SIGINT, 0, "none (the run had not trained a step)")
+            raise Interrupted(self._signal or signal.SIGINT, "at step 0: checkpoint saved to none")
         self._save_last(trainer)
-        raise Interrupted(self._signal or signal.SIGTERM, trainer.global_step, self.last_model_path)
+        step = trainer.global_step
+        where = f"at step {step}: checkpoint saved to {self.last_model_path}"
+        raise Interrupted(self._signal or signal.SIGTERM, where, step)
 
     # ------------------------------------------------------------------ hooks
     def on_train_batch_end(

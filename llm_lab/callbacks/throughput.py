@@ -75,6 +75,8 @@ class TokenThroughput(L.Callback):
     """Log ``train/tokens_per_sec`` (all processes together) and ``train/mfu`` (per device) on the
     steps the loggers write, averaged over the last ``window_size - 1`` of those intervals."""
 
+    LOGGED = ("train/tokens_per_sec", "train/mfu")
+
     clock = staticmethod(time.perf_counter)  # seconds; a test may give it another clock
 
     def __init__(self, window_size: int = 5, peak_tflops: float | None = None) -> None:

@@ -49,20 +49,7 @@ class LMDataModule(TextDataModule):
         max_tokens: int | None = None,
     ) -> None:
         super().__init__(corpus, tokenizer, batch_size, num_workers, seed)
-        if context_length < 1:
-            raise ArgumentError("context_length", f"{context_length} < 1", "use a positive length")
-        # Said before the corpus is encoded, which can take minutes.
-        if stride is not None and stride > context_length:  # tokens between windows never trained on
-            raise ArgumentError(
-                "stride", f"{stride} > context_length={context_length}", "use 1..context_length, or null"
-            )
-        if max_tokens is not None and max_tokens < context_length + 1:
-            raise ArgumentError(
-                "max_tokens",
-                f"{max_tokens} training tokens are fewer than one window of context_length + 1 = "
-                f"{context_length + 1}",
-                f"raise max_tokens to at least {context_length + 1}, or null for no cap",
-            )
+        LMDataModule.check_arguments(batch_size, num_workers, context_length, stride, max_tokens)
         if tokenizer.token_to_id(ENDOFTEXT) is None:
             raise DataError(
                 f"the tokenizer has no {ENDOFTEXT} token, which separates documents in a language "
@@ -75,6 +62,31 @@ class LMDataModule(TextDataModule):
         self.num_proc = num_proc
         self.encoder = encoder
         self.max_tokens = max_tokens
+
+    @staticmethod
+    def check_arguments(
+        batch_size: int = 32,
+        num_workers: int = 0,
+        context_length: int = 64,
+        stride: int | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        """Refuse impossible settings by their argument's name, before the corpus is encoded (which
+        can take minutes) and before anything is built (the preflight calls it)."""
+        TextDataModule.check_arguments(batch_size, num_workers)
+        if context_length < 1:
+            raise ArgumentError("context_length", f"{context_length} < 1", "use a positive length")
+        if stride is not None and stride > context_length:  # tokens between windows never trained on
+            raise ArgumentError(
+                "stride", f"{stride} > context_length={context_length}", "use 1..context_length, or null"
+            )
+        if max_tokens is not None and max_tokens < context_length + 1:
+            raise ArgumentError(
+                "max_tokens",
+                f"{max_tokens} training tokens are fewer than one window of context_length + 1 = "
+                f"{context_length + 1}",
+                f"raise max_tokens to at least {context_length + 1}, or null for no cap",
+            )
 
     def prepared(self) -> PreparedCorpus:
         """The corpus's ids for this tokenizer: from the cache, or encoded now (once)."""

@@ -14,7 +14,7 @@ to a ``uint16`` array the same way) and the files are memory-mapped from then on
   ``batch_chars`` characters, a few batches in flight, and ids go straight to the shard files.
 - Crash safety: shards are written under temporary names and renamed when complete, and the index
   is written last. A directory without a valid index, or whose files do not match it, is never
-  trusted: it is removed and prepared again. A file lock (``fcntl.lockf``) makes concurrent processes
+  trusted: it is removed and prepared again. A file lock (:mod:`llm_lab.locks`) makes concurrent processes
   (DDP ranks, two runs at once) prepare once; the others wait and reuse the result.
 - ``PreparedCorpus.open(directory)`` maps the shards: ``.train`` and ``.val`` index like one array
   (what a windows dataset slices), ``document_ends()`` gives the document boundaries.
@@ -23,15 +23,14 @@ to a ``uint16`` array the same way) and the files are memory-mapped from then on
 from __future__ import annotations
 
 import bisect
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -39,6 +38,7 @@ import numpy as np
 
 from llm_lab.data.windows import id_dtype
 from llm_lab.errors import ArgumentError, DataError
+from llm_lab.locks import exclusive
 from llm_lab.tokenizers.base import Tokenizer, tokenizer_hash
 from llm_lab.tokenizers.compiled import ENCODERS, BatchEncoder
 from llm_lab.tokenizers.simple import ENDOFTEXT
@@ -331,26 +331,6 @@ def _encode_split(
     return False
 
 
-@contextmanager
-def _locked(path: Path, stream: TextIO) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` while preparing.
-
-    A POSIX record lock (``lockf``): the system releases it when the process dies, however it
-    dies, and forked worker processes do not inherit it (a ``flock`` lock would stay held by
-    orphaned workers of a killed parent).
-    """
-    with path.open("a") as lock:
-        try:
-            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            print(f"waiting for another process preparing {path.with_suffix('')}", file=stream, flush=True)
-            fcntl.lockf(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(lock, fcntl.LOCK_UN)
-
-
 def cache_key(fingerprint: str, tokenizer: str, split: Mapping[str, Any], max_tokens: int | None) -> str:
     """The name of a prepared corpus's directory: a hash of everything that decides its ids."""
     settings = {"format": FORMAT_VERSION, "corpus": fingerprint, "tokenizer": tokenizer}
@@ -406,7 +386,8 @@ def prepare(
     if read_index(directory)[0] is not None:
         return PreparedCorpus.open(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(directory.with_suffix(".lock"), stream):
+    waiting = f"waiting for another process preparing {directory}"
+    with exclusive(directory.with_suffix(".lock"), on_wait=lambda: print(waiting, file=stream, flush=True)):
         if read_index(directory)[0] is not None:  # another process prepared it while we waited
             return PreparedCorpus.open(directory)
         batch_encoder = BatchEncoder(tokenizer, encoder)  # checked here: reuse needs no encoder

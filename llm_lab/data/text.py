@@ -25,16 +25,21 @@ class TextDataModule(L.LightningDataModule):
         self, corpus: Corpus, tokenizer: Tokenizer, batch_size: int = 64, num_workers: int = 0, seed: int = 0
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ArgumentError("batch_size", f"{batch_size} < 1", "use a positive batch size")
-        if num_workers < 0:
-            raise ArgumentError("num_workers", f"{num_workers} < 0", "use 0 (the main process) or more")
+        TextDataModule.check_arguments(batch_size, num_workers)
         self.corpus = corpus
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed  # seeds the order of the training examples in every epoch
         self._built = False
+
+    @staticmethod
+    def check_arguments(batch_size: int = 64, num_workers: int = 0) -> None:
+        """Refuse impossible settings by their argument's name (also before anything is built)."""
+        if batch_size < 1:
+            raise ArgumentError("batch_size", f"{batch_size} < 1", "use a positive batch size")
+        if num_workers < 0:
+            raise ArgumentError("num_workers", f"{num_workers} < 0", "use 0 (the main process) or more")
 
     def setup(self, stage: str | None = None) -> None:
         # train.py calls setup("fit") before the Trainer does; build only once.

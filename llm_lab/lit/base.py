@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 
-from llm_lab.errors import ArgumentError, ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.lit.fsdp import FSDP2Strategy
 from llm_lab.lit.schedules import time_spent
 from llm_lab.nn.clipping import clip_grad_norm
@@ -59,8 +59,12 @@ def is_logging_step(trainer: L.Trainer, step: int) -> bool:
 class LabModule(L.LightningModule):
     """Base LightningModule: builds the configured optimizer and a per-step scheduler, and clips
     gradients at ``trainer.gradient_clip_val`` with torch's ``clip_grad_norm_`` or, with
-    ``gradient_clip_backend = "lab"`` (``trainer.gradient_clip_backend``), the lab's own
+    ``gradient_clip_backend = "lab"`` (the ``gradient_clip_backend`` setting), the lab's own
     :func:`llm_lab.nn.clipping.clip_grad_norm`."""
+
+    # The metrics the module logs, by name: the preflight checks optimized_metric and a checkpoint
+    # monitor against them (with the LOGGED of the run's callbacks) before step 1. Empty: undeclared.
+    LOGGED: tuple[str, ...] = ()
 
     gradient_clip_backend = "torch"
 
@@ -80,21 +84,17 @@ class LabModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             return None
-        try:
-            optimizer = self.optimizer_factory(self.param_groups())
-        except ArgumentError:
-            raise  # the lab's optimizers name their argument: train.py maps it to optimizer.<arg>
-        except ValueError as err:  # torch's own checks, e.g. "Invalid learning rate: -1"
-            raise ConfigError("optimizer", str(err), "check the optimizer.* values") from None
+        # Its values were tried before anything was built (llm_lab/app/preflight.py).
+        optimizer = self.optimizer_factory(self.param_groups())
         if self.scheduler_factory is None:
             return optimizer
         total_steps = self.trainer.estimated_stepping_batches
         spent = time_spent(self.trainer)
         if math.isinf(total_steps) and spent is None:
-            raise ConfigError(
-                "trainer.max_steps",
+            raise ArgumentError(
+                "scheduler",
                 "the learning-rate schedule needs to know when training ends, and nothing bounds it",
-                "set trainer.max_steps, trainer.max_epochs or a time budget trainer.max_time",
+                "bound the run by steps, epochs or a time budget",
             )
         notice = warmup_notice(self.scheduler_factory, total_steps)
         if notice is not None and self.trainer.is_global_zero:
@@ -117,17 +117,17 @@ class LabModule(L.LightningModule):
             return
         sharded = isinstance(self.trainer.strategy, FSDPStrategy | ModelParallelStrategy)
         if gradient_clip_algorithm not in (None, "norm") or sharded:
-            raise ConfigError(
-                "trainer.gradient_clip_backend",
+            raise ArgumentError(
+                "gradient_clip_backend",
                 "the lab clips the global norm of whole (unsharded) gradients",
-                "use trainer.gradient_clip_algorithm=norm without FSDP, or gradient_clip_backend=torch",
+                "clip by norm without FSDP, or use gradient_clip_backend=torch",
             )
         clip_grad_norm([p for group in optimizer.param_groups for p in group["params"]], gradient_clip_val)
 
     def sharding_root(self) -> nn.Module:
         """The module ``trainer=fsdp`` shards: the one whose ``forward`` the training step calls."""
-        raise ConfigError(
-            "trainer.strategy",
+        raise ArgumentError(
+            "strategy",
             f"{type(self).__name__} does not support sharding (FSDP)",
             "use trainer=cpu, trainer=gpu or trainer=ddp",
         )

@@ -28,6 +28,12 @@ class CBoWModule(LabModule):
     At the end of fitting it writes ``vectors.txt`` (word2vec text format) to the run directory.
     """
 
+    LOGGED = (
+        *("train/loss", "train/words_per_sec", "val/loss", "test/loss"),
+        *(f"{stage}/wordsim_{name}" for stage in ("val", "test") for name in ("coverage", "spearman")),
+        *(f"test/analogy_{name}" for name in ("coverage", "accuracy")),
+    )
+
     def __init__(
         self,
         vocab: Vocabulary,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory
 from llm_lab.lit.scratch import HandWrittenUpdate, check_hand_written, hand_written_step
 from llm_lab.nn.mlp_scratch import softmax_cross_entropy
@@ -49,6 +49,10 @@ class Classifier(LabModule):
 
     ``predict_classes`` is what the decision-boundary callback calls on a grid of points.
     """
+
+    LOGGED = tuple(f"{stage}/{name}" for stage in ("train", "val", "test") for name in ("loss", "acc")) + (
+        "train/mistakes",
+    )
 
     default_lr = 0.5  # of a hand-written rule when no optimizer is configured (e.g. in a notebook)
 
@@ -127,10 +131,10 @@ class PerceptronClassifier(Classifier):
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         if num_classes != 2:
-            raise ConfigError(
-                "data.num_classes",
+            raise ArgumentError(
+                "num_classes",
                 f"the perceptron separates two classes, the data has {num_classes}",
-                "set data.num_classes=2, or use experiment=mlp_scratch for more classes",
+                "use 2 classes, or experiment=mlp_scratch for more",
             )
         super().__init__(
             lambda in_features, num_classes: Perceptron(in_features), in_features, 2, optimizer, scheduler

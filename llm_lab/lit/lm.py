@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from llm_lab.atomic import replacing
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import LabModule, OptimizerFactory, SchedulerFactory, is_logging_step
 from llm_lab.nn.weight_decay import weight_decay_groups
 from llm_lab.run_dir import net_record, save_model_config
@@ -36,6 +36,8 @@ class NextTokenLM(LabModule):
     """Cross-entropy of the next token. Logs ``train/loss``, ``train/grad_norm`` (before clipping),
     ``val/loss`` and ``val/perplexity`` (= exp of the mean validation loss). Writes
     ``model.safetensors`` at the end."""
+
+    LOGGED = ("train/loss", "train/grad_norm", "val/loss", "val/perplexity", "test/loss")
 
     requires_causal = True  # a net that sees later positions would read the answer
     extra_ids = 0  # ids the objective adds to the tokenizer's (the masked objective's [MASK])
@@ -55,10 +57,10 @@ class NextTokenLM(LabModule):
         with_tokenizer = {"tokenizer": tokenizer} if self.net_takes_tokenizer else {}
         self.net = net(vocab_size=vocab_size + self.extra_ids, **with_tokenizer)
         if self.requires_causal and getattr(self.net, "causal", True) is False:
-            raise ConfigError(
-                "model.net.causal",
+            raise ArgumentError(
+                "causal",
                 "a next-token model must not see the tokens it predicts",
-                "keep model.net.causal=true (or train it on the masked-token task)",
+                "keep causal=true (or train it on the masked-token task)",
             )
         # One window of ids: Lightning's model summary runs it to count real FLOPs.
         length = getattr(self.net, "context_length", None)

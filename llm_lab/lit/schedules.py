@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Timer
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from llm_lab.errors import ArgumentError
+from llm_lab.errors import ArgumentError, checked_by
 from llm_lab.nn.lr_schedule import WarmupStart, lr_warmup_cosine
 
 # The fraction of the time budget used so far: 0 when training starts, 1 when the time is up.
@@ -55,9 +56,12 @@ def time_spent(trainer: L.Trainer) -> TimeSpent | None:
     return spent
 
 
-def check_ratio(min_lr_ratio: float) -> None:
+def check_ratio(min_lr_ratio: float = 0.1, warmup_steps: int = 0, **_: Any) -> None:
+    """A schedule's settings, by name (also before anything is built: see ``checked_by``)."""
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ArgumentError("min_lr_ratio", f"{min_lr_ratio} is not in [0, 1]", "use e.g. 0.1")
+    if warmup_steps < 0:
+        raise ArgumentError("warmup_steps", f"{warmup_steps} < 0", "use 0 (no warm-up) or more")
 
 
 def end_step(step: int, total_steps: float, time_spent: TimeSpent | None = None) -> int:
@@ -73,6 +77,7 @@ def end_step(step: int, total_steps: float, time_spent: TimeSpent | None = None)
     return round(end) if math.isfinite(end) else sys.maxsize
 
 
+@checked_by(check_ratio)
 def warmup_cosine(
     optimizer: Optimizer,
     total_steps: float,
@@ -94,6 +99,7 @@ def warmup_cosine(
     )
 
 
+@checked_by(check_ratio)
 def linear_decay(
     optimizer: Optimizer,
     total_steps: float,

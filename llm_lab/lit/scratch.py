@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from llm_lab.errors import ArgumentError, ConfigError
+from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import LabModule
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ class HandWrittenUpdate(torch.optim.Optimizer):
 def check_hand_written(optimizer: torch.optim.Optimizer) -> None:
     """Refuse an autograd optimizer for a learner that has no autograd gradients."""
     if not isinstance(optimizer, HandWrittenUpdate):
-        raise ConfigError(
+        raise ArgumentError(
             "optimizer",
             f"{type(optimizer).__name__} cannot train a hand-written learner (it has no autograd gradients)",
             "keep the experiment's llm_lab.lit.scratch.HandWrittenUpdate and set optimizer.lr",

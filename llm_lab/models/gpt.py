@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -297,6 +296,12 @@ class GPT(nn.Module):
         elif isinstance(module, (nn.Embedding, LearnedPositionalEmbedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    @staticmethod
+    def check_arguments(size: str = "lab-tiny", compile: bool = False, **overrides: Any) -> None:
+        """What :meth:`from_size` refuses (an unknown size, a head count that does not divide the
+        width...), checked on the settings alone: no weights are made."""
+        GPTConfig.from_name(size, **{key: value for key, value in overrides.items() if value is not None})
+
     @classmethod
     def from_size(cls, size: str = "lab-tiny", compile: bool = False, **overrides: Any) -> GPT:
         """Build a named size; ``None`` overrides keep the size's value (Hydra's ``null``).
@@ -310,20 +315,6 @@ class GPT(nn.Module):
         if compile:
             model.compile()
         return model
-
-    @classmethod
-    def from_hf(cls, path_or_name: str | Path) -> GPT:
-        """Load a Hugging Face GPT-2 or LLaMA folder (or, online, hub name); see ``models.hf``."""
-        from llm_lab.models.hf import load_hf
-
-        return load_hf(path_or_name)
-
-    def save_hf(self, path: str | Path) -> None:
-        """Write ``config.json`` + ``model.safetensors`` that ``GPT2LMHeadModel`` or
-        ``LlamaForCausalLM`` loads (whichever architecture this model's config is)."""
-        from llm_lab.models.hf import save_hf
-
-        save_hf(self, path)
 
     def forward(self, idx: Tensor, kv_cache: list[KVCache] | None = None) -> Tensor:
         """Logits (B, T, V) for ids (B, T); with ``kv_cache`` the ids follow the cached ones."""

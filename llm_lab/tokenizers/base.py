@@ -62,34 +62,6 @@ def read_json(path: str | Path, what: str) -> Any:
         raise DataError(f"{path}: corrupt or truncated JSON at line {e.lineno} (expected {what})") from None
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load any tokenizer file the lab writes, choosing the class from the file's content:
-    the lab's word tokenizer, a byte-level BPE ``tokenizer.json`` (into the lab's own BPE), or any
-    other Hugging Face ``tokenizer.json``."""
-    from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
-    from llm_lab.tokenizers.hf import HFTokenizer
-    from llm_lab.tokenizers.simple import SimpleTokenizer
-
-    document = read_json(path, "a tokenizer file")
-    if isinstance(document, dict) and document.get("kind") == SimpleTokenizer.KIND:
-        return SimpleTokenizer.load(path)
-    model = document.get("model") if isinstance(document, dict) else None
-    if not isinstance(model, dict):  # valid JSON of something else (a model_config.json, say)
-        raise DataError(
-            f'{path}: not a tokenizer file (no "model" section; expected a tokenizer.json as train.py '
-            "or Hugging Face write it)"
-        )
-    pre_tokenizer = document.get("pre_tokenizer") if isinstance(document, dict) else None
-    if (
-        isinstance(model, dict)
-        and model.get("type") == "BPE"
-        and isinstance(pre_tokenizer, dict)
-        and pre_tokenizer.get("type") == "ByteLevel"
-    ):
-        return FastBPETokenizer.load(path)
-    return HFTokenizer.load(path)
-
-
 def tokenizer_hash(tokenizer: Tokenizer) -> str:
     """A fingerprint of everything that decides a tokenizer's ids: the SHA-256 of the file it saves.
 

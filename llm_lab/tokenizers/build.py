@@ -10,18 +10,17 @@ given as a file (``path``) or a Hugging Face name is simply loaded.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, DataError, UnknownArgument
-from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
+from llm_lab.locks import exclusive
+from llm_lab.tokenizers.base import Tokenizer, read_json
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
 from llm_lab.tokenizers.simple import SimpleTokenizer
@@ -62,23 +61,34 @@ def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tok
     return FastBPETokenizer.train(documents=documents, **settings)
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load any tokenizer file the lab writes, choosing the class from the file's content:
+    the lab's word tokenizer, a byte-level BPE ``tokenizer.json`` (into the lab's own BPE), or any
+    other Hugging Face ``tokenizer.json``."""
+    document = read_json(path, "a tokenizer file")
+    if isinstance(document, dict) and document.get("kind") == SimpleTokenizer.KIND:
+        return SimpleTokenizer.load(path)
+    model = document.get("model") if isinstance(document, dict) else None
+    if not isinstance(model, dict):  # valid JSON of something else (a model_config.json, say)
+        raise DataError(
+            f'{path}: not a tokenizer file (no "model" section; expected a tokenizer.json as train.py '
+            "or Hugging Face write it)"
+        )
+    pre_tokenizer = document.get("pre_tokenizer") if isinstance(document, dict) else None
+    if (
+        isinstance(model, dict)
+        and model.get("type") == "BPE"
+        and isinstance(pre_tokenizer, dict)
+        and pre_tokenizer.get("type") == "ByteLevel"
+    ):
+        return FastBPETokenizer.load(path)
+    return HFTokenizer.load(path)
+
+
 def cache_key(kind: str, settings: dict[str, Any], fingerprint: str) -> str:
     """Names a trained tokenizer: its kind, settings and the corpus fingerprint, hashed."""
     text = json.dumps([CACHE_VERSION, kind, settings, fingerprint], sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-
-
-@contextmanager
-def _exclusive(lock_file: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_file``: of several processes (sweep trials, DDP ranks, two
-    runs at once) asking for the same tokenizer, the first trains it and the others wait, then load."""
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _save_atomically(tokenizer: Tokenizer, path: Path) -> None:
@@ -124,7 +134,7 @@ def build_tokenizer(
     folder = Path(cache_dir) / "tokenizers"
     key = cache_key(kind, settings, fingerprint)
     cached = folder / key / "tokenizer.json"
-    with _exclusive(folder / f"{key}.lock"):
+    with exclusive(folder / f"{key}.lock"):
         if cached.is_file():
             return load_tokenizer(cached)
         if on_train is not None:

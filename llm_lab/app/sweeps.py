@@ -29,9 +29,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from llm_lab.app.overrides import command_word
 from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY, PRUNED_MARKER
-from llm_lab.config import command_word
-from llm_lab.errors import ConfigError, LabError
+from llm_lab.errors import ConfigError
 
 # Strategies that start one process per device (Lightning's names, and prefixes of their variants
 # such as ``ddp_spawn`` or ``deepspeed_stage_2``).
@@ -99,31 +99,18 @@ def check_sweep_overrides(trainer: Mapping[str, Any], overrides: Sequence[str]) 
                 check_single_process({**trainer, field: value})
 
 
-def _exit_with(err: LabError) -> None:
-    # The same one-line report and exit code as train.py; SystemExit passes through Hydra's
-    # job runner, so the sweep stops here instead of starting the next job.
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-
-
 class SingleProcessSweeps(Callback):
     """Refuse ``-m`` with a multi-process Trainer: first on the composed config and the sweep's
     command line, then again on each job's own config (Optuna or group sweeps can change it)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            check_single_process(config.trainer)
-            check_sweep_overrides(config.trainer, list(config.hydra.overrides.task))
-        except LabError as err:
-            _exit_with(err)
+        check_single_process(config.trainer)
+        check_sweep_overrides(config.trainer, list(config.hydra.overrides.task))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return  # a single run may use DDP: Lightning re-runs a command line without -m
-        try:
-            check_single_process(config.trainer)
-        except LabError as err:
-            _exit_with(err)
+        check_single_process(config.trainer)
 
 
 @dataclass
@@ -366,7 +353,7 @@ class SweepSummary(Callback):
         # the sweep would end without its summary.
         direction, key = self._direction(config)
         if direction not in ("minimize", "maximize"):
-            _exit_with(ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize"))
+            raise ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         OUTCOME.sweep_dir = Path(config.hydra.sweep.dir)

@@ -1,0 +1,581 @@
+"""Preflight: every problem of a composed config, found before anything heavy starts (no corpus read,
+no tokenizer trained, no model built) and reported at once, as one line per (key, problem, fix).
+
+An entry point calls :func:`preflight` first with the top-level settings it reads (a table of
+:class:`Setting`) and the checks of its own; each check looks at one part of the config and raises
+(or returns) what is wrong there, so a config with three independent mistakes gets three lines, not
+the first of them. Library constructors report a bad argument by its name through their
+``check_arguments`` (a static method every such class calls first in its ``__init__``): the
+preflight calls it on the node's values, and :mod:`llm_lab.config` maps the argument to its key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from llm_lab.config import COMMAND_LINE, as_config_error, plain, type_problems
+from llm_lab.errors import ArgumentError, ConfigError, ConfigErrors, type_error
+
+Check = Callable[[DictConfig], Iterable[ConfigError] | None]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A top-level key of a script's config (``seed``, ``train``...), which no ``_target_``'s
+    signature types: its type as an annotation (``"int | None"``, read by
+    :func:`~llm_lab.errors.type_error`), its range or its allowed words, and the fix to print."""
+
+    kind: str
+    fix: str
+    at_least: float | None = None
+    at_most: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+def preflight(
+    cfg: DictConfig,
+    settings: Mapping[str, Setting],
+    checks: Sequence[Check] = (),
+    needed: Sequence[str] = (),
+    read_elsewhere: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """Run every check on ``cfg``; raise one :class:`ConfigError` for one problem, or
+    :class:`ConfigErrors` listing all of them. ``needed``: the config groups the script cannot do
+    without (``model=[]`` would quietly turn a GPT run into another stage); ``read_elsewhere``: keys
+    of a node that the script reads itself, not its ``_target_`` (``data.path``: the corpus)."""
+    problems: list[ConfigError] = []
+    builtin: list[Check] = [
+        lambda c: command_line_problems(c, needed),
+        missing_values,
+        lambda c: setting_problems(c, settings),
+        lambda c: node_problems(c, read_elsewhere or {}),
+    ]
+    for check in (*builtin, *checks):
+        try:
+            problems += check(cfg) or []
+        except ConfigErrors as err:
+            problems += err.errors
+        except ConfigError as err:
+            problems.append(err)
+        except ArgumentError as err:
+            problems.append(as_config_error(err, cfg))
+    unique: list[ConfigError] = []
+    for problem in problems:
+        # Once per key; a key whose value is just another key's (data.seed: ${seed}) shares its problem.
+        if problem.key not in {p.key for p in unique} and follows(cfg, problem.key) not in {
+            p.key for p in unique
+        }:
+            unique.append(problem)
+    if len(unique) == 1:
+        raise unique[0]
+    if unique:
+        raise ConfigErrors(unique)
+
+
+def follows(cfg: DictConfig, key: str) -> str | None:
+    """The key whose value ``key`` takes as it is (``data.seed: ${seed}`` → ``seed``), or None."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig) or name not in node:
+        return None
+    child = node._get_node(name)
+    text = str(child._value()) if child is not None else ""
+    return text[2:-1] if text.startswith("${") and text.endswith("}") and ":" not in text else None
+
+
+# --------------------------------------------------------------------------- the checks of every script
+
+
+def command_line_problems(cfg: DictConfig, needed: Sequence[str]) -> list[ConfigError]:
+    """What the command line asked for that the script cannot do: a ``needed`` group left with no
+    option (``model=[]``, ``~data``), a key added where nothing reads it (``+seeds=3`` at the top,
+    ``+paths.foo=1`` in a node without a ``_target_``). Below a ``_target_`` the constructor's
+    signature decides (:func:`node_problems`), and a new entry of ``callbacks`` or ``logger`` is a
+    node of its own."""
+    problems = []
+    for word in COMMAND_LINE.overrides:
+        name, _, value = word.partition("=")
+        group = name.removeprefix("~")
+        if group in needed and (value.strip() == "[]" or name.startswith("~")):
+            problems.append(
+                ConfigError(
+                    group,
+                    f"{word} leaves no option, and a run needs one",
+                    f"python {sys.argv[0]} --help lists them",
+                )
+            )
+    for word in COMMAND_LINE.overrides:
+        if not word.startswith("+") or word.startswith("++") or "=" not in word:
+            continue
+        key = word.split("=", 1)[0].lstrip("+")
+        parts = key.split(".")
+        if key in COMMAND_LINE.choices or (parts[0] in ("callbacks", "logger") and len(parts) > 1):
+            continue
+        above = [OmegaConf.select(cfg, ".".join(parts[:n])) for n in range(1, len(parts))]
+        if any(isinstance(node, DictConfig) and "_target_" in node for node in above):
+            continue
+        parent = above[-1] if above else cfg
+        # The keys beside it, but for itself (the + just put it there): a misspelt one is close.
+        siblings = [str(k) for k in parent if str(k) != parts[-1]] if isinstance(parent, DictConfig) else []
+        close = difflib.get_close_matches(parts[-1], siblings, n=1)
+        meant = f"; did you mean {'.'.join([*parts[:-1], close[0]])}?" if close else ""
+        problems.append(
+            ConfigError(
+                key,
+                f"no part of the lab reads it (the + added a key the config does not have){meant}",
+                f"leave {word} off the command line; --cfg job prints every setting there is",
+            )
+        )
+    return problems
+
+
+def missing_values(cfg: DictConfig) -> list[ConfigError]:
+    """Every ``???`` left unset (a value the config asks the user for, such as ``tokenizer.path`` of
+    ``tokenizer=hf``): Hydra's instantiate would pass it on as the string ``"???"``."""
+    return [
+        ConfigError(key, "needs a value", f"add {key}=... to the command line")
+        for key in sorted(OmegaConf.missing_keys(cfg))
+    ]
+
+
+def setting_problems(cfg: DictConfig, table: Mapping[str, Setting]) -> list[ConfigError]:
+    """A top-level value of the wrong type or out of range: Hydra reads ``train=flase`` as a
+    string, which Python takes as true, and ``seed=abc`` would fail far from the command line."""
+    problems = []
+    for key, setting in table.items():
+        if key not in cfg or OmegaConf.is_missing(cfg, key):
+            continue
+        value = cfg[key]
+        wrong = type_error(key, value, setting.kind)
+        if wrong is not None:
+            problems.append(ConfigError(key, wrong.problem, setting.fix))
+        elif value is None:
+            continue
+        elif setting.choices and value not in setting.choices:
+            problems.append(
+                ConfigError(key, f"unknown value {value!r}", f"use one of {', '.join(setting.choices)}")
+            )
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(ConfigError(key, f"{value} is not a finite number", setting.fix))
+        elif setting.at_least is not None and value < setting.at_least:
+            problems.append(ConfigError(key, f"{value} < {setting.at_least:g}", setting.fix))
+        elif setting.at_most is not None and value > setting.at_most:
+            problems.append(ConfigError(key, f"{value} > {setting.at_most:g}", setting.fix))
+    return problems
+
+
+def built_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The nodes a script builds objects from, by key: every top-level node with a ``_target_``
+    and every entry of the ``callbacks`` and ``logger`` collections."""
+    nodes = {}
+    for key in map(str, cfg):
+        node = cfg._get_node(key)
+        if not isinstance(node, DictConfig) or OmegaConf.is_missing(cfg, key):
+            continue
+        if "_target_" in node:
+            nodes[key] = node
+        elif key in ("callbacks", "logger"):
+            nodes |= {
+                f"{key}.{name!s}": entry
+                for name, entry in node.items()
+                if isinstance(entry, DictConfig) and "_target_" in entry
+            }
+    return nodes
+
+
+def node_problems(cfg: DictConfig, read_elsewhere: Mapping[str, Sequence[str]]) -> list[ConfigError]:
+    """For every node with a ``_target_``: what its signature rules out (a word where a number
+    belongs, a key it takes no argument for), else what its ``check_arguments`` refuses (the class's
+    own range checks, run on the values alone: nothing is built)."""
+    from hydra.utils import get_object
+
+    problems = []
+    for key, node in built_nodes(cfg).items():
+        wrong = [as_config_error(p, node, cfg) for p in type_problems(node, read_elsewhere.get(key, ()))]
+        for sub in map(str, node):
+            child = node._get_node(sub)
+            if isinstance(child, DictConfig) and "_target_" in child and not wrong:
+                wrong += arguments_problem(child, cfg, get_object)
+        problems += wrong or arguments_problem(node, cfg, get_object)
+    return problems
+
+
+def arguments_problem(
+    node: DictConfig, cfg: DictConfig, get_object: Callable[[str], Any]
+) -> list[ConfigError]:
+    """The node's ``_target_``'s own ``check_arguments`` on the node's plain values, if it has one."""
+    try:
+        target = get_object(str(node._target_))
+    except (ImportError, AttributeError, ValueError):
+        return []  # Hydra names a target it cannot import when it builds the node
+    # A classmethod target (GPT.from_size) is checked by its class.
+    check = getattr(getattr(target, "__self__", target), "check_arguments", None)
+    if check is None:
+        return []
+    parameters = inspect.signature(check).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    values = {k: v for k, v in plain(node).items() if takes_any and not k.startswith("_") or k in parameters}
+    try:
+        check(**values)
+    except ArgumentError as err:
+        return [as_config_error(err, node, cfg)]
+    except TypeError:  # a value of the wrong type: the signature check names it
+        return []
+    return []
+
+
+# --------------------------------------------------------------------------- the checks of train.py
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def time_limit(max_time: Any) -> timedelta | None:
+    """``trainer.max_time`` in the forms Lightning takes (``DD:HH:MM:SS``, or a mapping such as
+    ``{minutes: 30}``) as a duration; None when unset or not readable (Lightning then says why)."""
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (float(part) for part in max_time.split(":"))
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if isinstance(max_time, Mapping):
+            return timedelta(**{str(k): v for k, v in max_time.items()})
+    except (ValueError, TypeError):
+        return None
+    return max_time if isinstance(max_time, timedelta) else None
+
+
+def trainer_problems(cfg: DictConfig) -> list[ConfigError]:
+    """Trainer settings Lightning accepts but that cannot give a result here, each with its way out."""
+    import torch
+
+    trainer = cfg.get("trainer")
+    if cfg.get("model") is None or not isinstance(trainer, DictConfig):
+        return []
+    problems = []
+    for key in ("max_steps", "max_epochs"):
+        if trainer.get(key) == 0:
+            problems.append(
+                ConfigError(f"trainer.{key}", "0 trains nothing", "use -1 (no limit) or a positive number")
+            )
+    # Values Lightning takes without complaint but that train nothing, silently change the run, or
+    # end in a ZeroDivisionError deep inside it.
+    not_positive = {
+        "limit_train_batches": ("trains nothing", "use a positive count or fraction (1.0: every batch)"),
+        "val_check_interval": ("validates never, and Lightning divides by it", "use a positive count"),
+        "accumulate_grad_batches": ("takes no optimizer step", "use 1 (no accumulation) or more"),
+    }
+    for key, (problem, fix) in not_positive.items():
+        value = trainer.get(key)
+        if is_number(value) and value <= 0:
+            problems.append(ConfigError(f"trainer.{key}", f"{value} {problem}", fix))
+    clip = trainer.get("gradient_clip_val")
+    if is_number(clip) and not 0 <= clip < math.inf:  # Lightning reads a negative norm as "no clipping"
+        problems.append(
+            ConfigError(
+                "trainer.gradient_clip_val",
+                f"{clip} clips nothing",
+                "use a positive norm, or null for no clipping",
+            )
+        )
+    budget = time_limit(trainer.get("max_time"))
+    if budget is None and trainer.get("max_time") is not None:
+        problems.append(
+            ConfigError(
+                "trainer.max_time",
+                f"{trainer.max_time!r} is not a duration",
+                "use DD:HH:MM:SS such as 00:00:30:00, or {minutes: 30}",
+            )
+        )
+    devices = trainer.get("devices")
+    if (
+        isinstance(devices, str)
+        and devices != "auto"
+        and not devices.replace(",", "").replace(" ", "").isdigit()
+    ):
+        problems.append(
+            ConfigError(
+                "trainer.devices", f"{devices!r} is not a device count", "use a number, a list of ids or auto"
+            )
+        )
+    if budget is not None and budget <= timedelta(0):
+        problems.append(
+            ConfigError(
+                "trainer.max_time",
+                f"a budget of {budget.total_seconds():g} s leaves no time to train",
+                "use a positive duration: DD:HH:MM:SS such as 00:00:30:00, or {minutes: 30}",
+            )
+        )
+    if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        problems.append(
+            ConfigError(
+                "trainer.accelerator",
+                "this machine has no CUDA device",
+                "use trainer=cpu, or trainer=ddp_cpu for several processes",
+            )
+        )
+    unbounded = trainer.get("max_steps", -1) in (-1, None) and trainer.get("max_epochs") in (-1, None)
+    if cfg.get("scheduler") is not None and unbounded and trainer.get("max_time") is None:
+        problems.append(
+            ConfigError(
+                "trainer.max_steps",
+                "the learning-rate schedule needs to know when training ends, and nothing bounds it",
+                "set trainer.max_steps, trainer.max_epochs or a time budget trainer.max_time",
+            )
+        )
+    metric = str(cfg.get("optimized_metric") or "")
+    if trainer.get("limit_val_batches") == 0 and metric.startswith("val/"):
+        problems.append(
+            ConfigError(
+                "trainer.limit_val_batches",
+                f"0 validates nothing, and optimized_metric={metric} is a validation metric",
+                "give it a number of batches, or set optimized_metric=null",
+            )
+        )
+    return problems
+
+
+def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
+    """The optimizer's values, checked by the lab (a learning rate is a finite number >= 0, betas
+    lie in [0, 1), ...), then the optimizer itself made once on a throw-away parameter: torch
+    checks its values only when an optimizer is made, after the data and the model are built."""
+    import torch
+
+    node = cfg.get("optimizer")
+    if not isinstance(node, DictConfig) or "_target_" not in node or cfg.get("model") is None:
+        return []
+    values = plain(node)
+    problems = []
+    ranges = {
+        "lr": (0.0, math.inf),
+        "eps": (0.0, math.inf),
+        "weight_decay": (0.0, math.inf),
+        "momentum": (0.0, 1.0),
+    }
+    for key, (low, high) in ranges.items():
+        value = values.get(key)
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and not (low <= value <= high and math.isfinite(value))
+        ):
+            problems.append(
+                ConfigError(
+                    f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a finite {key} >= 0"
+                )
+            )
+    betas = values.get("betas")
+    if isinstance(betas, list) and (
+        len(betas) != 2 or not all(is_number(b) and 0.0 <= b < 1.0 for b in betas)
+    ):
+        problems.append(
+            ConfigError("optimizer.betas", f"{betas} is not two numbers in [0, 1)", "e.g. [0.9, 0.999]")
+        )
+    if problems or any(type_problems(node)):
+        return problems
+    from llm_lab.config import build
+
+    try:
+        build(node, cfg)([torch.nn.Parameter(torch.zeros(1))])
+    except ArgumentError as err:
+        return [as_config_error(err, node, cfg)]
+    except ValueError as err:  # torch's own words, under the node: the key is not guessed from them
+        return [ConfigError("optimizer", " ".join(str(err).split()), "check the optimizer.* values")]
+    return []
+
+
+def logged_metrics(cfg: DictConfig) -> set[str] | None:
+    """The metrics a run of ``cfg`` logs, as its LightningModule and callbacks declare them
+    (``LOGGED``); None when the module declares none (the check is then left to the run)."""
+    from hydra.utils import get_object
+
+    try:
+        module = get_object(str(cfg.model._target_))
+    except (ImportError, AttributeError, ValueError):
+        return None
+    declared = set(getattr(module, "LOGGED", ()))
+    if not declared:
+        return None
+    for node in built_nodes(cfg).values():
+        try:
+            declared |= set(getattr(get_object(str(node._target_)), "LOGGED", ()))
+        except (ImportError, AttributeError, ValueError):
+            continue
+    return declared
+
+
+def metric_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A misspelt ``optimized_metric`` or checkpoint ``monitor``, found from the metric names the
+    stage declares (before step 1, not when the run ends); a test/ metric with ``test=false``."""
+    if cfg.get("model") is None or not isinstance(cfg.model, DictConfig) or "_target_" not in cfg.model:
+        return []
+    problems = []
+    metric = cfg.get("optimized_metric")
+    if isinstance(metric, str) and metric.startswith("test/") and not cfg.get("test"):
+        problems.append(
+            ConfigError(
+                "optimized_metric",
+                f"{metric} is logged by the test stage, and test=false runs none",
+                "add test=true, or optimize a val/ metric",
+            )
+        )
+    known = logged_metrics(cfg)
+    if known is None:
+        return problems
+    wanted = {
+        "optimized_metric": metric,
+        "callbacks.model_checkpoint.monitor": OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor"),
+    }
+    for key, name in wanted.items():
+        if isinstance(name, str) and name not in known and not name.startswith("lr-"):
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]}?" if close else "see the stage's metrics in TensorBoard"
+            problems.append(
+                ConfigError(
+                    key,
+                    f"{name!r} is not a metric this stage logs",
+                    f"{hint} It logs: {', '.join(sorted(known))}",
+                )
+            )
+    return problems
+
+
+def resume_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A checkpoint that is not there, or that has nothing left to train, reported now, not after
+    minutes of reading and tokenizing (a truncated or foreign file is a DataError naming it)."""
+    from pathlib import Path
+
+    from llm_lab.app.run_folder import resume_point
+    from llm_lab.run_dir import read_checkpoint
+
+    if cfg.get("model") is None:
+        return []
+    if not cfg.get("train", True) and cfg.get("ckpt_path") is None:
+        return [
+            ConfigError(
+                "ckpt_path",
+                "train=false evaluates a checkpoint, and none is given: the model would be untrained",
+                "give ckpt_path=<run folder or .ckpt>, or train=true",
+            )
+        ]
+    ckpt_path = resume_point(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
+    if ckpt_path is None or not cfg.get("train", True):
+        return []
+    step = int(read_checkpoint(Path(ckpt_path)).get("global_step", 0))
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    if isinstance(max_steps, int) and max_steps != -1 and max_steps < step:
+        # Lightning would stop at once and call the run finished. Equal is a resume that only
+        # finishes the run (the final validation or test stage an interrupt cut short).
+        return [
+            ConfigError(
+                "trainer.max_steps",
+                f"{max_steps}, and {ckpt_path} is at step {step} already: nothing is left to train",
+                f"raise trainer.max_steps above {step}",
+            )
+        ]
+    return []
+
+
+def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
+    """The ``data.*`` keys that say where the text is (read by :class:`~llm_lab.data.corpus.Corpus`,
+    not by the DataModule): their types and values, and a run folder inside the corpus folder, which
+    every later run would read back as text."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    from llm_lab.data.corpus import Corpus
+
+    data = cfg.get("data")
+    if cfg.get("tokenizer") is None or not isinstance(data, DictConfig):
+        return []
+    wrong = [type_error(f.name, data[f.name], f.type) for f in fields(Corpus) if f.name in data]
+    problems = [as_config_error(err, data, cfg) for err in wrong if err is not None]
+    if problems:
+        return problems
+    try:
+        Corpus.from_settings(plain(data))
+    except ArgumentError as err:
+        return [as_config_error(err, data, cfg)]
+    source = data.get("path")
+    if isinstance(source, str) and Path(source).expanduser().is_dir():
+        run_dir = Path(cfg.paths.output_dir).resolve()
+        if run_dir.is_relative_to(Path(source).expanduser().resolve()):
+            problems.append(
+                ConfigError(
+                    "hydra.run.dir",
+                    f"{run_dir} is inside the corpus folder data.path={source}",
+                    "write runs outside it, e.g. to the default outputs/<experiment>/runs/",
+                )
+            )
+    return problems
+
+
+def needed_groups(cfg: DictConfig) -> list[str]:
+    """The config groups a run cannot be left without an option of (``model=[]``, ``~data``). The
+    others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage whose
+    data is not a corpus, or the optimizer of the perceptron, which learns by its own rule; an
+    optimizer the experiment tunes (``optimizer.lr`` left without its ``_target_``) is needed."""
+    data = cfg.get("data")
+    needed = ["data", "model", "trainer", "paths"]
+    if isinstance(data, DictConfig) and ("path" in data or "hf_dataset" in data):
+        needed.append("tokenizer")
+    for group in ("optimizer", "scheduler"):
+        node = cfg.get(group)
+        if isinstance(node, DictConfig) and "_target_" not in node:
+            needed.append(group)
+    return needed
+
+
+def check_validation_interval(cfg: DictConfig, datamodule: Any) -> None:
+    """Lightning refuses a ``val_check_interval`` longer than an epoch only once fit begins: said now,
+    from the size of the data just built."""
+    interval, per_epoch = cfg.trainer.get("val_check_interval"), cfg.trainer.get("check_val_every_n_epoch")
+    if not isinstance(interval, int) or isinstance(interval, bool) or per_epoch is None:
+        return
+    try:
+        batches = len(datamodule.train_dataloader())
+    except TypeError:  # a loader of unknown length: Lightning validates by count within it
+        return
+    limit = cfg.trainer.get("limit_train_batches")
+    if isinstance(limit, float):
+        batches = int(batches * limit)
+    elif isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    if interval > batches:
+        raise ConfigError(
+            "trainer.val_check_interval",
+            f"{interval} is more than the {batches} training batches of an epoch",
+            "use a smaller count, or count across epochs: trainer.check_val_every_n_epoch=null",
+        )
+
+
+def earlier_run_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A setting that names an experiment whose finished run it reads, when there is none yet."""
+    from llm_lab.app.run_folder import FROM_EARLIER_RUNS, earlier_run_file
+
+    problems = []
+    for key in FROM_EARLIER_RUNS:
+        try:
+            earlier_run_file(cfg, key)
+        except ConfigError as err:
+            problems.append(err)
+    return problems
+
+
+TRAIN_CHECKS: tuple[Check, ...] = (
+    trainer_problems,
+    optimizer_problems,
+    metric_problems,
+    resume_problems,
+    corpus_problems,
+    earlier_run_problems,
+)
