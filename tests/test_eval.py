@@ -26,6 +26,7 @@ from llm_lab.eval.scoring import HFCausalLM, LabLM, Scorer
 from llm_lab.eval.tasks import Evaluation, read_task_file
 from llm_lab.eval.text import document_loglikelihoods, score_text
 from llm_lab.models.gpt import GPT, GPTConfig
+from llm_lab.models.hf import save_hf
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
 WINDOW = 48
@@ -282,7 +283,7 @@ def test_an_ending_longer_than_the_window_is_named(
 
 
 def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path: Path, net: GPT) -> None:
-    net.save_hf(tmp_path)
+    save_hf(net, tmp_path)
     with pytest.raises(DataError, match="no tokenizer.json beside the model .*tokenizer_path="):
         load_model(tmp_path)
 

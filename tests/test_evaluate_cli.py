@@ -93,8 +93,9 @@ def test_a_bad_task_file_names_the_file_and_row(gpt_run: Path, tmp_path: Path) -
 
 def test_a_model_folder_without_a_tokenizer_is_one_line(gpt_run: Path, tmp_path: Path) -> None:
     from llm_lab.eval.load import load_model
+    from llm_lab.models.hf import save_hf
 
-    load_model(gpt_run).net.save_hf(tmp_path / "hf")
+    save_hf(load_model(gpt_run).net, tmp_path / "hf")
     done = run_train(
         f"init_from={tmp_path / 'hf'}", f"hydra.run.dir={tmp_path / 'out'}", script="evaluate.py"
     )

@@ -10,18 +10,20 @@ from pathlib import Path
 from llm_lab.errors import ArgumentError
 from llm_lab.eval.scoring import ENDOFTEXT
 from llm_lab.models.gpt import GPT
+from llm_lab.models.hf import save_hf
 from llm_lab.tokenizers.base import Tokenizer
 
 
 def save_hf_folder(net: GPT, tokenizer: Tokenizer, folder: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (:meth:`GPT.save_hf`), the tokenizer's
-    ``tokenizer.json`` and a ``tokenizer_config.json`` naming ``<|endoftext|>`` as the start and end
-    of a document, as GPT-2's does (the harness conditions a document's first token on it)."""
+    """Write ``config.json`` + ``model.safetensors`` (:func:`~llm_lab.models.hf.save_hf`), the
+    tokenizer's ``tokenizer.json`` and a ``tokenizer_config.json`` naming ``<|endoftext|>`` as the
+    start and end of a document, as GPT-2's does (the harness conditions a document's first token
+    on it)."""
     eot = tokenizer.token_to_id(ENDOFTEXT)
     if eot is None:
         raise ArgumentError("tokenizer", f"has no {ENDOFTEXT} token", "use a tokenizer the lab trained")
     folder = Path(folder)
-    net.save_hf(folder)
+    save_hf(net, folder)
     config_file = folder / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config.update(bos_token_id=eot, eos_token_id=eot)

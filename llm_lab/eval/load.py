@@ -21,8 +21,10 @@ from omegaconf.errors import OmegaConfBaseException
 from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.models.gpt import GPT
+from llm_lab.models.hf import load_hf
 from llm_lab.run_dir import load_net
-from llm_lab.tokenizers.base import Tokenizer, load_tokenizer
+from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.build import load_tokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
 
 
@@ -66,7 +68,7 @@ def load_model(init_from: str | Path, tokenizer_path: str | Path | None = None) 
             "give outputs/<experiment>/runs/<time>, a .ckpt file, or a folder with config.json",
         )
     else:  # a Hugging Face folder, or a hub name (load_hf says which it is not)
-        net, corpus, kind = GPT.from_hf(init_from), Corpus(), "hf"
+        net, corpus, kind = load_hf(init_from), Corpus(), "hf"
         beside = path / "tokenizer.json"
     if tokenizer_path is not None:
         tokenizer = load_tokenizer(tokenizer_path)
