@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from llm_lab.callbacks.evaluation import EvaluationTasks
 from llm_lab.data.corpus import Corpus, builtin_corpus, topic_module
 from llm_lab.errors import DataError
 from llm_lab.eval import builtin
@@ -230,7 +231,10 @@ def test_builtin_tasks_have_500_items_from_held_out_modules_only() -> None:
 def test_builtin_tasks_run_with_their_baselines(net: GPT, tokenizer: FastBPETokenizer) -> None:
     wide = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=256, n_layer=1, n_head=2, n_embd=16))
     evaluation = Evaluation(Scorer(LabLM(wide), tokenizer, batch_size=32), Corpus(max_documents=6), limit=20)
-    mc, cloze, text = (evaluation.run(task) for task in ("docs_mc", "docs_cloze", "docs_bpb"))
+    results = {task: evaluation.run(task) for task in ("docs_mc", "docs_cloze", "docs_bpb")}
+    mc, cloze, text = results.values()
+    logged = {f"eval/{task}/{name}" for task, metrics in results.items() for name in metrics if name != "n"}
+    assert logged <= set(EvaluationTasks.LOGGED)  # the names the preflight knows the callback logs
     assert mc["n"] == cloze["n"] == text["n"] == 20
     assert mc["random_acc"] == 0.25 and 0 <= mc["acc"] <= 1 and 0 <= mc["acc_norm"] <= 1
     assert cloze["perplexity"] > 1 and cloze["unigram_perplexity"] > 1

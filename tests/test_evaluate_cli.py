@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_lab.callbacks.evaluation import EvaluationTasks
 from tests.conftest import TINY_GPT, WORKDIR, run_train
 
 
@@ -33,6 +34,10 @@ def test_the_gpt_experiment_logs_validation_bits_per_byte(gpt_run: Path) -> None
     logged = next(gpt_run.glob("csv/**/metrics.csv")).read_text(encoding="utf-8")
     assert "eval/bpb/bits_per_byte" in logged and "eval/bpb/unigram_bits_per_byte" in logged
     metrics = json.loads((gpt_run / "metrics.json").read_text(encoding="utf-8"))
+    logged = {key for key in metrics if key.startswith("eval/")}
+    assert "eval/bpb/bits_per_byte" in logged and logged <= set(
+        EvaluationTasks.LOGGED
+    )  # what preflight knows
     out = WORKDIR / "eval_bpb_only"
     done = run_train(f"init_from={gpt_run}", "tasks=[bpb]", f"hydra.run.dir={out}", script="evaluate.py")
     assert done.returncode == 0, done.stderr[-2000:]

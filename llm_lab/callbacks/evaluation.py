@@ -18,6 +18,23 @@ from llm_lab.eval.scoring import LabLM, Scorer
 from llm_lab.eval.tasks import Evaluation, task_name
 from llm_lab.models.gpt import GPT
 
+# The metrics of each kind of built-in task, as named in the loggers (eval/<task>/<metric>).
+_TEXT = (
+    "bits_per_byte",
+    "nll_per_token",
+    "perplexity",
+    "tokens",
+    "bytes",
+    "unigram_bits_per_byte",
+    "unk_share",
+)
+_METRICS = {
+    "bpb": _TEXT,
+    "docs_bpb": _TEXT,
+    "docs_mc": ("acc", "acc_norm", "random_acc"),
+    "docs_cloze": ("acc", "perplexity", "unigram_perplexity"),
+}
+
 
 class EvaluationTasks(L.Callback):
     """Every ``every_n_steps`` optimizer steps (and at the end), score ``tasks`` (names as
@@ -25,6 +42,9 @@ class EvaluationTasks(L.Callback):
 
     Needs a LightningModule with a ``tokenizer`` and a GPT ``net`` (``NextTokenLM``), and a
     DataModule with a ``corpus`` (whose validation split is ``bpb``)."""
+
+    # What the built-in tasks can log: the names optimized_metric may take (the preflight reads them).
+    LOGGED = tuple(f"eval/{task}/{metric}" for task, metrics in _METRICS.items() for metric in metrics)
 
     def __init__(
         self, tasks: list[str], every_n_steps: int = 100, limit: int | None = None, batch_size: int = 16
