@@ -20,11 +20,14 @@ with starting():  # Ctrl-C while torch loads is one line too
     from tqdm import tqdm
 
     from llm_lab.app.preflight import Setting, preflight
+    from llm_lab.app.resolvers import register_resolvers
     from llm_lab.errors import ConfigError
     from llm_lab.eval.load import load_model
     from llm_lab.eval.report import Results, format_table, write_results
     from llm_lab.eval.scoring import LabLM, Scorer
     from llm_lab.eval.tasks import Evaluation, task_name
+
+register_resolvers()  # conf/paths' ${cwd:}
 
 SETTINGS = {
     "stride": Setting("int | None", "e.g. stride=256, or null for the model's window", at_least=1),

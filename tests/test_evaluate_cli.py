@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llm_lab.callbacks.evaluation import EvaluationTasks
-from tests.conftest import TINY_GPT, WORKDIR, run_train
+from tests.conftest import TINY_GPT, WORKDIR, run_process, run_train
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,15 @@ def test_a_model_folder_without_a_tokenizer_is_one_line(gpt_run: Path, tmp_path:
     )
     assert done.returncode == 2
     assert "no tokenizer.json beside the model" in done.stderr and "tokenizer_path=" in done.stderr
+
+
+def test_a_fresh_interpreter_runs_evaluate_py_as_typed(gpt_run: Path) -> None:
+    """As a user types it, in a new process: conf/ is composed with the lab's resolvers registered
+    by evaluate.py itself (the in-process tests share the test session's)."""
+    done = run_process(
+        f"init_from={gpt_run}", "limit=0", f"hydra.run.dir={WORKDIR / 'eval_fresh'}", script="evaluate.py"
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert (
+        done.stderr.strip().splitlines()[-1] == "error: limit: 0 < 1 (e.g. limit=100, or null for every item)"
+    )
