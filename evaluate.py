@@ -70,7 +70,9 @@ def evaluate(cfg: DictConfig) -> Results:
     loaded = load_model(cfg.init_from, cfg.tokenizer_path)
     with tqdm(unit=" rows", file=sys.stderr, disable=None) as bar:  # no bar when not a terminal
         model = LabLM(loaded.net.to(cfg.device))
-        scorer = Scorer(model, loaded.tokenizer, cfg.batch_size, cfg.device, progress=bar.update)
+        scorer = Scorer(
+            model, loaded.tokenizer, cfg.batch_size, cfg.device, bar.update, start_token=loaded.start_token
+        )
         evaluation = Evaluation(scorer, loaded.corpus, cfg.stride, cfg.limit)
         results: Results = {}
         for spec in cfg.tasks:

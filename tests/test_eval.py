@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_lab.callbacks.evaluation import EvaluationTasks
 from llm_lab.data.corpus import Corpus, builtin_corpus, topic_module
-from llm_lab.errors import DataError
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.eval import builtin
 from llm_lab.eval.baselines import Unigram
 from llm_lab.eval.cloze import Cloze, score_cloze
@@ -298,3 +299,39 @@ def test_a_complete_hf_folder_loads_with_its_tokenizer(exported: Path, net: GPT)
     x = torch.randint(0, net.config.vocab_size, (1, 10))
     with torch.no_grad():
         assert torch.allclose(loaded.net.eval()(x), net(x), atol=1e-5)
+
+
+def test_a_llama_folder_is_scored_after_its_own_start_token(tmp_path: Path) -> None:
+    """A Llama tokenizer has no <|endoftext|>: a document's first token is predicted from the
+    folder's bos_token (<s>), as the harness does; the log-likelihood equals transformers' (1e-4)."""
+    llama_tokenizer = FastBPETokenizer.train(300, documents=builtin_corpus()[:10], special_tokens=["<s>"])
+    torch.manual_seed(0)
+    llama = GPT(
+        GPTConfig(
+            vocab_size=llama_tokenizer.vocab_size,
+            context_length=WINDOW,
+            n_layer=1,
+            n_head=2,
+            n_embd=32,
+            norm="rmsnorm",
+            mlp="swiglu",
+            positions="rope",
+            qkv_bias=False,
+            attn_out_bias=False,
+            mlp_bias=False,
+            tie_embeddings=False,
+        )
+    )
+    save_hf(llama, tmp_path)
+    llama_tokenizer.save(tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>"}), encoding="utf-8")
+    loaded = load_model(tmp_path)
+    assert loaded.start_token == "<s>"
+    scorer = Scorer(LabLM(loaded.net), loaded.tokenizer, start_token=loaded.start_token)
+    [(value, tokens)] = document_loglikelihoods(scorer, DOCS[:1])
+    reference = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = [llama_tokenizer.token_to_id("<s>"), *llama_tokenizer.encode(DOCS[0])]
+    assert tokens == len(ids) - 1
+    assert -value == pytest.approx(reference_nll(reference, ids, len(ids) - 1), abs=1e-4)
+    with pytest.raises(ArgumentError, match=re.escape("has no <|endoftext|> token")):
+        Scorer(LabLM(loaded.net), loaded.tokenizer)

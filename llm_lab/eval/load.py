@@ -20,8 +20,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, DataError
+from llm_lab.eval.scoring import ENDOFTEXT
 from llm_lab.models.gpt import GPT
-from llm_lab.models.hf import load_hf
+from llm_lab.models.hf import load_hf, read_json
 from llm_lab.run_dir import load_net
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import load_tokenizer
@@ -36,6 +37,20 @@ class Loaded:
     tokenizer: Tokenizer
     corpus: Corpus
     kind: str  # "run" or "hf"
+    start_token: str = ENDOFTEXT  # what stands before a document's first token
+
+
+def start_token(folder: Path) -> str:
+    """The token a Hugging Face folder's ``tokenizer_config.json`` begins sequences with (its
+    ``bos_token``: ``<|endoftext|>`` for GPT-2, ``<s>`` for Llama), ``<|endoftext|>`` without one."""
+    config = folder / "tokenizer_config.json"
+    if not config.is_file():
+        return ENDOFTEXT
+    settings = read_json(config)
+    token = settings.get("bos_token") or settings.get("eos_token")
+    if isinstance(token, dict):  # an AddedToken written out: {"content": "<s>", ...}
+        token = token.get("content")
+    return token if isinstance(token, str) and token else ENDOFTEXT
 
 
 def run_corpus(run_dir: Path) -> Corpus:
@@ -85,4 +100,4 @@ def load_model(init_from: str | Path, tokenizer_path: str | Path | None = None) 
         net.check_vocab(tokenizer.vocab_size)
     except ArgumentError as err:
         raise ArgumentError("tokenizer_path", err.problem, err.fix) from None
-    return Loaded(net, tokenizer, corpus, kind)
+    return Loaded(net, tokenizer, corpus, kind, start_token(path) if kind == "hf" else ENDOFTEXT)

@@ -96,7 +96,9 @@ class Scorer:
     """Scores text under a :class:`LanguageModel` read through ``tokenizer``.
 
     ``batch_size`` rows go through the model at once; ``progress``, if given, is called with the
-    number of requests each batch finished (what a progress bar counts).
+    number of requests each batch finished (what a progress bar counts). ``start_token`` stands
+    before a document's first token: ``<|endoftext|>`` for GPT-2 and the lab's tokenizers, a Llama
+    tokenizer's ``<s>`` (the harness uses the beginning-of-sequence token when there is one).
     """
 
     def __init__(
@@ -106,14 +108,15 @@ class Scorer:
         batch_size: int = 16,
         device: str | torch.device = "cpu",
         progress: Callable[[int], None] | None = None,
+        start_token: str = ENDOFTEXT,
     ) -> None:
         if batch_size < 1:
             raise ArgumentError("batch_size", f"{batch_size} < 1", "use 1 or more")
-        eot = tokenizer.token_to_id(ENDOFTEXT)
+        eot = tokenizer.token_to_id(start_token)
         if eot is None:
             raise ArgumentError(
                 "tokenizer",
-                f"has no {ENDOFTEXT} token, which stands before a document's first token",
+                f"has no {start_token} token, which stands before a document's first token",
                 f"use a tokenizer with {ENDOFTEXT} (every tokenizer the lab trains has it)",
             )
         self.model, self.tokenizer, self.eot_id = model, tokenizer, eot
