@@ -11,15 +11,12 @@ bottom:
    training its tokenizer in a plain loop (``llm_lab.tokenizer_stage``);
 3. **data, model, Trainer** — a DataModule (``data``), a LightningModule (``model``, sized by the
    data and handed the tokenizer) and a Trainer, built from their config groups;
-4. **fit and test**, then **finish**: ``metrics.json``, the HParams record, where to look. The
-   command returns the metric named by ``optimized_metric``, which sweeps (grid or Optuna) optimise.
-
-Errors, signals and exit codes are the shell's (``llm_lab/app/shell.py``), not this file's.
+4. **fit and test**, then **finish**: ``metrics.json``, the HParams record, where to look; the command
+   returns ``optimized_metric``, which sweeps optimise. Errors, signals and exit codes are the shell's.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sys
 from dataclasses import dataclass
@@ -31,8 +28,6 @@ from llm_lab.app.shell import entry_point, starting
 with starting():  # Ctrl-C while torch and Lightning load is one line too
     import lightning as L
     import torch
-    from hydra.utils import get_class
-    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import Logger
     from omegaconf import DictConfig, OmegaConf
 
@@ -55,8 +50,10 @@ with starting():  # Ctrl-C while torch and Lightning load is one line too
     )
     from llm_lab.callbacks.metric_check import OptimizedMetricCheck, missing_metric
     from llm_lab.callbacks.progress import LineProgress, StepProgressBar
-    from llm_lab.config import build, build_each, call, keyed, plain
+    from llm_lab.config import COMMAND_LINE, build, build_each, call, keyed, plain
     from llm_lab.data.corpus import Corpus
+    from llm_lab.hparams import trial_name
+    from llm_lab.loggers import LabTensorBoardLogger
     from llm_lab.run_dir import check_fits
     from llm_lab.tokenizers.base import Tokenizer
     from llm_lab.tokenizers.build import build_tokenizer
@@ -188,11 +185,8 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
         if OmegaConf.select(cfg, key) is not None:
             OmegaConf.update(cfg, key, earlier_run_file(cfg, key))
     if tokenizer is not None:
-        # The DataModule takes the corpus itself, and of the corpus keys read in step 1 only what
-        # it also accepts (the seed of its example order).
-        accepted = inspect.signature(get_class(cfg.data._target_)).parameters
-        exclude = [k for k in Corpus.setting_names() if k not in accepted]
-        datamodule = call(cfg.data, cfg, exclude=exclude, corpus=corpus, tokenizer=tokenizer)
+        # The DataModule takes the corpus itself (the corpus keys were read in step 1).
+        datamodule = call(cfg.data, cfg, Corpus.setting_names(), corpus=corpus, tokenizer=tokenizer)
     else:
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):
@@ -204,9 +198,10 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
     module = build(cfg.model, cfg, **objects, **datamodule.model_kwargs())
     module.gradient_clip_backend = cfg.get("gradient_clip_backend", "torch")
     loggers: list[Logger] = build_each(cfg, "logger")
+    for logger in loggers:  # a sweep's trial: TensorBoard names the run by what it varied
+        if isinstance(logger, LabTensorBoardLogger) and COMMAND_LINE.swept:
+            logger.name_trial(trial_name(COMMAND_LINE.swept))
     callbacks: list[L.Callback] = build_each(cfg, "callbacks")
-    if not loggers:  # e.g. logger=none: a learning-rate monitor has nowhere to write
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # A stage that declares no metrics gets its optimized_metric checked at the first validation.
     callbacks.insert(0, OptimizedMetricCheck(cfg.get("optimized_metric")))
     every = cfg.get("progress_every_n_steps", 50)
@@ -235,10 +230,10 @@ def fit_and_test(cfg: DictConfig, run: Run, ckpt_path: str | None) -> dict[str, 
     if str(cfg.get("optimized_metric") or "").startswith("val/") and cfg.optimized_metric not in metrics:
         # A run that stopped (max_steps) before its first validation, or train=false with a
         # checkpoint, still reports its score.
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         metrics.update(scalar_metrics(trainer))
     if cfg.get("test", False):
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         metrics.update(scalar_metrics(trainer))
     return metrics
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +27,19 @@ from llm_lab.errors import ArgumentError, ConfigError, LabError, UnknownArgument
 @dataclass
 class CommandLine:
     """What the command line of the job now running asked for, as the shell found it: the task
-    overrides as typed (``+model.net.foo=1``) and the option chosen in each config group."""
+    overrides as typed (``+model.net.foo=1``), the option chosen in each config group, and in a
+    sweep the overrides this job varies (what names its trial in TensorBoard)."""
 
     overrides: list[str] = field(default_factory=list)
     choices: dict[str, str] = field(default_factory=dict)
+    swept: list[str] = field(default_factory=list)  # of a sweep's job: the overrides that tell it apart
+
+    def set(self, overrides: list[str], choices: dict[str, str], swept: list[str]) -> None:
+        """Replace what the record holds (in place: modules hold this one object)."""
+        self.overrides[:] = overrides
+        self.choices.clear()
+        self.choices.update(choices)
+        self.swept[:] = swept
 
 
 COMMAND_LINE = CommandLine()  # set by llm_lab.app.shell for each job; empty for a config composed in code
@@ -131,6 +140,21 @@ def keyed(node: Any, root: Any = None) -> Iterator[None]:
         raise as_config_error(err, node, root) from None
 
 
+def parameters_of(target: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters of a callable, or of the one a dotted ``_target_`` path names ({} when they
+    cannot be read): the one place the lab reads signatures to check a config against them."""
+    from hydra.utils import get_object
+
+    try:
+        return inspect.signature(get_object(target) if isinstance(target, str) else target).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return {}
+
+
+def takes_any_keyword(parameters: Mapping[str, inspect.Parameter]) -> bool:
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def type_problems(node: Any, exclude: Sequence[str] = ()) -> Iterator[ArgumentError]:
     """What the ``_target_``'s signature rules out, in this node and the nodes below it, each as an
     ArgumentError naming the argument: a value of the wrong type (``model.embed_dim=abc``: a word
@@ -140,15 +164,8 @@ def type_problems(node: Any, exclude: Sequence[str] = ()) -> Iterator[ArgumentEr
     if not isinstance(node, DictConfig):
         return
     target = node.get("_target_")
-    parameters: Any = {}
-    if isinstance(target, str):
-        from hydra.utils import get_object
-
-        try:
-            parameters = inspect.signature(get_object(target)).parameters
-        except (ImportError, ValueError, TypeError):
-            parameters = {}
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    parameters = parameters_of(target) if isinstance(target, str) else {}
+    open_ended = takes_any_keyword(parameters)
     for key in map(str, node):
         if key.startswith("_") or key in exclude:
             continue
@@ -221,12 +238,15 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
             ) from None
 
 
-def call(node: Any, root: Any = None, exclude: Sequence[str] = (), **objects: Any) -> Any:
+def call(node: Any, root: Any = None, read_elsewhere: Sequence[str] = (), **objects: Any) -> Any:
     """Construct the ``_target_`` of a flat config node from its plain values and Python
-    ``objects`` (which Hydra's instantiate would try to turn into configs: a dataclass, say);
-    keys in ``exclude`` are left out. Errors surface as in :func:`build`."""
+    ``objects`` (which Hydra's instantiate would try to turn into configs: a dataclass, say). Keys
+    in ``read_elsewhere`` (the corpus keys of a ``data/*.yaml``) were read by the lab itself: passed
+    on only to a target that takes them too. Errors surface as in :func:`build`."""
     from hydra.utils import get_class
 
+    accepted = parameters_of(node._target_)
+    exclude = [k for k in read_elsewhere if k not in accepted]
     values = {k: v for k, v in plain(node).items() if k not in exclude}
     with keyed(node, root):
         check_types(node, exclude)

@@ -15,6 +15,7 @@ someone reading the run folder later still finds them.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sys
 import warnings
@@ -46,6 +47,7 @@ LOG_FILE_ONLY = [
     (r"^Loading `train_dataloader` to estimate number of stepping batches", "a step inside Lightning"),
     (r"^Seed set to ", "the seed is in the run's config (.hydra/config.yaml)"),
     (r"^Restoring states from the checkpoint path at ", "'Restored all states from ...' follows"),
+    (r"^`Trainer\.fit` stopped: ", "the run's own limit (max_steps, max_epochs, max_time) was reached"),
     (
         r"is smaller than the logging interval Trainer\(log_every_n_steps=",
         "it counts one epoch's batches, but logging counts the run's steps: the progress callback"
@@ -73,17 +75,38 @@ class Silence(logging.Filter):
         return not str(record.msg).startswith(tuple(start for start, _why in SILENCED_LINES))
 
 
+_sweep: list[str | None] = [None]  # the folder of the sweep this process runs; None for a single run
+
+
+def in_sweep(folder: str | None) -> None:
+    """Tell the console which sweep the job now starting belongs to (the shell does, per job): its
+    jobs run one after another in this process, and a warning is shown once per sweep."""
+    _sweep[0] = folder
+
+
 class ConsoleOnly(logging.Filter):
     """Pass what belongs on the console: not the LOG_FILE_ONLY lines, nor the records marked
-    LOG_FILE_ONLY_RECORD."""
+    LOG_FILE_ONLY_RECORD, nor a warning a job of the same sweep has shown already (every job of
+    a grid on the built-in corpus finds the same too-small vocabulary: said once, not 4 times;
+    each job's train.log still has it)."""
 
     patterns = [re.compile(pattern) for pattern, _why in LOG_FILE_ONLY]
+    # (sweep folder, warnings shown in it): Hydra makes a new handler for every job of a sweep.
+    shown: tuple[str | None, set[str]] = (None, set())
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "console", True) is False:
             return False
         message = record.getMessage()
-        return not any(p.search(message) for p in self.patterns)
+        if any(p.search(message) for p in self.patterns):
+            return False
+        if record.levelno >= logging.WARNING and (sweep := _sweep[0]) is not None:
+            if ConsoleOnly.shown[0] != sweep:
+                ConsoleOnly.shown = (sweep, set())
+            if message in ConsoleOnly.shown[1]:
+                return False
+            ConsoleOnly.shown[1].add(message)
+        return True
 
 
 class ConsoleHandler(logging.StreamHandler):
@@ -99,6 +122,24 @@ class ConsoleHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         with tqdm.external_write_mode(file=self.stream):
             super().emit(record)
+
+
+def number(value: float) -> str:
+    """A metric as the console shows it: 4 significant digits, in one notation for the magnitudes a
+    run meets (``6355``, ``10290``, ``4.159``, ``0.008499``); ``%g`` would switch to an exponent at
+    10 000 (``1.029e+04``) in the middle of a column of throughputs. Beyond 1e6 or below 1e-4 the
+    exponent is the shorter way to read it."""
+    if not math.isfinite(value):
+        return str(value)
+    rounded = float(f"{value:.4g}")
+    if rounded == 0:
+        return "0"
+    if not 1e-4 <= abs(rounded) < 1e6:
+        return f"{value:.4g}"
+    # As many decimals as the 4 significant digits need; trailing zeros say nothing and go.
+    decimals = max(0, 3 - math.floor(math.log10(abs(rounded))))
+    text = f"{rounded:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def print_and_log(message: str, level: int = logging.ERROR) -> None:

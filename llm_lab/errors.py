@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 
@@ -83,6 +84,25 @@ class Interrupted(LabError):
     def __init__(self, signum: int, what: str, step: int = 0) -> None:
         self.signum, self.step = signum, step
         super().__init__(f"{signal.Signals(signum).name} {what}")
+
+
+class Refusal(BaseException):
+    """A :class:`LabError` carried past a framework that swallows exceptions: Hydra turns anything a
+    callback raises (a run folder in use, a sweep with DDP) into a mere warning, and runs on. The
+    shell unwraps it into the error's one line."""
+
+    def __init__(self, error: LabError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextmanager
+def refused() -> Iterator[None]:
+    """Raise a LabError of the block as a :class:`Refusal` (in Hydra callbacks)."""
+    try:
+        yield
+    except LabError as err:
+        raise Refusal(err) from None
 
 
 class DivergedError(LabError):

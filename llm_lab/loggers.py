@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +14,75 @@ from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from torch.utils.tensorboard.summary import hparams
+from lightning.pytorch.utilities import rank_zero_only
 
 from llm_lab.atomic import replacing
 from llm_lab.errors import DataError
+from llm_lab.hparams import HParamsRecord, hparams_summaries
+
+# What Markdown reads as markup in a table cell (TensorBoard's Text tab renders Markdown).
+_MARKUP = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` shown as it is in a cell of a Markdown table: ``__main__`` would be a bold
+    "main", a ``|`` would end the cell, ``<b>`` would be dropped as HTML."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKUP.sub(r"\\\1", text).replace("\n", " ")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table of ``rows`` under ``header``, every cell shown as it is (:func:`markdown_cell`)."""
+    lines = [header, ["---"] * len(header), *rows]
+    cells = [[markdown_cell(str(c)) if i != 1 else str(c) for c in line] for i, line in enumerate(lines)]
+    return "\n".join("| " + " | ".join(line) + " |" for line in cells)
+
+
+# Metric quantities whose curves share a group of their own: how fast a run trains, not what it learns.
+THROUGHPUT = ("tokens_per_sec", "words_per_sec", "mfu")
+
+
+def dashboard_tag(name: str) -> str | None:
+    """The tag a metric's curve has in TensorBoard, or None for a series the dashboard does without.
+
+    TensorBoard groups curves by the part of a tag before its first ``/`` and opens its first two
+    groups in name order (Time Series and Scalars alike). The lab's metrics are named by split
+    (``val/loss``), which would open on ``lr`` and ``test``; here the losses become one group
+    ``loss/train``, ``loss/val``, ``loss/test`` (first by name, before ``lr/<optimizer>``), and
+    throughput and MFU another (``throughput/``). Lightning's ``epoch`` counter, a staircase
+    beside every run, goes: the step axis says the same.
+    """
+    if name == "epoch":
+        return None
+    split, _, quantity = name.partition("/")
+    if quantity == "loss":
+        return f"loss/{split}"
+    if quantity in THROUGHPUT:
+        return f"throughput/{quantity}"
+    return name
 
 
 class LabTensorBoardLogger(TensorBoardLogger):
-    """Lightning's TensorBoardLogger that remembers which scalar tags it wrote, so that the run's
-    HParams record (:meth:`log_hparams_record`) names exactly the metrics that have a curve.
+    """Lightning's TensorBoardLogger writing the tags of :func:`dashboard_tag`, and a run's HParams
+    record (:meth:`log_hparams_record`) naming exactly the metrics that have a curve.
 
     TensorBoard's HParams view shows, for each metric of a record, the last point of that metric's
     curve in the run; writing the final values again (as ``log_hyperparams(params, metrics)`` does,
     at step 0) would put a second point under the same tag and hide the curve in the default view.
+    TensorBoard names a run by its folder below ``--logdir``: a trial of a sweep writes into a
+    folder named by what it varied (:meth:`name_trial`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.scalar_tags: set[str] = set()
+        self.tags: dict[str, str] = {}  # metric name → its curve's tag, for every metric logged
+
+    def name_trial(self, trial: str) -> None:
+        """Write into ``<run>/tensorboard/<trial>`` (e.g. ``embed_dim=64,lr=0.003``), the name
+        TensorBoard then shows for the run; called before anything is written."""
+        if self._experiment is not None:
+            raise RuntimeError("name_trial is called before the logger writes")
+        self._version = trial
 
     @property
     def log_dir(self) -> str:
@@ -41,15 +93,22 @@ class LabTensorBoardLogger(TensorBoardLogger):
         return os.path.join(log_dir, self.sub_dir) if isinstance(self.sub_dir, str) else log_dir
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        super().log_metrics(dict(metrics), step)
-        self.scalar_tags.update(metrics)
+        tags = {name: tag for name in metrics if (tag := dashboard_tag(name)) is not None}
+        super().log_metrics({tag: metrics[name] for name, tag in tags.items()}, step)
+        self.tags.update(tags)
 
-    def log_hparams_record(self, record: Mapping[str, Any]) -> None:
-        """One HParams record: ``record`` as the hyperparameters, every logged scalar as a metric."""
+    def log_hparams_record(self, record: HParamsRecord, optimized_metric: str | None) -> None:
+        """The run's HParams record (see ``llm_lab.hparams``), with every logged metric."""
         writer = self.experiment._get_file_writer()
-        for summary in hparams(dict(record), dict.fromkeys(sorted(self.scalar_tags), 0.0)):
+        for summary in hparams_summaries(record, sorted(self.tags), optimized_metric, self.tags.__getitem__):
             writer.add_summary(summary)
         writer.flush()
+
+    @rank_zero_only
+    def save(self) -> None:
+        # Lightning's save also writes hparams.yaml of the module's save_hyperparameters(), which
+        # the lab's modules do not call: an empty {} beside the events. The run's config is in .hydra/.
+        self.experiment.flush()
 
 
 def read_metrics_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:

@@ -23,8 +23,10 @@ from typing import Any
 
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
+from llm_lab.console import number
 from llm_lab.data.corpus import Split
 from llm_lab.errors import ArgumentError, type_error
+from llm_lab.loggers import markdown_table
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.bpe import check_special_tokens, check_vocab_size
 from llm_lab.tokenizers.bpe_fast import BPETrainer, FastBPETokenizer
@@ -64,6 +66,14 @@ def check_stage(stage: dict[str, Any]) -> None:
             raise ArgumentError(
                 key, f"{value} < {STAGE_MINIMUMS[key]}", fix or f"use {STAGE_MINIMUMS[key]} or more"
             )
+
+
+# Above the merge table: tokens are bytes, written as GPT-2 writes them (llm_lab/tokenizers/formats.py).
+BYTE_LEGEND = (
+    "Tokens are byte strings, written as GPT-2 writes them: each byte that is not a printable "
+    "character is shown as one that is. **Ġ** is a space, **Ċ** a newline, **ĉ** a tab; so "
+    '`Ġthe` is " the", a word with the space before it.'
+)
 
 
 def train_bpe_in_steps(
@@ -108,10 +118,10 @@ def train_bpe_in_steps(
         if done < todo:  # every pre-token is a single token: nothing left to merge
             break
     rows = [
-        f"| {i + 1} | `{token_to_str(a)}` + `{token_to_str(b)}` | {count} |"
+        (i + 1, f"{token_to_str(a)} + {token_to_str(b)} → {token_to_str(a + b)}", count)
         for i, ((a, b), count) in enumerate(zip(trainer.merges[:50], trainer.merge_counts, strict=False))
     ]
-    return current(), ["| rank | merge | pair count |", "|---|---|---|", *rows]
+    return current(), [BYTE_LEGEND, "", markdown_table(("rank", "merge", "pair count"), rows)]
 
 
 def build_simple(
@@ -130,12 +140,12 @@ def build_simple(
             "val/bytes_per_token": bytes_per_token(tokenizer, corpus.val),
         },
     )
-    rows = ["| text | ids | decode(encode(text)) |", "|---|---|---|"]
+    rows = []
     for doc in corpus.val[:n_examples]:
         sentence = " ".join(doc.split()[:25])
         encoded = tokenizer.encode(sentence)
-        rows.append(f"| {sentence} | {encoded[:25]} | {tokenizer.decode(encoded)} |")
-    return tokenizer, rows
+        rows.append((sentence, encoded[:25], tokenizer.decode(encoded)))
+    return tokenizer, [markdown_table(("text", "ids", "decode(encode(text))"), rows)]
 
 
 def run(
@@ -156,7 +166,7 @@ def run(
     unshown: tuple[int, dict[str, float]] | None = None  # the newest step, when not shown: the last
 
     def show(step: int, metrics: dict[str, float]) -> None:
-        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        shown = " ".join(f"{k}={number(v)}" for k, v in sorted(metrics.items()))
         log.info(f"[{time.perf_counter() - start:7.1f}s] step {step} {shown}")
 
     def report(step: int, metrics: dict[str, float]) -> None:

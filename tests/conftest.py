@@ -7,12 +7,15 @@ import functools
 import importlib.util
 import io
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -61,6 +64,15 @@ def command(script: str, *args: str) -> list[str]:
     return [sys.executable, str(ROOT / script), *args]
 
 
+def pasted(command_line: str) -> list[str]:
+    """A command the lab printed for a user to paste (``python train.py ...``) as the words to run,
+    with the interpreter running the tests for ``python``: a virtual environment that is not
+    activated has no ``python`` on PATH, or another one without the lab's packages."""
+    words = shlex.split(command_line)
+    assert words[0] == "python", command_line
+    return [sys.executable, *words[1:]]
+
+
 def run_process(
     *overrides: str, script: str = "train.py", timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -73,12 +85,13 @@ def run_process(
 
 
 def signal_at(
-    marker: str,
+    marker: str | Callable[[str], bool],
     signum: int,
     *overrides: str,
     timeout: float = 240,
     script: str = "train.py",
     watch: str = "stdout",
+    python_flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Start ``python <script> OVERRIDES`` in a new process, send it ``signum`` when a line of its
     ``watch`` stream (stdout or stderr) contains ``marker`` (e.g. a progress line), and wait for it
@@ -86,7 +99,7 @@ def signal_at(
     started from a terminal does, even when the tests run in the background (where the shell
     starts them with SIGINT ignored, and a child inherits that)."""
     proc = subprocess.Popen(
-        command(script, *overrides),
+        [sys.executable, *python_flags, *command(script, *overrides)[1:]],
         cwd=WORKDIR,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -98,7 +111,7 @@ def signal_at(
     assert stream is not None
     deadline = time.monotonic() + timeout
     for line in stream:
-        if marker in line:
+        if marker(line) if callable(marker) else marker in line:
             proc.send_signal(signum)
             break
         assert time.monotonic() < deadline, f"no line with {marker!r}"
@@ -202,3 +215,52 @@ def final_weights(run: Path, step: int) -> dict[str, torch.Tensor]:
     assert ckpt["global_step"] == step
     state: dict[str, torch.Tensor] = ckpt["state_dict"]
     return state
+
+
+@dataclass
+class Sweep:
+    outputs: Path  # the outputs/ folder the sweep wrote, where a user runs tensorboard
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def readme_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """README's grid sweep as written (its Sweeps section), smoke-sized like every README command
+    (``debug=fast``, fewer documents), run where a user starts it: what TensorBoard and the console
+    then show is tested in test_dashboards.py and test_console.py."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    line = next(
+        line for line in readme.splitlines() if line.startswith("python train.py -m experiment=cbow model.")
+    )
+    args = line.split("#")[0].split()[2:]
+    cwd = tmp_path_factory.mktemp("readme_sweep")
+    result = run_train(*args, "debug=fast", "data.max_documents=40", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Sweep(cwd / "outputs", result)
+
+
+# Lightning's own messages, which the console leaves to train.log (llm_lab/console.py).
+LIGHTNING_MESSAGES = [
+    "GPU available:",
+    "TPU available:",
+    "Seed set to",
+    "`Trainer.fit` stopped",
+    "Test metric",
+    "DataLoader 0",
+    "Validate metric",
+    "💡",
+]
+
+
+def long_numbers(console: str) -> list[str]:
+    """The ``key=value`` numbers of a console with more than 4 significant digits (an integer's
+    trailing zeros are not counted: 10290 is 1029 rounded)."""
+    found = []
+    for number in re.findall(r"=(-?\d[\d.]*(?:e[+-]?\d+)?)(?![\w.-])", console):
+        mantissa = number.lstrip("-").split("e")[0]
+        digits = mantissa.replace(".", "").lstrip("0")
+        if "." not in mantissa:
+            digits = digits.rstrip("0")
+        if len(digits) > 4:
+            found.append(number)
+    return found

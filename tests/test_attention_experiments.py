@@ -209,7 +209,7 @@ def image_tags(run_dir: Path) -> list[str]:
 def test_experiment_trains_and_draws_heads(tmp_path: Path, experiment: str, heads: int) -> None:
     metrics = run_tiny(tmp_path / "run", experiment)
     assert math.isfinite(metrics["val/loss"]) and metrics["val/perplexity"] > 1
-    expected = {f"attention/attn/head_{h}" for h in range(heads)}
+    expected = {f"maps/attn/head_{h}" for h in range(heads)}
     assert set(image_tags(tmp_path / "run")) == expected
 
 
@@ -260,7 +260,7 @@ def test_cbow_embedding_experiment(tmp_path: Path, caplog: pytest.LogCaptureFixt
 def test_attention_multihead_from_the_command_line(tmp_path: Path) -> None:
     result = run_train("experiment=attention_multihead", *TINY_RUN, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "attention/attn/head_3" in image_tags(tmp_path)
+    assert "maps/attn/head_3" in image_tags(tmp_path)
 
 
 def test_a_next_token_model_must_be_causal(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ENV, command, run_train
+from conftest import ENV, LIGHTNING_MESSAGES, ROOT, Sweep, command, long_numbers, run_train
+from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
 from llm_lab.console import ConsoleHandler
@@ -87,6 +88,34 @@ def test_the_last_line_names_the_run_folder_and_how_to_look_at_it(cbow_runs: Run
     assert cbow_runs.log.strip().splitlines()[-1].endswith(expected)  # the resumed run's, the same
 
 
+def test_a_sweep_says_each_warning_once_and_lightnings_tables_never(readme_sweep: Sweep) -> None:
+    shown = console(readme_sweep.result)
+    # Every job finds the same too-small vocabulary: the console says it once, each train.log has it.
+    for warning in ("wordsim: only", "analogy: only"):
+        assert shown.count(warning) == 1, shown[-3000:]
+    logs = sorted(readme_sweep.outputs.glob("cbow/multiruns/*/*/train.log"))
+    assert len(logs) == 4 and all("wordsim: only" in log.read_text() for log in logs)
+    assert [m for m in LIGHTNING_MESSAGES if m in shown] == []
+    assert long_numbers(shown) == []  # 4 significant digits, one notation
+    assert len(re.findall(r"^test at step 5 .*test/loss=\d", shown, re.M)) == 4  # the lab's line instead
+
+
+def test_the_console_writes_every_metric_to_4_significant_digits() -> None:
+    from llm_lab.console import number
+
+    assert [number(x) for x in (6355.2, 10290.7, 4.15883, 0.0084985, 0.5, 0.0, 2.5e7, 1.2e-7)] == [
+        "6355",
+        "10290",
+        "4.159",
+        "0.008499",
+        "0.5",
+        "0",
+        "2.5e+07",
+        "1.2e-07",
+    ]
+    assert long_numbers("a=4.15883 b=10290 c=123500 d=0.0001234 e=1.029e+04 f=2026-12-07") == ["4.15883"]
+
+
 def test_lightnings_logging_interval_note_shows_only_when_nothing_would_be_logged(tmp_path: Path) -> None:
     # 10 batches an epoch, log every 20 steps: Lightning's note, but the 500-step run logs fine.
     harmless = run_train(
@@ -153,5 +182,25 @@ def test_on_a_terminal_log_lines_do_not_break_the_progress_bar(tmp_path: Path) -
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # the bars' cursor moves
     assert "10/10" in text  # the bar was there
     # The warnings logged while the bar is live (validation's) start a line and end it.
-    for line in ("wordsim: only", "`Trainer.fit` stopped"):
+    for line in ("wordsim: only", "analogy: only"):
         assert re.search(rf"(^|[\r\n]){re.escape(line)}[^\r\n]*\r?\n", text), (line, text[-3000:])
+
+
+def test_debug_fast_warns_of_no_warm_up_it_set_itself() -> None:
+    """``experiment=gpt``'s 50 warm-up steps are longer than ``debug=fast``'s 5: the preset
+    shortens the warm-up with the run, so its smoke run warns of nothing the user set; a warm-up
+    the user types is theirs, and is warned about."""
+    from functools import partial
+
+    from hydra.utils import get_method
+
+    from llm_lab.lit.base import warmup_notice
+
+    def notice(*overrides: str) -> str | None:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=["experiment=gpt", "debug=fast", *overrides])
+        schedule = partial(get_method(cfg.scheduler._target_), warmup_steps=cfg.scheduler.warmup_steps)
+        return warmup_notice(schedule, cfg.trainer.max_steps)
+
+    assert notice() is None
+    assert "scheduler.warmup_steps: 50 warm-up steps" in str(notice("scheduler.warmup_steps=50"))

@@ -61,9 +61,9 @@ def test_tiny_run_learns_and_writes_its_artifacts(tiny_run: Path) -> None:
     assert (tiny_run / "checkpoints" / "last.ckpt").is_file()
     events = EventAccumulator(str(tiny_run / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
-    losses = [e.value for e in events.Scalars("train/loss")]
+    losses = [e.value for e in events.Scalars("loss/train")]
     assert losses[-1] < losses[0] - 0.2  # 8 AdamW steps from ln(300) ≈ 5.7: clearly downhill (nats)
-    for tag in ("val/loss", "val/perplexity", "train/tokens_per_sec", "train/grad_norm"):
+    for tag in ("loss/val", "val/perplexity", "throughput/tokens_per_sec", "train/grad_norm"):
         assert tag in events.Tags()["scalars"], tag
     assert any(tag.startswith("samples/") for tag in events.Tags()["tensors"])
 

@@ -4,17 +4,15 @@ step it is in, says how to resume, and the resumed run ends with the weights of 
 from __future__ import annotations
 
 import json
-import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import optuna
 import pytest
 import torch
-from conftest import ENV, ROOT, TINY_GPT, WORKDIR, Regression, final_weights, run_train, signal_at
+from conftest import ENV, ROOT, TINY_GPT, WORKDIR, Regression, final_weights, pasted, run_train, signal_at
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -50,7 +48,7 @@ def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly
     # So does the run folder's train.log, for whoever finds the folder later.
     said = stopped.stderr[stopped.stderr.rindex("interrupted: ") :].rstrip()
     assert (run_dir / "train.log").read_text().rstrip().endswith(f"[WARNING] {said}")
-    resumed = subprocess.run(shlex.split(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
+    resumed = subprocess.run(pasted(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"step {step + 1}/{STEPS}" in resumed.stdout  # the progress counts on from the checkpoint
 
@@ -79,13 +77,14 @@ def test_a_signal_after_training_resumes_from_the_saved_checkpoint(tmp_path: Pat
     run = ["experiment=gpt", "model.net.size=lab-tiny", "tokenizer.vocab_size=300", "data.context_length=32"]
     run += ["data.stride=32"]  # gpt.yaml's stride of 64 would skip tokens of 32-token windows
     run += ["logger=csv", "trainer.max_steps=3", "test=true"]
-    stopped = signal_at("Validate metric", signal.SIGTERM, *run, f"hydra.run.dir={tmp_path}")
+    # train.py's own validation of the last step (its line), before the test stage.
+    stopped = signal_at("validation at step 3", signal.SIGTERM, *run, f"hydra.run.dir={tmp_path}")
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     lines = stopped.stderr.strip().splitlines()
     assert lines[-2] == "interrupted: SIGTERM; resume with:" and not (tmp_path / "metrics.json").exists()
     printed = lines[-1].strip()
     assert printed.endswith(f"ckpt_path={tmp_path}")
-    resumed = subprocess.run(shlex.split(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
+    resumed = subprocess.run(pasted(printed), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "test/loss" in json.loads((tmp_path / "metrics.json").read_text())
 
@@ -106,7 +105,7 @@ def test_a_signal_in_a_grid_sweep_names_the_jobs_that_did_not_run_and_how_to_run
     assert "seed=1" not in printed.split() and "-m" not in printed.split()
     # The printed command runs the missing job, into the folder the sweep would have given it.
     ran = subprocess.run(
-        [*shlex.split(printed), "trainer.max_steps=3"], cwd=WORKDIR, capture_output=True, text=True, env=ENV
+        [*pasted(printed), "trainer.max_steps=3"], cwd=WORKDIR, capture_output=True, text=True, env=ENV
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert (tmp_path / "1" / "metrics.json").is_file()
@@ -156,7 +155,7 @@ def test_a_signal_in_an_optuna_study_says_to_run_the_same_command_which_resumes_
     lines = stopped.stderr.strip().splitlines()
     assert lines[-3].endswith("; the trial starts again when its study resumes")  # no resume command
     assert lines[-2] == "the sweep stopped at job 0; run the same command to go on:"
-    resumed = subprocess.run(shlex.split(lines[-1]), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
+    resumed = subprocess.run(pasted(lines[-1]), cwd=WORKDIR, capture_output=True, text=True, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = optuna.load_study(study_name="cbow", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
@@ -187,23 +186,17 @@ def test_last_checkpoint_is_also_written_on_wall_clock_time(tmp_path: Path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_while_the_program_still_imports_is_one_line(script: str, signum: int):
     """Ctrl-C in the seconds torch and Lightning take to load: one line and 128 + n, no traceback.
-    ``-X importtime`` reports each module as it is imported: the signal goes when numpy is, deep in
+    ``-X importtime`` reports each module once imported: the signal goes when numpy is, inside
     torch's import, long before any of the script's own work."""
-    proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", str(ROOT / script), "experiment=cbow"],
-        cwd=WORKDIR,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+
+    def numpy_imported(line: str) -> bool:
+        return line.split("|")[-1].strip() == "numpy"
+
+    flags = ("-X", "importtime")
+    stopped = signal_at(
+        numpy_imported, signum, "experiment=cbow", script=script, watch="stderr", python_flags=flags
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.split("|")[-1].strip() == "numpy":
-            proc.send_signal(signum)
-            break
-    _, stderr = proc.communicate(timeout=120)
+    stderr = stopped.stderr
     said = [line for line in stderr.splitlines() if not line.startswith("import time:")]
-    assert proc.returncode == 128 + signum, stderr[-2000:]
+    assert stopped.returncode == 128 + signum, stderr[-2000:]
     assert said == [f"interrupted: {signal.Signals(signum).name} while starting: nothing to resume"], said

@@ -75,7 +75,7 @@ def test_mlp_experiments_learn_and_draw(
     assert metrics["val/acc"] >= min_acc, metrics
     assert metrics["val/loss"] < math.log(2)  # better than guessing between two classes
     tags = tensorboard_tags(run)
-    assert {"train/loss", "val/loss", "val/acc"} <= set(tags["scalars"])
+    assert {"loss/train", "loss/val", "val/acc"} <= set(tags["scalars"])
     assert "val/decision_boundary" in tags["images"]
 
 
@@ -93,7 +93,7 @@ def test_max_steps_and_scheduler_drive_hand_written_updates(tmp_path: Path) -> N
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 7
     # Linear decay over the 7 steps: the rate the last step used is 1/7 of optimizer.lr = 0.5.
-    assert metrics["lr-HandWrittenUpdate"] == pytest.approx(0.5 / 7, rel=1e-6)
+    assert metrics["lr/HandWrittenUpdate"] == pytest.approx(0.5 / 7, rel=1e-6)
     # The scratch weights live in the checkpoint like any model's.
     assert "net.layers.0.weight" in ckpt["state_dict"]
 

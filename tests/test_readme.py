@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_train
+from conftest import LIGHTNING_MESSAGES, ROOT, long_numbers, run_train
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -173,3 +173,17 @@ def test_commands_not_run_here_still_name_real_keys_and_options(tmp_path: Path):
         assert not list(type_problems(cfg.trainer)), command  # as train.py builds the Trainer
         composed.append(command)
     assert any("srun " in c for c in composed) and any("trainer=gpu" in c for c in composed), composed
+
+
+def test_the_quick_start_prints_the_labs_lines_only(tmp_path: Path):
+    """README's first command, shrunk as above: Lightning's messages stay in train.log, and every
+    number it prints has at most 4 significant digits."""
+    quick_start = next(c for c in commands(ROOT / "README.md") if c.startswith("python train.py"))
+    args = shlex.split(quick_start)[2:] + SHRINK["train.py"] + [TEXT_SHRINK]
+    result = run_train(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = result.stdout + result.stderr
+    assert [m for m in LIGHTNING_MESSAGES if m in shown] == []
+    assert long_numbers(shown) == []
+    (log,) = tmp_path.glob("outputs/*/runs/*/train.log")
+    assert "`Trainer.fit` stopped" in log.read_text()

@@ -64,13 +64,13 @@ def test_a_resumed_run_on_the_labs_adamw_ends_with_the_uninterrupted_weights(tmp
 
 
 def test_the_labs_gradient_clipping_trains_the_gpt_like_torchs(tmp_path: Path) -> None:
-    """trainer.gradient_clip_backend=lab clips with llm_lab/nn/clipping.py: the same weights as
+    """gradient_clip_backend=lab clips with llm_lab/nn/clipping.py: the same weights as
     torch's clipping, bit for bit (Adam hardly reacts to a rescaled gradient, so only exact equality
     shows that the lab's clip ran at all), and other weights than no clipping."""
     runs = {}
     for name, extra in (
         ("torch", ["trainer.gradient_clip_val=0.05"]),
-        ("lab", ["trainer.gradient_clip_val=0.05", "trainer.gradient_clip_backend=lab"]),
+        ("lab", ["trainer.gradient_clip_val=0.05", "gradient_clip_backend=lab"]),
         ("none", ["trainer.gradient_clip_val=null"]),
     ):
         runs[name] = tmp_path / name

@@ -101,7 +101,7 @@ def test_an_interrupted_budget_resumes_where_it_stopped_and_ends_at_min_lr(tmp_p
     assert final_step > step and BUDGET <= final_used < BUDGET + used
     with (run_dir / "csv" / "metrics.csv").open() as f:  # both parts' metrics: the resumed run's
         rows = [row for row in csv.DictReader(f) if int(row["step"]) >= step]
-    rates = [float(r["lr-AdamW/pg1"]) for r in rows if r.get("lr-AdamW/pg1")]
+    rates = [float(r["lr/AdamW"]) for r in rows if r.get("lr/AdamW")]
     peak, floor = 1.0e-3, 1.0e-4  # experiment=gpt: optimizer.lr, x scheduler.min_lr_ratio
     assert rates[0] <= lr * (1 + 1e-6)  # the cosine goes on down from where it was stopped
     assert rates[-1] == pytest.approx(floor, abs=0.05 * (peak - floor))  # and ends at its floor

@@ -84,7 +84,7 @@ def test_cbow_runs_end_to_end_and_tensorboard_has_everything(tmp_path: Path):
     n, dim = map(int, vectors[0].split())
     assert dim == 16 and n == len(vectors) - 1 > 100
     tags = _scalar_tags(run / "tensorboard")
-    for tag in ("train/loss", "val/loss", "train/words_per_sec", "lr-AdamW", "test/loss"):
+    for tag in ("loss/train", "loss/val", "throughput/words_per_sec", "lr/AdamW", "loss/test"):
         assert tag in tags, (tag, tags)
     assert "text:embeddings/nearest_neighbours/text_summary" in tags
     projector = run / "tensorboard" / "projector_config.pbtxt"

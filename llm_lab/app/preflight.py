@@ -12,7 +12,6 @@ preflight calls it on the node's values, and :mod:`llm_lab.config` maps the argu
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,7 +21,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_lab.config import COMMAND_LINE, as_config_error, plain, type_problems
+from llm_lab.config import (
+    COMMAND_LINE,
+    as_config_error,
+    parameters_of,
+    plain,
+    takes_any_keyword,
+    type_problems,
+)
 from llm_lab.errors import ArgumentError, ConfigError, ConfigErrors, type_error
 
 Check = Callable[[DictConfig], Iterable[ConfigError] | None]
@@ -221,8 +227,8 @@ def arguments_problem(
     check = getattr(getattr(target, "__self__", target), "check_arguments", None)
     if check is None:
         return []
-    parameters = inspect.signature(check).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    parameters = parameters_of(check)
+    takes_any = takes_any_keyword(parameters)
     values = {k: v for k, v in plain(node).items() if takes_any and not k.startswith("_") or k in parameters}
     try:
         check(**values)
@@ -519,6 +525,22 @@ def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
     return problems
 
 
+def window_problems(cfg: DictConfig) -> list[ConfigError]:
+    """Training windows longer than the model's context: the model itself would refuse only the
+    first batch, after the corpus was prepared."""
+    window = OmegaConf.select(cfg, "data.context_length")
+    limit = OmegaConf.select(cfg, "model.net.context_length")
+    if isinstance(window, int) and isinstance(limit, int) and window > limit:
+        return [
+            ConfigError(
+                "data.context_length",
+                f"windows of {window} tokens are longer than the model's model.net.context_length={limit}",
+                "keep them equal: model.net.context_length follows data.context_length unless set",
+            )
+        ]
+    return []
+
+
 def needed_groups(cfg: DictConfig) -> list[str]:
     """The config groups a run cannot be left without an option of (``model=[]``, ``~data``). The
     others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage whose
@@ -577,5 +599,6 @@ TRAIN_CHECKS: tuple[Check, ...] = (
     metric_problems,
     resume_problems,
     corpus_problems,
+    window_problems,
     earlier_run_problems,
 )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,51 +13,28 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from llm_lab.atomic import replacing
-from llm_lab.config import COMMAND_LINE, flatten, plain
+from llm_lab.config import COMMAND_LINE
+from llm_lab.hparams import hparams_record
 from llm_lab.loggers import LabTensorBoardLogger
 
 log = logging.getLogger("train")
-HPARAM_GROUPS = ("data", "tokenizer", "model", "optimizer", "scheduler", "trainer", "stage")
-
-
-def hparams_record(cfg: DictConfig, net: Any = None) -> dict[str, Any]:
-    """What a person compares runs by in TensorBoard's HParams view: the option chosen in each
-    config group (``experiment``, ``model``, ``optimizer``, …), the seed, and the plain values of
-    data, tokenizer, model, optimizer, scheduler and trainer (no ``_target_`` paths, no objects).
-    A net with a dataclass ``config`` (GPT) gives the values it was built with: ``size=lab-small``
-    leaves ``n_layer`` null in the config, the dashboard should still show 4."""
-    record: dict[str, Any] = {
-        group: choice
-        for group, choice in COMMAND_LINE.choices.items()
-        if group in ("experiment", *HPARAM_GROUPS)
-    }
-    record["seed"] = cfg.seed
-    for group in HPARAM_GROUPS:
-        for key, value in flatten(plain(cfg.get(group)), f"{group}/").items():
-            if key.rsplit("/", 1)[-1].startswith("_") or (isinstance(value, str) and "_target_" in value):
-                continue
-            record[key] = "null" if value is None else value
-    built = getattr(net, "config", None)
-    if is_dataclass(built) and not isinstance(built, type):
-        for key, value in asdict(built).items():
-            record[f"model/net/{key}"] = "null" if value is None else value
-    return record
 
 
 def finish(
     cfg: DictConfig, metrics: dict[str, float], loggers: list[Logger], net: Any = None
 ) -> dict[str, float]:
-    """The HParams record for TensorBoard (see ``llm_lab.loggers``), the loggers closed,
+    """The HParams record for TensorBoard (see ``llm_lab.hparams``), the loggers closed,
     ``metrics.json`` written, the FAILED marker of an earlier attempt removed, and a last line
     saying where the run folder is and how to look at it; returns ``metrics``."""
-    record = hparams_record(cfg, net)
+    output_dir = Path(cfg.paths.output_dir)
+    swept, choices = COMMAND_LINE.swept, COMMAND_LINE.choices
+    record = hparams_record(cfg, swept, choices, net, run_name=output_dir.resolve().name)
     for logger in loggers:
         if isinstance(logger, LabTensorBoardLogger):
-            logger.log_hparams_record(record)
+            logger.log_hparams_record(record, cfg.get("optimized_metric"))
         else:
-            logger.log_hyperparams(record)
+            logger.log_hyperparams(record.values)
         logger.finalize("success")
-    output_dir = Path(cfg.paths.output_dir)
     with replacing(output_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (output_dir / "FAILED").unlink(missing_ok=True)  # an earlier attempt in this folder failed

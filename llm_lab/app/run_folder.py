@@ -14,7 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from llm_lab.app.overrides import command_word, format_value
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ConfigError, Refusal, refused
 from llm_lab.locks import try_hold
 from llm_lab.run_dir import checkpoint_path, newest_checkpoint
 
@@ -163,7 +163,8 @@ class OneRunPerDirectory(Callback):
         if clock_named(config.hydra.run):
             with read_write(config.hydra.run), open_dict(config.hydra.run):
                 config.hydra.run.dir = str(unused_folder(Path(config.hydra.run.dir)))
-        claim(Path(config.hydra.run.dir), config.get("ckpt_path"), experiment)
+        with refused():
+            claim(Path(config.hydra.run.dir), config.get("ckpt_path"), experiment)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release()
@@ -180,10 +181,12 @@ class OneRunPerDirectory(Callback):
                 holds_results(sweep_dir) or any(holds_results(job) for job in sweep_dir.iterdir())
             )
             if grid and earlier:
-                raise ConfigError(
-                    "hydra.sweep.dir",
-                    f"{sweep_dir} holds an earlier run or sweep",
-                    "choose a new hydra.sweep.dir, or leave it out: each sweep then gets a folder of its own",
+                raise Refusal(
+                    ConfigError(
+                        "hydra.sweep.dir",
+                        f"{sweep_dir} holds an earlier run or sweep",
+                        "choose a new hydra.sweep.dir, or leave it out: each sweep gets a folder of its own",
+                    )
                 )
             return
         folder = str(unused_folder(Path(config.hydra.sweep.dir)))

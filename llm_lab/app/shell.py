@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llm_lab.console import configure_console, print_and_log
-from llm_lab.errors import ArgumentError, Interrupted, LabError, StorageError
+from llm_lab.console import configure_console, in_sweep, print_and_log
+from llm_lab.errors import ArgumentError, Interrupted, LabError, Refusal, StorageError
 
 Flow = Callable[[Any], Any]  # an entry point's flow: the composed config in, its result out
 
@@ -139,7 +139,9 @@ def _command(task: Callable[[], Any], conf_dir: Path, config_name: str) -> None:
         except InstantiationException as err:
             # Hydra builds its plugins (the Optuna sweeper's sampler and pruner) with instantiate.
             fail(plugin_error(err))
-        except LabError as err:  # a Hydra callback's refusal: a run folder in use, a sweep with DDP
+        except Refusal as stop:  # a Hydra callback's: a run folder in use, a sweep with DDP
+            fail(str(stop.error))
+        except LabError as err:  # a plugin's own check (the Optuna sweeper's setup)
             fail(str(err))
         except OSError as err:
             # A folder that cannot be made (hydra.run.dir=/proc/x, a file in its place, a read-only
@@ -193,17 +195,19 @@ def null_group_line() -> str:
 def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
     """One job (a run, or one job of a sweep): ``flow(cfg)``, its errors and interruptions said."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from llm_lab import config
     from llm_lab.app import sweeps
+    from llm_lab.hparams import varied_overrides
 
     configure_console()
     hydra_cfg = HydraConfig.get()
-    config.COMMAND_LINE = config.CommandLine(
-        [str(o) for o in hydra_cfg.overrides.task],
-        {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items()},
-    )
+    in_sweep(str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None)
     label = sweeps.job_label()  # None for a single run
+    task = [str(o) for o in hydra_cfg.overrides.task]
+    swept = varied_overrides(task, command_line()) if label is not None else []
+    config.COMMAND_LINE.set(task, {str(k): str(v) for k, v in hydra_cfg.runtime.choices.items()}, swept)
     if label is not None:
         sweeps.OUTCOME.started += 1
         sweeps.OUTCOME.hydra = copy.deepcopy(hydra_cfg)  # to say what is left, if stopped

@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from llm_lab.app.overrides import command_word
 from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY, PRUNED_MARKER
-from llm_lab.errors import ConfigError
+from llm_lab.errors import ConfigError, Refusal, refused
+from llm_lab.hparams import varied_overrides
 
 # Strategies that start one process per device (Lightning's names, and prefixes of their variants
 # such as ``ddp_spawn`` or ``deepspeed_stage_2``).
@@ -104,13 +105,15 @@ class SingleProcessSweeps(Callback):
     command line, then again on each job's own config (Optuna or group sweeps can change it)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_single_process(config.trainer)
-        check_sweep_overrides(config.trainer, list(config.hydra.overrides.task))
+        with refused():
+            check_single_process(config.trainer)
+            check_sweep_overrides(config.trainer, list(config.hydra.overrides.task))
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
             return  # a single run may use DDP: Lightning re-runs a command line without -m
-        check_single_process(config.trainer)
+        with refused():
+            check_single_process(config.trainer)
 
 
 @dataclass
@@ -138,18 +141,6 @@ def reset_outcome() -> None:
     OUTCOME = SweepOutcome()
 
 
-def swept_overrides(job_overrides: Sequence[str], command_line: Sequence[str]) -> list[str]:
-    """The overrides that tell this job from the others: those of the job not typed as such on the
-    command line (``data.window=0`` out of ``data.window=2,0``, or a value Optuna sampled), minus
-    the trial bookkeeping."""
-    typed = set(command_line)
-    return [
-        o
-        for o in job_overrides
-        if o not in typed and o.split("=", 1)[0].lstrip("+~").split(".")[0] != OPTUNA_KEY
-    ]
-
-
 def job_label() -> str | None:
     """``job 1 (data.window=0)`` for a job of a sweep, None for a single run."""
     from hydra.core.hydra_config import HydraConfig
@@ -160,7 +151,7 @@ def job_label() -> str | None:
 
     hydra_cfg = HydraConfig.get()
     command_line = get_args_parser().parse_known_args()[0].overrides  # Hydra's own reading of argv
-    swept = swept_overrides([str(o) for o in hydra_cfg.overrides.task], command_line)
+    swept = varied_overrides([str(o) for o in hydra_cfg.overrides.task], command_line)
     shown = [f"{o.split('=', 1)[0]}={_value(o.split('=', 1)[1])}" if "=" in o else o for o in swept]
     return f"job {hydra_cfg.job.num}" + (f" ({' '.join(shown)})" if shown else "")
 
@@ -353,7 +344,7 @@ class SweepSummary(Callback):
         # the sweep would end without its summary.
         direction, key = self._direction(config)
         if direction not in ("minimize", "maximize"):
-            raise ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize")
+            raise Refusal(ConfigError(key, f"{direction!r} is not a direction", "use minimize or maximize"))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         OUTCOME.sweep_dir = Path(config.hydra.sweep.dir)

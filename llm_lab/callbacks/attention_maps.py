@@ -3,7 +3,8 @@
 Every ``every_n_steps`` training steps the probe is run through the model with the attention
 layers keeping their weights (``attention_weights``, see ``llm_lab.nn.attention``), and each head's
 (T, T) weights are drawn as an image: rows are queries, columns keys, darker = more attention
-(Raschka, ch. 3.3-3.5 prints these matrices as numbers; Vaswani et al. 2017, Fig. 3-5 draw them).
+(Raschka, ch. 3.3-3.5 prints these matrices as numbers; Vaswani et al. 2017, Fig. 3-5 draw them),
+under the tag ``maps/<layer>/head_<h>``.
 
 The image is drawn with numpy; the token labels with Pillow, which TensorBoard itself depends on.
 """
@@ -41,13 +42,21 @@ def _text_width(font: Any, text: str) -> int:
     return int(right - left)
 
 
+def _vertical(text: str, font: Any, height: int) -> Image.Image:
+    """``text`` on a strip turned a quarter, to read bottom-up (``height`` is the strip's width)."""
+    strip = Image.new("RGB", (height, 14), "white")
+    ImageDraw.Draw(strip).text((height - 3 - _text_width(font, text), 1), text, fill=_TEXT, font=font)
+    return strip.rotate(90, expand=True)
+
+
 def heatmap_image(weights: np.ndarray, labels: Sequence[str], cell: int = 18) -> np.ndarray:
     """Draw (T, T) attention weights with token labels as an (H, W, 3) uint8 image.
 
     Each row (one query's distribution over keys) is scaled by its own maximum, so the darkest
     cell of a row is where that query looks most, even in long rows where every weight is small
     (under a causal mask the first row is always a single 1.0 that would otherwise wash out the
-    rest). Query labels run down the left, key labels (rotated) along the top.
+    rest). Query labels run down the left under the axis name "query", key labels (rotated) along
+    the top under "key"; a colour bar on the right reads a shade as a share of the row's maximum.
     """
     t_query, t_key = weights.shape
     if len(labels) != t_key or t_query != t_key:
@@ -56,20 +65,32 @@ def heatmap_image(weights: np.ndarray, labels: Sequence[str], cell: int = 18) ->
         )
     font = ImageFont.load_default()
     margin = max((_text_width(font, s) for s in labels), default=0) + 6
+    axis = 16  # the band holding an axis name
+    left, top = axis + margin, axis + margin  # where the cells start
     peak = weights.max(axis=1, keepdims=True)
     scaled = np.divide(weights, peak, out=np.zeros_like(weights, dtype=float), where=peak > 0)
     cells = colourise(scaled).repeat(cell, axis=0).repeat(cell, axis=1)
-    canvas = Image.new("RGB", (margin + t_key * cell, margin + t_query * cell), "white")
-    canvas.paste(Image.fromarray(cells), (margin, margin))
+    grid_h = t_query * cell
+    bar_x = left + t_key * cell + 12
+    bar_w = 12
+    ticks = ("1", "0.5", "0")  # of the row's maximum, as the caption beside them says
+    width = bar_x + bar_w + 6 + max(_text_width(font, t) for t in ticks) + axis + 4
+    canvas = Image.new("RGB", (width, max(top + grid_h, top + 60) + 4), "white")
+    canvas.paste(Image.fromarray(cells), (left, top))
     draw = ImageDraw.Draw(canvas)
+    draw.text((left + (t_key * cell - _text_width(font, "key")) // 2, 2), "key", fill=_TEXT, font=font)
+    canvas.paste(_vertical("query", font, grid_h), (2, top))
     for i, label in enumerate(labels):
-        draw.text((2, margin + i * cell + cell // 4), label, fill=_TEXT, font=font)
-        # Key labels: write horizontally on a strip, then turn it a quarter to read bottom-up.
-        strip = Image.new("RGB", (margin, cell), "white")
-        ImageDraw.Draw(strip).text(
-            (margin - 3 - _text_width(font, label), cell // 4), label, fill=_TEXT, font=font
-        )
-        canvas.paste(strip.rotate(90, expand=True), (margin + i * cell, 0))
+        draw.text((axis + 2, top + i * cell + cell // 4), label, fill=_TEXT, font=font)
+        # Key labels: written horizontally on a strip, then turned a quarter to read bottom-up.
+        canvas.paste(_vertical(label, font, margin), (left + i * cell + (cell - 14) // 2, axis))
+    # The colour bar: the row-scaled weight from 1 (top) down to 0, ticked at both ends and the middle.
+    shades = colourise(np.linspace(1.0, 0.0, grid_h)[:, None]).repeat(bar_w, axis=1)
+    canvas.paste(Image.fromarray(shades), (bar_x, top))
+    draw.rectangle((bar_x, top, bar_x + bar_w - 1, top + grid_h - 1), outline=_TEXT)
+    for text, y in zip(ticks, (top, top + grid_h // 2 - 5, top + grid_h - 11), strict=True):
+        draw.text((bar_x + bar_w + 4, y), text, fill=_TEXT, font=font)
+    canvas.paste(_vertical("attention / row max", font, grid_h), (width - axis, top))
     return np.asarray(canvas)
 
 
@@ -137,6 +158,7 @@ class AttentionMaps(L.Callback):
             heads = weights[0] if weights.dim() == 4 else weights  # (H, T, T)
             for h, head in enumerate(heads.float().cpu().numpy()):
                 image = heatmap_image(head, labels, self.cell)
+                # Under maps/: TensorBoard opens its first two tag groups by name, loss/ and lr/.
                 tb.experiment.add_image(
-                    f"attention/{name}/head_{h}", image, trainer.global_step, dataformats="HWC"
+                    f"maps/{name}/head_{h}", image, trainer.global_step, dataformats="HWC"
                 )

@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from llm_lab.eval.word_vectors import nearest_neighbours
+from llm_lab.loggers import markdown_table
 
 
 def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -33,15 +34,15 @@ class EmbeddingReport(L.Callback):
         if tb is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
         words, vectors = pl_module.word_table()
-        lines = []
+        rows = []
         for probe in self.probe_words:
             if probe not in words:
-                lines.append(f"| {probe} | (not in the vocabulary) |")
+                rows.append((probe, "(not in the vocabulary)"))
                 continue
             near = ", ".join(f"{w} ({s:.2f})" for w, s in nearest_neighbours(words, vectors, probe, self.k))
-            lines.append(f"| {probe} | {near} |")
-        if lines:
-            table = "| probe | nearest neighbours (cosine) |\n|---|---|\n" + "\n".join(lines)
+            rows.append((probe, near))
+        if rows:
+            table = markdown_table(("probe", "nearest neighbours (cosine)"), rows)
             tb.experiment.add_text("embeddings/nearest_neighbours", table, trainer.global_step)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:

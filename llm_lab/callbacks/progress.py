@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from llm_lab.console import number
 from llm_lab.lit.base import is_logging_step
 from llm_lab.lit.schedules import time_budget
 
@@ -70,10 +71,18 @@ def warn_if_never_logged(trainer: L.Trainer) -> None:
 def metrics_text(trainer: L.Trainer, prefix: str) -> str:
     """The scalar metrics whose name starts with ``prefix``, as ``name=value`` pairs."""
     return " ".join(
-        f"{k}={float(v):.4g}"
+        f"{k}={number(float(v))}"
         for k, v in sorted(trainer.callback_metrics.items())
         if k.startswith(prefix) and v.numel() == 1
     )
+
+
+def log_test_results(trainer: L.Trainer) -> None:
+    """One line of the test stage's metrics, in the format of the other lines (Lightning's table
+    of them, with every digit of a float, is turned off: ``trainer.test(verbose=False)``)."""
+    metrics = metrics_text(trainer, "test/")
+    if trainer.is_global_zero and metrics:
+        log.info(f"test at step {trainer.global_step} {metrics}")
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -102,13 +111,17 @@ class StepProgressBar(TQDMProgressBar):
                 bar.set_postfix(self.get_metrics(trainer, pl_module))
             bar.refresh()
 
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_test_end(trainer, pl_module)
+        log_test_results(trainer)
+
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """Lightning's progress-bar metrics, the losses, and the time left of a time budget."""
         metrics: dict[str, Any] = dict(super().get_metrics(trainer, pl_module))
         for key in ("train/loss", "val/loss"):
             value = trainer.callback_metrics.get(key)
             if key not in metrics and value is not None and value.numel() == 1:
-                metrics[key] = f"{float(value):.4g}"
+                metrics[key] = number(float(value))
         left = time_left(trainer)
         if left is not None:
             metrics["left"] = clock(left)
@@ -140,6 +153,9 @@ class LineProgress(L.Callback):
         metrics = metrics_text(trainer, "val/")
         if not trainer.sanity_checking and metrics:  # nothing logged (e.g. per-epoch metrics): no line
             self._log(trainer, f"validation at step {trainer.global_step}", metrics)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log_test_results(trainer)
 
     def _log(self, trainer: L.Trainer, what: str, metrics: str) -> None:
         if trainer.is_global_zero:

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from llm_lab.errors import ArgumentError, ConfigError
+from llm_lab.loggers import markdown_cell
 
 
 class TextSamples(L.Callback):
@@ -22,7 +23,7 @@ class TextSamples(L.Callback):
 
     Needs a LightningModule with a ``tokenizer`` (``encode``/``decode``) and a ``net`` with
     ``generate`` (e.g. ``NextTokenLM`` wrapping :class:`llm_lab.models.gpt.GPT`). The text goes to
-    TensorBoard's *Text* tab under ``samples/<i>``.
+    TensorBoard's *Text* tab under ``samples/<prompt>``, the prompt set apart from what follows.
     """
 
     def __init__(
@@ -52,7 +53,7 @@ class TextSamples(L.Callback):
         self._last_step = -1  # the step last logged, so no step is logged twice
 
     def samples(self, pl_module: L.LightningModule) -> list[str]:
-        """Prompt + continuation for every prompt (one seeded generator per call)."""
+        """The continuation of every prompt, without the prompt (one seeded generator per call)."""
         # Any: the tokenizer and net are duck-typed (see the class docstring).
         tokenizer: Any = getattr(pl_module, "tokenizer", None)
         net: Any = getattr(pl_module, "net", None)
@@ -65,12 +66,31 @@ class TextSamples(L.Callback):
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
         texts = []
         for prompt in self.prompts:
-            ids = torch.tensor([tokenizer.encode(prompt)], device=pl_module.device)
+            ids = tokenizer.encode(prompt)
             out = net.generate(
-                ids, self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, generator=generator
+                torch.tensor([ids], device=pl_module.device),
+                self.max_new_tokens,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                generator=generator,
             )
-            texts.append(tokenizer.decode(out[0].tolist()))
+            texts.append(tokenizer.decode(out[0, len(ids) :].tolist()))
         return texts
+
+    def page(self, prompt: str, continuation: str) -> str:
+        """One sample as the Text tab shows it: the prompt in bold, then what the model wrote after
+        it as a code block (four leading spaces: kept verbatim, not read as Markdown)."""
+        sampling = f"temperature {self.temperature:g}" + (f", top-k {self.top_k}" if self.top_k else "")
+        lines = continuation.splitlines() or [""]
+        return "\n".join(
+            [
+                f"**prompt:** {markdown_cell(prompt)}",
+                "",
+                f"**continuation** ({self.max_new_tokens} tokens at most, {sampling}):",
+                "",
+                *("    " + line for line in lines),
+            ]
+        )
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
@@ -82,11 +102,10 @@ class TextSamples(L.Callback):
         texts = self.samples(pl_module)
         if not trainer.is_global_zero:
             return
-        for i, text in enumerate(texts):
-            # Four leading spaces: TensorBoard renders Markdown, this keeps the text verbatim.
-            block = "\n".join("    " + line for line in text.splitlines())
+        for prompt, text in zip(self.prompts, texts, strict=True):
             for board in boards:
-                board.experiment.add_text(f"samples/{i}", block, global_step=trainer.global_step)
+                # The tag names the prompt: the Text tab lists samples by tag.
+                board.experiment.add_text(f"samples/{prompt}", self.page(prompt, text), trainer.global_step)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -30,6 +30,7 @@ import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch.utilities.data import extract_batch_size
 
+from llm_lab.console import LOG_FILE_ONLY_RECORD
 from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import is_logging_step
 
@@ -162,8 +163,12 @@ class TokenThroughput(L.Callback):
         if counted and not self._peak_stated and trainer.is_global_zero:
             self._peak_stated = True
             if self._peak is None:
+                # On a CPU there is nothing to set: said in train.log only. A GPU of unknown peak
+                # is the user's to name, on the console.
+                on_cpu = trainer.strategy.root_device.type == "cpu"
                 log.info(
-                    f"train/mfu is not logged: {self._peak_source} (set callbacks.throughput.peak_tflops)"
+                    f"train/mfu is not logged: {self._peak_source} (set callbacks.throughput.peak_tflops)",
+                    extra=LOG_FILE_ONLY_RECORD if on_cpu else None,
                 )
             else:
                 log.info(
