@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llm_lab.callbacks.evaluation import EvaluationTasks
+from llm_lab.loggers import dashboard_tag
 from tests.conftest import TINY_GPT, WORKDIR, run_process, run_train
 
 
@@ -34,6 +35,8 @@ def test_the_gpt_experiment_logs_validation_bits_per_byte(gpt_run: Path) -> None
     logged = next(gpt_run.glob("csv/**/metrics.csv")).read_text(encoding="utf-8")
     assert "eval/bpb/bits_per_byte" in logged and "eval/bpb/unigram_bits_per_byte" in logged
     metrics = json.loads((gpt_run / "metrics.json").read_text(encoding="utf-8"))
+    # In TensorBoard they are a group of their own after the losses (eval/ would open first).
+    assert dashboard_tag("eval/bpb/bits_per_byte") == "tasks/bpb/bits_per_byte"
     logged = {key for key in metrics if key.startswith("eval/")}
     assert "eval/bpb/bits_per_byte" in logged and logged <= set(
         EvaluationTasks.LOGGED
