@@ -26,7 +26,7 @@ with starting():  # Ctrl-C while torch loads is one line too
     from llm_lab.app.preflight import Setting, preflight
     from llm_lab.errors import ArgumentError, ConfigError, DataError, Interrupted
     from llm_lab.models import GPT, load_hf
-    from llm_lab.run_dir import load_net
+    from llm_lab.run_dir import checkpoint_path, checkpoint_step, load_net
     from llm_lab.tokenizers.base import Tokenizer
     from llm_lab.tokenizers.build import load_tokenizer
     from llm_lab.tokenizers.simple import ENDOFTEXT
@@ -71,9 +71,12 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
         if not isinstance(net, GPT):
             raise DataError(f"{cfg.ckpt_path} holds a {type(net).__name__}, not a GPT")
         model, default_tokenizer = net, run_dir / "tokenizer.json"
+        file = checkpoint_path(cfg.ckpt_path)
+        loaded = f"{file} (step {checkpoint_step(file)})"
     else:
         model = load_hf(cfg.hf_path)
         default_tokenizer = Path(cfg.hf_path) / "tokenizer.json"
+        loaded = f"{cfg.hf_path} (Hugging Face)"
     if cfg.tokenizer_path is None and not default_tokenizer.is_file():
         raise ConfigError(
             "tokenizer_path",
@@ -92,6 +95,9 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
         model.check_vocab(tokenizer.vocab_size)
     except ArgumentError as err:  # the tokenizer, not the model, is what the user chose here
         raise ConfigError("tokenizer_path", err.problem, err.fix) from None
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    tokens = f"{tokenizer.vocab_size:,}-token {cfg.tokenizer_path or default_tokenizer}"
+    print(f"loaded {loaded}: {parameters:.3g} M parameters, {tokens}", file=sys.stderr, flush=True)
     return model, tokenizer
 
 

@@ -1,6 +1,6 @@
 """Preparing a corpus (``llm_lab/data/prepare.py``): throughput against tiktoken, and peak memory.
 
-    python bench/bench_prepare.py [--mb 200] [--small-mb 100] [--vocab-size 16384] [--repeats 3]
+    python bench/bench_prepare.py [--mb 200] [--small-mb 100] [--one-mb 60] [--vocab-size 16384] [--repeats 3]
 
 Corpus: the Python files under this interpreter's ``lib/`` (the standard library and every
 installed package, ~340 MB of code, comments and docstrings), one document per file, read lazily
@@ -13,7 +13,10 @@ machine hits them alike:
    (read into memory first; only the encoding is timed): the reference.
 2. ``prepare(num_proc=1)`` and ``prepare(num_proc=2)`` (encoder "auto", i.e. tiktoken) from a
    stream of the documents, the whole call timed: reading, encoding, shards, index.
-3. Peak memory while preparing: the parent's VmHWM ("over base": less what it held after its
+3. The same two on one document of ``--one-mb`` MB (the files joined, no ``<|endoftext|>``: text8
+   or a dump in one file), which ``prepare`` cuts at pre-token boundaries so that both processes
+   have work; tiktoken encodes it whole, on one thread.
+4. Peak memory while preparing: the parent's VmHWM ("over base": less what it held after its
    imports — ``llm_lab.data.windows`` brings torch) and the largest worker's (``ru_maxrss`` of
    the children, pages shared with the parent included), at ``--small-mb`` and ``--mb``;
    "bound" adds one such worker per process.
@@ -59,15 +62,18 @@ def cpu_seconds():
 tok = FastBPETokenizer.load(tokenizer_path)
 base = status_kib("VmRSS")
 n_bytes = sum(len(d.encode()) for d in corpus(mb))
-if kind == "tiktoken":
+one = kind.endswith("-one")  # the corpus as one document
+documents = (lambda: ["".join(corpus(mb))]) if one else (lambda: corpus(mb))
+if kind.startswith("tiktoken"):
     encoding = tiktoken_encoding(tok)
-    docs = list(corpus(mb))
+    docs = list(documents())
     cpu, start = cpu_seconds(), time.perf_counter()
     encoding.encode_ordinary_batch(docs, num_threads=1)
 else:
+    docs = documents()
     cpu, start = cpu_seconds(), time.perf_counter()
-    prepared = prepare(corpus(mb), [], tok, fingerprint=f"bench {mb}", cache_dir=cache_dir,
-                       num_proc=int(kind[-1]), progress=False, total_bytes=n_bytes)
+    prepared = prepare(docs, [], tok, fingerprint=f"bench {mb} {one}", cache_dir=cache_dir,
+                       num_proc=int(kind.removesuffix("-one")[-1]), progress=False, total_bytes=n_bytes)
     assert prepared.index["encoder"] == "tiktoken"
 seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
 child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -118,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=200)
     parser.add_argument("--small-mb", type=float, default=100)
+    parser.add_argument("--one-mb", type=float, default=60)
     parser.add_argument("--vocab-size", type=int, default=16384)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -130,9 +137,11 @@ def main() -> None:
         tok = FastBPETokenizer.train(args.vocab_size, documents=corpus(4), special_tokens=["<|endoftext|>"])
         tokenizer = tok.save(out / "tokenizer.json")
         runs: dict[str, list[dict]] = {"tiktoken": [], "prepare1": [], "prepare2": []}
+        runs |= {"tiktoken-one": [], "prepare2-one": []}
         for repeat in range(args.repeats):
             for kind in runs:
-                runs[kind].append(run(kind, tokenizer, args.mb, out / f"cache-{kind}-{repeat}"))
+                mb = args.one_mb if kind.endswith("-one") else args.mb
+                runs[kind].append(run(kind, tokenizer, mb, out / f"cache-{kind}-{repeat}"))
         small = run("prepare2", tokenizer, args.small_mb, out / "cache-small")
 
     def med(kind: str, field: str) -> float:
@@ -152,6 +161,17 @@ def main() -> None:
             f"| prepare, num_proc={n} | {wall:.1f} ({wall / n:.1f} per process) | {wall / ref_wall:.2f} "
             f"| {cpu:.1f} | {cpu / ref_cpu:.2f} | {target} |"
         )
+    one_mb = runs["tiktoken-one"][0]["mb"]
+    one_ref, one_ref_cpu = one_mb / med("tiktoken-one", "seconds"), one_mb / med("tiktoken-one", "cpu")
+    one_wall, one_cpu = one_mb / med("prepare2-one", "seconds"), one_mb / med("prepare2-one", "cpu")
+    print(
+        f"| one document of {one_mb:.0f} MB: tiktoken, 1 thread | {one_ref:.1f} | 1.00 "
+        f"| {one_ref_cpu:.1f} | 1.00 | |"
+    )
+    print(
+        f"| one document of {one_mb:.0f} MB: prepare, num_proc=2 | {one_wall:.1f} | "
+        f"**{one_wall / one_ref:.2f}** | {one_cpu:.1f} | {one_cpu / one_ref_cpu:.2f} | ≥ 1.7× |"
+    )
     print("\n| peak memory, num_proc=2 | parent MiB | parent over base | largest worker MiB | bound MiB |")
     print("|---|---|---|---|---|")
     for label, r in [(f"{small['mb']:.0f} MB", small), (f"{mb:.0f} MB", runs["prepare2"][-1])]:

@@ -87,21 +87,21 @@ class Interrupted(LabError):
 
 
 class Refusal(BaseException):
-    """A :class:`LabError` carried past a framework that swallows exceptions: Hydra turns anything a
-    callback raises (a run folder in use, a sweep with DDP) into a mere warning, and runs on. The
-    shell unwraps it into the error's one line."""
+    """A :class:`LabError` (or a folder that cannot be made, an ``OSError``) carried past a framework
+    that swallows exceptions: Hydra turns anything a callback raises (a run folder in use, a sweep
+    with DDP) into a mere warning, and runs on. The shell unwraps it into the error's one line."""
 
-    def __init__(self, error: LabError) -> None:
+    def __init__(self, error: LabError | OSError) -> None:
         super().__init__(str(error))
         self.error = error
 
 
 @contextmanager
 def refused() -> Iterator[None]:
-    """Raise a LabError of the block as a :class:`Refusal` (in Hydra callbacks)."""
+    """Raise a LabError or OSError of the block as a :class:`Refusal` (in Hydra callbacks)."""
     try:
         yield
-    except LabError as err:
+    except (LabError, OSError) as err:
         raise Refusal(err) from None
 
 

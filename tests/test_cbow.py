@@ -9,7 +9,13 @@ import torch
 from llm_lab.data.cbow import CBoWBatches, keep_probabilities
 from llm_lab.errors import ArgumentError
 from llm_lab.eval.word_vectors import spearman, word_analogies, word_similarity
-from llm_lab.models.cbow import CBoW, load_word2vec_text, negative_sampling_loss, save_word2vec_text
+from llm_lab.models.cbow import (
+    CBoW,
+    load_word2vec_text,
+    mean_pair_cosine,
+    negative_sampling_loss,
+    save_word2vec_text,
+)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -203,3 +209,96 @@ def test_bpe_cbow_pipeline_learns_vectors_for_bpe_tokens(tmp_path: Path):
     bpe = FastBPETokenizer.train(400, documents=train)
     printable = {token_to_str(t) for t in bpe.vocab.values()}
     assert set(words) <= printable and "Ġthe" in words and vectors.shape == (len(words), 100)
+
+
+@pytest.mark.parametrize("loss", ["negative_sampling", "softmax"])
+def test_sgd_step_is_word2vecs_update_from_autograds_gradients(loss: str):
+    # word2vec's update, written out (CBoW.sgd_step), against autograd's gradients of the readable
+    # loss (CBoW.forward) on the same batch and noise words: the output vectors take an SGD step on
+    # the batch's summed loss; each context word takes the step of its example's hidden vector h
+    # (word2vec.c adds e = -lr·∂loss/∂h to every context word, i.e. n times the gradient through
+    # the mean of n words). The batch repeats words, so updates of one row must add up.
+    torch.manual_seed(0)
+    vocab, dim, lr = 7, 4, 0.3
+    model = CBoW(vocab, dim, loss=loss, negatives=3, noise_counts=[5, 4, 3, 3, 2, 1, 1]).double()
+    torch.nn.init.normal_(model.out_embed.weight)  # word2vec starts it at zero: no gradient for h then
+    context = torch.tensor([[0, 1, 7, 7], [1, 1, 2, 3], [4, 7, 7, 7], [0, 5, 6, 2]])  # 7 = padding
+    centre = torch.tensor([2, 0, 2, 6])
+    noise = model.draw_noise(len(centre))
+    n = (context != vocab).sum(1).double()
+
+    def gradients(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        per_example = [model(context[i : i + 1], centre[i : i + 1], noise[i : i + 1]) for i in range(4)]
+        (torch.stack(per_example) * weights).sum().backward()
+        return model.in_embed.weight.grad.clone(), model.out_embed.weight.grad.clone()
+
+    grad_out = gradients(torch.ones(4))[1]
+    grad_in = gradients(n)[0]  # n_i · ∂loss_i/∂w: the gradient through the mean, times n
+    w_in, w_out = model.in_embed.weight.detach().clone(), model.out_embed.weight.detach().clone()
+    expected_loss = model(context, centre, noise).item()
+    loss_value = model.sgd_step(context, centre, lr, noise)
+    assert loss_value.item() == pytest.approx(expected_loss, rel=1e-12)
+    torch.testing.assert_close(model.out_embed.weight.detach(), w_out - lr * grad_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(model.in_embed.weight.detach(), w_in - lr * grad_in, rtol=1e-12, atol=1e-12)
+    assert model.in_embed.weight[vocab].abs().max() == 0  # the padding row stays zero
+
+
+def test_sgd_step_learns_what_adam_learns_on_a_toy_language():
+    # Two word families that never share contexts: after training, each word's nearest neighbour is
+    # in its own family, whether word2vec's SGD or autograd + Adam trained the vectors.
+    rng = np.random.default_rng(0)
+    family = [0, 1, 2, 3], [4, 5, 6, 7]
+    docs = [rng.choice(family[d % 2], size=12) for d in range(400)]
+    ids = np.concatenate(docs)
+    doc_ids = np.repeat(np.arange(len(docs)), 12)
+    for train in ("sgd", "adam"):
+        torch.manual_seed(0)
+        model = CBoW(8, 16, negatives=3, noise_counts=np.bincount(ids))
+        adam = torch.optim.Adam(model.parameters(), lr=0.02)
+        batches = CBoWBatches(ids, doc_ids, np.ones(8), 2, batch_size=64, pad_id=8, seed=0)
+        for epoch in range(3):
+            batches.set_epoch(epoch)
+            for context, centre in batches:
+                if train == "sgd":
+                    model.sgd_step(context, centre, lr=0.05)
+                else:
+                    adam.zero_grad()
+                    model(context, centre).backward()
+                    adam.step()
+        unit = torch.nn.functional.normalize(model.word_vectors, dim=1)
+        cos = (unit @ unit.T).fill_diagonal_(-2)
+        nearest = cos.argmax(1)
+        assert all((nearest[w] < 4) == (w < 4) for w in range(8)), (train, nearest)
+
+
+def test_mean_pair_cosine_is_the_mean_over_all_pairs():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(30, 5)) + 2.0  # a shared direction: a mean cosine well above 0
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    pairs = [unit[i] @ unit[j] for i in range(30) for j in range(30) if i != j]
+    assert mean_pair_cosine(vectors) == pytest.approx(np.mean(pairs), rel=1e-12)
+    assert mean_pair_cosine(vectors - vectors.mean(0)) < 0.1 < mean_pair_cosine(vectors)
+
+
+def test_prefetched_batches_keep_their_order_raise_errors_and_stop_when_closed():
+    import threading
+
+    from llm_lab.data.cbow import prefetched
+
+    assert list(prefetched(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetched(failing()))
+
+    endless = prefetched(iter(lambda: 0, 1), depth=2)  # a producer that never ends by itself
+    assert next(endless) == 0
+    endless.close()
+    for thread in threading.enumerate():
+        if thread.name == "cbow-batches":
+            thread.join(timeout=5)
+            assert not thread.is_alive()

@@ -252,7 +252,7 @@ def test_the_readme_sweep_shows_which_setting_won(readme_sweep: Sweep):
     assert experiment["metricInfos"][0]["displayName"] == "val/loss"  # optimized_metric first
     # The Trial ID column shows about 15 characters: the names differ within them.
     names = sorted(g["name"] for g in groups)
-    assert names == ["dim=32,lr=1e-3", "dim=32,lr=3e-3", "dim=64,lr=1e-3", "dim=64,lr=3e-3"]
+    assert names == ["dim=32,lr=0.05", "dim=32,lr=0.07", "dim=64,lr=0.05", "dim=64,lr=0.07"]  # README's
     for group in groups:
         dim, lr = (part.split("=")[1] for part in group["name"].split(","))
         assert group["hparams"]["model.embed_dim"] == int(dim)

@@ -309,3 +309,24 @@ def test_bad_arguments_name_themselves(tmp_path):
         prep(tmp_path, TRAIN[:2], [b"x"])
     with pytest.raises(ArgumentError, match="^encoder: "):
         prep(tmp_path, tok=SimpleTokenizer.from_corpus(TRAIN[:5]), encoder="tiktoken")
+
+
+def test_one_large_document_is_cut_for_the_processes_and_keeps_the_ids_of_encoding_it_whole(tmp_path):
+    from llm_lab.data.prepare import _pieces
+
+    # One document of ~0.3 MB without <|endoftext|> (text8, a dump in one file), in pieces of about
+    # 20k characters: both processes get work, and the ids are those of the document encoded whole.
+    whole = "\n\n".join(TRAIN) + "\nend: x = [1, 2]\n" + "tail  \n\n  \t   spaces\n"
+    pieces = list(_pieces([whole], 20_000, cut=True, name="train"))
+    assert len(pieces) > 8 and [last for _, last in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert "".join(text for text, _ in pieces) == whole
+    expected = expected_ids([whole])
+    for num_proc, cap in ((2, None), (1, None), (2, 50_000)):
+        corpus = prep(tmp_path / f"{num_proc}-{cap}", [whole, "after"], VAL, num_proc=num_proc,
+                      batch_chars=20_000, max_tokens=cap)  # fmt: skip
+        ids = np.asarray(corpus.train).tolist()
+        if cap is None:
+            assert ids == expected + expected_ids(["after"])
+            assert corpus.train.document_ends().tolist() == [len(expected), len(ids)]
+        else:
+            assert ids == expected[:cap] and corpus.train.document_ends().tolist() == [cap]

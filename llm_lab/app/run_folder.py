@@ -160,10 +160,10 @@ class OneRunPerDirectory(Callback):
         if not is_first_process():
             return
         experiment = config.hydra.runtime.choices.get("experiment")
-        if clock_named(config.hydra.run):
-            with read_write(config.hydra.run), open_dict(config.hydra.run):
-                config.hydra.run.dir = str(unused_folder(Path(config.hydra.run.dir)))
         with refused():
+            if clock_named(config.hydra.run):
+                with read_write(config.hydra.run), open_dict(config.hydra.run):
+                    config.hydra.run.dir = str(unused_folder(Path(config.hydra.run.dir)))
             claim(Path(config.hydra.run.dir), config.get("ckpt_path"), experiment)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:

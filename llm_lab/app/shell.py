@@ -140,6 +140,8 @@ def _command(task: Callable[[], Any], conf_dir: Path, config_name: str) -> None:
             # Hydra builds its plugins (the Optuna sweeper's sampler and pruner) with instantiate.
             fail(plugin_error(err))
         except Refusal as stop:  # a Hydra callback's: a run folder in use, a sweep with DDP
+            if isinstance(stop.error, OSError) and stop.error.filename is not None:
+                fail(unwritable(stop.error, "hydra.run.dir, paths.log_dir or paths.cache_dir"))
             fail(str(stop.error))
         except LabError as err:  # a plugin's own check (the Optuna sweeper's setup)
             fail(str(err))

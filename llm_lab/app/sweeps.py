@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from llm_lab.app.overrides import command_word
 from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY, PRUNED_MARKER
+from llm_lab.console import number
 from llm_lab.errors import ConfigError, Refusal, refused
 from llm_lab.hparams import varied_overrides
 
@@ -311,7 +312,7 @@ def summary_table(jobs: list[JobResult], metric: str, direction: str = "minimize
         "|" + "|".join("---:" if h in ("rank", metric) else "---" for h in header) + "|",
     ]
     for i, job in enumerate(rank(jobs, direction), start=1):
-        value = "" if job.value is None else f"{job.value:.6g}"
+        value = "" if job.value is None else number(job.value)
         row = [i, job.name, *(_value(job.overrides.get(k, "")) for k in swept), value, job.status]
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines) + "\n"

@@ -18,8 +18,9 @@ def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
 
 
 class EmbeddingReport(L.Callback):
-    """After each validation, log the ``k`` nearest neighbours of each probe word as text; at the end
-    of fitting, hand the ``projector_words`` most frequent vectors to TensorBoard's projector.
+    """After each validation, log the ``k`` nearest neighbours of each probe word as text (by the
+    cosine of the vectors, and of the mean-centred vectors); at the end of fitting, hand the
+    ``projector_words`` most frequent vectors to TensorBoard's projector.
 
     The LightningModule must have ``word_table() -> (words, vectors)``, as the CBoW module does.
     """
@@ -34,15 +35,22 @@ class EmbeddingReport(L.Callback):
         if tb is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
         words, vectors = pl_module.word_table()
+        # Mean-centred too (Mu & Viswanath 2018, "All-but-the-Top"): the direction every vector
+        # shares says nothing about any word, yet it lifts every raw cosine towards 1.
+        centred = vectors - vectors.mean(axis=0)
         rows = []
         for probe in self.probe_words:
             if probe not in words:
-                rows.append((probe, "(not in the vocabulary)"))
+                rows.append((probe, "(not in the vocabulary)", ""))
                 continue
-            near = ", ".join(f"{w} ({s:.2f})" for w, s in nearest_neighbours(words, vectors, probe, self.k))
-            rows.append((probe, near))
+            near = [
+                ", ".join(f"{w} ({s:.2f})" for w, s in nearest_neighbours(words, table, probe, self.k))
+                for table in (vectors, centred)
+            ]
+            rows.append((probe, near[0], near[1]))
         if rows:
-            table = markdown_table(("probe", "nearest neighbours (cosine)"), rows)
+            header = ("probe", "nearest neighbours (cosine)", "by the cosine of mean-centred vectors")
+            table = markdown_table(header, rows)
             tb.experiment.add_text("embeddings/nearest_neighbours", table, trainer.global_step)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:

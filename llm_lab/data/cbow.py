@@ -6,14 +6,17 @@ Per epoch, as the original C tool does:
    "of" stop dominating the updates.
 2. *Dynamic window*: each centre draws b ∈ [1, window] and sees b words on either side, which
    weights near words more than far ones.
-Contexts never cross a document boundary. Batches are built with numpy in one vectorised pass
-over the whole split, which is what makes a Python word2vec fast enough to compare with gensim.
+Contexts never cross a document boundary. Each batch is built with numpy in one vectorised pass,
+in a background thread a few batches ahead of training (:func:`prefetched`): the second core
+prepares the next batch while the first trains on this one.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from queue import Empty, Full, Queue
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +28,55 @@ from llm_lab.data.text import TextDataModule
 from llm_lab.errors import ArgumentError
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.simple import ENDOFTEXT, UNK, Vocabulary
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T], depth: int = 4) -> Iterator[T]:
+    """The items of ``items``, computed in a background thread up to ``depth`` ahead.
+
+    numpy and torch release the GIL inside their array operations, so building the next batch
+    overlaps the training step on this one. An error in the thread is raised here; closing this
+    iterator (an epoch cut short) stops the thread.
+    """
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> None:
+        while not stop.is_set():
+            try:
+                queue.put((kind, value), timeout=0.1)
+                return
+            except Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                put("item", item)
+            put("end", None)
+        except BaseException as err:  # handed to the consumer, raised there
+            put("error", err)
+
+    thread = threading.Thread(target=produce, name="cbow-batches", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                kind, value = queue.get(timeout=0.1)
+            except Empty:
+                if not thread.is_alive():
+                    raise RuntimeError("the batch thread stopped without a word") from None
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 def keep_probabilities(counts: Sequence[int], sample: float) -> np.ndarray:
@@ -75,6 +127,9 @@ class CBoWBatches(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng((self.seed, self.epoch))
         self.epoch += 1
+        return prefetched(self._batches(rng))
+
+    def _batches(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         kept = rng.random(len(self.ids)) < self.keep_prob[self.ids]
         ids, docs = self.ids[kept], self.doc_ids[kept]
         n = len(ids)

@@ -12,6 +12,11 @@ to a ``uint16`` array the same way) and the files are memory-mapped from then on
   hash, the split settings and ``max_tokens``: change any of them and the corpus is prepared again.
 - Memory is bounded whatever the corpus size: documents are read lazily in batches of about
   ``batch_chars`` characters, a few batches in flight, and ids go straight to the shard files.
+- A document longer than ``batch_chars`` (text8, a dump in one file: the common case) is cut into
+  pieces at pre-token boundaries (``llm_lab.tokenizers.pretokenize.chunk_text``: no pre-token and
+  so no merge crosses them), which the processes encode in parallel; the pieces' ids, joined, are
+  the ids of the whole document. Only the lab's byte-level BPE is cut (its GPT-2 pre-tokenizer is
+  the one whose boundaries are known); other tokenizers encode each document whole.
 - Crash safety: shards are written under temporary names and renamed when complete, and the index
   is written last. A directory without a valid index, or whose files do not match it, is never
   trusted: it is removed and prepared again. A file lock (:mod:`llm_lab.locks`) makes concurrent processes
@@ -29,7 +34,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -40,9 +45,11 @@ from llm_lab.data.windows import id_dtype
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.locks import exclusive
 from llm_lab.tokenizers.base import Tokenizer, tokenizer_hash
+from llm_lab.tokenizers.bpe import BPETokenizer
 from llm_lab.tokenizers.compiled import ENCODERS, BatchEncoder
+from llm_lab.tokenizers.pretokenize import chunk_text
 from llm_lab.tokenizers.simple import ENDOFTEXT
-from llm_lab.tokenizers.workers import document_batches, imap_bounded
+from llm_lab.tokenizers.workers import imap_bounded
 
 FORMAT_VERSION = 1
 INDEX = "index.json"
@@ -170,10 +177,12 @@ class _ShardWriter:
         self._in_shard = 0
         self._ends = _AtomicFile(directory / f"{split}-documents.bin")
 
-    def write(self, ids: np.ndarray, lengths: np.ndarray) -> None:
-        (np.cumsum(lengths, dtype=np.int64) + self.tokens).tofile(self._ends.file)
+    def write(self, ids: np.ndarray, ends: np.ndarray) -> None:
+        """Append ``ids``; ``ends`` are the positions in ``ids`` after each document that ends
+        there (a document may have begun in an earlier call)."""
+        (np.asarray(ends, dtype=np.int64) + self.tokens).tofile(self._ends.file)
         self.tokens += len(ids)
-        self.documents += len(lengths)
+        self.documents += len(ends)
         ids = ids.astype(self.dtype, copy=False)
         while len(ids):
             if self._file is None:
@@ -241,14 +250,54 @@ def _start_worker(encoder: BatchEncoder, eot_id: int, dtype: np.dtype) -> None:
     _worker = (encoder, eot_id, dtype)
 
 
-def _encode_batch(docs: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+Piece = tuple[str, bool]  # a document's text, or a part of it; True for its last part
+
+
+def _pieces(docs: Iterable[str], size: int, cut: bool, name: str) -> Iterator[Piece]:
+    """Each document as ``(text, is_last)`` pieces: whole, or, when ``cut``, pieces of about
+    ``size`` characters cut at pre-token boundaries (a stretch without one stays whole)."""
+    for doc in docs:
+        if not isinstance(doc, str):
+            raise ArgumentError(name, f"yields a {type(doc).__name__}, not str", "give documents as text")
+        if not cut or len(doc) <= size:
+            yield doc, True
+            continue
+        pieces = chunk_text(doc, size)
+        piece = next(pieces)
+        for following in pieces:
+            yield piece, False
+            piece = following
+        yield piece, True
+
+
+def _piece_batches(pieces: Iterable[Piece], size: int) -> Iterator[list[Piece]]:
+    """Consecutive pieces in lists of about ``size`` characters: the jobs of the workers."""
+    batch: list[Piece] = []
+    chars = 0
+    for piece in pieces:
+        batch.append(piece)
+        chars += len(piece[0])
+        if chars >= size:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def _encode_batch(pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray, int]:
     """Worker: the batch's ids (already in the shard dtype: half the bytes to send back for
-    uint16), the ids per document, and the batch's size in UTF-8 bytes."""
+    uint16) with ``<|endoftext|>`` after each document's last piece, the positions in them where
+    documents end, and the batch's size in UTF-8 bytes."""
     assert _worker is not None, "_start_worker runs first in every worker"
     encoder, eot_id, dtype = _worker
-    ids, lengths = encoder.encode_documents(docs, eot_id)
-    n_bytes = sum(len(d) if d.isascii() else len(d.encode("utf-8")) for d in docs)  # isascii: O(1)
-    return ids.astype(dtype), lengths, n_bytes
+    texts = [text for text, _ in pieces]
+    last = np.array([is_last for _, is_last in pieces], dtype=bool)
+    ids, lengths = encoder.encode_documents(texts, eot_id)
+    if not last.all():  # a piece that does not end its document takes no end-of-text
+        ids = np.delete(ids, (np.cumsum(lengths) - 1)[~last])
+        lengths = lengths - ~last
+    n_bytes = sum(len(t) if t.isascii() else len(t.encode("utf-8")) for t in texts)  # isascii: O(1)
+    return ids.astype(dtype), np.cumsum(lengths)[last], n_bytes
 
 
 class _Progress:
@@ -311,22 +360,22 @@ def _encode_split(
     progress: _Progress,
 ) -> bool:
     """Encode ``docs`` into ``writer``; True when ``max_tokens`` cut the split short."""
+    tok = encoder.tokenizer
+    # A special token with a newline could straddle a line boundary: such a tokenizer is not cut.
+    cut = isinstance(tok, BPETokenizer) and not any("\n" in t for t in tok.special_tokens)
+    batches = _piece_batches(_pieces(docs, batch_chars, cut, writer.split), batch_chars)
     jobs = imap_bounded(
-        _encode_batch, document_batches(docs, batch_chars, writer.split), num_proc, initializer=_start_worker,
-        initargs=(encoder, eot_id, writer.dtype),
-    )  # fmt: skip
+        _encode_batch, batches, num_proc, initializer=_start_worker, initargs=(encoder, eot_id, writer.dtype)
+    )
     with closing(jobs):  # leaving early (max_tokens) stops the workers at once
-        for ids, lengths, n_bytes in jobs:
+        for ids, ends, n_bytes in jobs:
             if max_tokens is not None and writer.tokens + len(ids) >= max_tokens:
                 room = max_tokens - writer.tokens
-                starts = np.cumsum(lengths) - lengths
-                kept = lengths[starts < room]
-                if len(kept):
-                    kept[-1] = room - starts[len(kept) - 1]
-                writer.write(ids[:room], kept)
+                # The documents that end before the cap, and the one the cap cuts, ending there.
+                writer.write(ids[:room], np.append(ends[ends < room], room))
                 progress.update(n_bytes, room)
                 return True
-            writer.write(ids, lengths)
+            writer.write(ids, ends)
             progress.update(n_bytes, len(ids))
     return False
 

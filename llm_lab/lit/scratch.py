@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from llm_lab.errors import ArgumentError
+from llm_lab.errors import ArgumentError, UnknownArgument
 from llm_lab.lit.base import LabModule
 
 T = TypeVar("T")
@@ -32,11 +32,7 @@ class HandWrittenUpdate(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float = 0.1, **others: Any) -> None:
         if others:
             # e.g. `optimizer=adamw` on the command line merges AdamW's keys into this one.
-            raise ArgumentError(
-                "lr",
-                f"a hand-written learner takes only a learning rate, got also {sorted(others)}",
-                "keep the experiment's optimizer and set optimizer.lr",
-            )
+            raise UnknownArgument(sorted(others), "a hand-written learner takes only a learning rate (lr)")
         if not lr > 0:
             raise ArgumentError("lr", f"must be > 0, got {lr}", "e.g. 0.1")
         super().__init__(params, {"lr": lr})

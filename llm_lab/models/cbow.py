@@ -11,6 +11,16 @@ Two objectives:
       loss = -log σ(u_o · h) - Σ_i log σ(-u_i · h)
 
 After training, the input vectors are the word vectors (what word2vec writes out).
+
+Two ways to train the same model:
+
+- ``forward`` gives the loss, autograd its gradients, and any ``torch.optim`` optimizer updates the
+  tables: the readable version, and what ``optimizer=adamw`` trains.
+- ``sgd_step`` is word2vec's own update (word2vec.c, and gensim's ``train_batch_cbow``), written out
+  without autograd: plain SGD that touches only the rows of the batch's words. The tables are a
+  vocabulary × dimension each, so a dense gradient (and an optimizer visiting every row) costs far
+  more than the handful of rows an example changes; this is what makes CBoW train at word2vec's pace.
+  ``tests/test_cbow.py`` pins it to autograd's gradients of ``forward``.
 """
 
 from __future__ import annotations
@@ -32,8 +42,8 @@ LOSSES = ("negative_sampling", "softmax")
 class CBoW(nn.Module):
     """CBoW word2vec. Context rows are padded with id ``vocab_size`` (left out of the mean).
 
-    Both tables get dense gradients: on a CPU, a dense Adam over a word2vec-sized table at large
-    batches trained faster and better than sparse gradients with SparseAdam (see bench/bench_cbow.py).
+    Trained by autograd (``forward``: dense gradients of both tables, any ``torch.optim`` optimizer)
+    or by word2vec's own sparse SGD (``sgd_step``).
     """
 
     noise_probs: torch.Tensor
@@ -75,25 +85,101 @@ class CBoW(nn.Module):
         """Mean of the non-padding context vectors: (B, C) ids → (B, D)."""
         return self.in_embed(context)
 
-    def forward(self, context: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-        """Mean loss over the batch."""
+    def draw_noise(self, batch_size: int) -> torch.Tensor:
+        """(B, k) noise words: uniform positions in the unigram table (word2vec.c's trick, far
+        cheaper than sampling a categorical distribution over the vocabulary at every step)."""
+        device = self.noise_table.device
+        slots = torch.randint(len(self.noise_table), (batch_size, self.negatives), device=device)
+        return self.noise_table[slots]
+
+    def targets(self, centre: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """(B, 1+k) output words of each example: row i is [centre_i, noise_i1..noise_ik]."""
+        noise = self.draw_noise(centre.numel()) if noise is None else noise
+        return torch.cat([centre.unsqueeze(1), noise], dim=1)
+
+    def forward(
+        self, context: torch.Tensor, centre: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean loss over the batch (``noise``: the (B, k) noise words, drawn when not given)."""
         h = self.hidden(context)
         if self.loss == "softmax":
             return F.cross_entropy(h @ self.out_embed.weight.T, centre)
-        # Noise words: uniform positions in the unigram table (word2vec.c's trick, far cheaper than
-        # sampling a categorical distribution over the vocabulary at every step).
-        slots = torch.randint(len(self.noise_table), (centre.numel() * self.negatives,), device=h.device)
-        noise = self.noise_table[slots].view(-1, self.negatives)
-        # One gather for the true word and its k noise words: row i is [centre_i, noise_i1..noise_ik].
-        targets = torch.cat([centre.unsqueeze(1), noise], dim=1)
+        targets = self.targets(centre, noise)
+        # One gather for the true word and its k noise words.
         u = self.out_embed.weight.index_select(0, targets.flatten()).view(*targets.shape, -1)
         scores = (u * h.unsqueeze(1)).sum(-1)  # (B, 1+k) dot products u·h
         return negative_sampling_loss(scores)
+
+    @torch.no_grad()
+    def sgd_step(
+        self, context: torch.Tensor, centre: torch.Tensor, lr: float, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One step of word2vec's SGD on a batch; returns the batch's mean loss before the step.
+
+        For each example, with hidden h (the mean of the context vectors) and output words j
+        (label t_j = 1 for the centre, 0 for the noise words), word2vec.c computes
+
+            g_j = lr · (t_j − σ(u_j·h))      (minus lr times ∂loss/∂(u_j·h))
+            u_j += g_j · h                   (an SGD step on the output vector)
+            e    = Σ_j g_j · u_j             (minus lr times ∂loss/∂h)
+            w   += e    for every context word w
+
+        The last line adds e itself, not the gradient through the mean (e / number of context
+        words): word2vec.c and gensim (``cbow_mean=1``) do so, and the input vectors learn as fast
+        as if h were their sum. With the full softmax, g is lr · (one-hot − softmax) over the whole
+        vocabulary. Every example of the batch reads the tables as they were before the step, and
+        the updates of a word that occurs several times add up: the step is SGD on the batch's
+        summed loss, and only the rows of the batch's words are touched.
+        """
+        w_in, w_out = self.in_embed.weight, self.out_embed.weight
+        h = self.hidden(context)  # (B, D)
+        if self.loss == "softmax":
+            logits = h @ w_out.T
+            loss = F.cross_entropy(logits, centre)
+            g = torch.softmax(logits, dim=-1).neg_()
+            g[torch.arange(len(centre)), centre] += 1
+            g *= lr
+            e = g @ w_out
+            w_out += g.T @ h
+        else:
+            targets = self.targets(centre, noise)
+            u = w_out[targets]  # (B, 1+k, D)
+            scores = (u * h.unsqueeze(1)).sum(-1)
+            loss = negative_sampling_loss(scores)
+            g = torch.sigmoid(scores).neg_()
+            g[:, 0] += 1
+            g *= lr
+            e = (g.unsqueeze(-1) * u).sum(1)
+            # index_put_ with accumulate=True adds repeated rows up (index_add_ is far slower on CPU).
+            w_out.index_put_(
+                (targets.flatten(),), (g.unsqueeze(-1) * h.unsqueeze(1)).flatten(0, 1), accumulate=True
+            )
+        rows = e.unsqueeze(1).expand(-1, context.shape[1], -1)
+        w_in.index_put_((context.flatten(),), rows.flatten(0, 1), accumulate=True)
+        w_in[self.vocab_size].zero_()  # the padding row took the padding slots' share: undo it
+        return loss
 
     @property
     def word_vectors(self) -> torch.Tensor:
         """The learned vectors, one row per vocabulary id (padding row dropped)."""
         return self.in_embed.weight[: self.vocab_size].detach()
+
+
+def mean_pair_cosine(vectors: np.ndarray) -> float:
+    """The mean cosine similarity between two different words drawn at random (all pairs i ≠ j).
+
+    Near 0, the vectors spread in every direction; near 1, they share one dominant direction and
+    every word looks like every other (undertrained word2vec on a small corpus; Mu & Viswanath
+    2018, "All-but-the-Top", §2). Exact, in one pass: with unit vectors n_i, the sum over all
+    ordered pairs of n_i·n_j is |Σ n_i|² − N.
+    """
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float64)
+    n = len(unit)
+    if n < 2:
+        return 0.0
+    total = unit.sum(0)
+    return float((total @ total - (unit * unit).sum()) / (n * (n - 1)))
 
 
 def noise_distribution(counts: torch.Tensor, power: float = 0.75) -> torch.Tensor:
