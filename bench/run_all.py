@@ -28,6 +28,7 @@ BENCHMARKS = {
     "fused": ["bench_fused.py"],
     "kv_cache": ["bench_kv_cache.py"],
     "lightning_loop": ["bench_lightning_loop.py"],
+    "eval": ["bench_eval.py"],
 }
 
 

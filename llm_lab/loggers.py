@@ -50,11 +50,15 @@ def dashboard_tag(name: str) -> str | None:
     (``val/loss``), which would open on ``lr`` and ``test``; here the losses become one group
     ``loss/train``, ``loss/val``, ``loss/test`` (first by name, before ``lr/<optimizer>``), and
     throughput and MFU another (``throughput/``). Lightning's ``epoch`` counter, a staircase
-    beside every run, goes: the step axis says the same.
+    beside every run, goes: the step axis says the same. The evaluation callback's
+    ``eval/<task>/<metric>`` (:mod:`llm_lab.callbacks.evaluation`) would open first (``eval`` sorts
+    before ``loss``): its curves are the group ``tasks/<task>/<metric>``, after the losses.
     """
     if name == "epoch":
         return None
     split, _, quantity = name.partition("/")
+    if split == "eval":
+        return f"tasks/{quantity}"
     if quantity == "loss":
         return f"loss/{split}"
     if quantity in THROUGHPUT:

@@ -44,11 +44,15 @@ NOT_RUN = [
     ("torchrun ", "starts processes on several machines"),
     ("srun ", "needs a SLURM cluster"),
     (
+        "lm_eval:",
+        "runs a harness task from the hub (no internet here; tests/test_eval_harness.py runs a local one)",
+    ),
+    (
         "data.hf_dataset=",
         "downloads from the hub (no internet here; tests/test_corpus.py reads local files the same way)",
     ),
 ]
-SHRINK = {"train.py": ["debug=fast"], "generate.py": ["max_new_tokens=5"]}
+SHRINK = {"train.py": ["debug=fast"], "generate.py": ["max_new_tokens=5"], "evaluate.py": ["limit=20"]}
 TEXT_SHRINK = "data.max_documents=40"  # appended where the data is text
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_lab.errors import ArgumentError, DataError
+from llm_lab.eval.heldout import HELDOUT_MODULES, is_heldout
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 DOCUMENT_SEPARATOR = "<|endoftext|>"  # a file holding it is several documents
@@ -41,14 +42,27 @@ log = logging.getLogger(__name__)
 _warned_shares: set[str] = set()  # fingerprints of corpora whose split was warned about
 
 
+# A help topic that is a module's documentation page starts with its name: '"pdb" — The Python Debugger'.
+_MODULE_PAGE = re.compile(r'^"([\w.]+)" — ')
+
+
+def topic_module(topic: str) -> str | None:
+    """The module a help topic documents (``pdb`` for the debugger's page), None for other topics."""
+    match = _MODULE_PAGE.match(topic)
+    return match.group(1) if match else None
+
+
 def builtin_corpus() -> list[str]:
     """CPython's own documentation topics (``pydoc_data.topics``): ~65k words of English prose.
 
-    It ships inside every CPython, so the lab trains with no download. Each help topic is a document.
+    It ships inside every CPython, so the lab trains with no download. Each help topic is a document,
+    except the pages of modules kept for evaluation (``llm_lab.eval.heldout``): a model is never
+    scored on text it was trained on.
     """
     from pydoc_data.topics import topics
 
-    return [topics[name] for name in sorted(topics)]
+    pages = [topics[name] for name in sorted(topics)]
+    return [page for page in pages if not is_heldout(topic_module(page) or "")]
 
 
 # Byte-order marks of the encodings a text editor may save in instead of UTF-8, longest first:
@@ -417,6 +431,7 @@ class Corpus:
             parts["files"] = stats
         if self.path is None and self.hf_dataset is None:
             parts["builtin"] = sys.version  # pydoc_data.topics changes with the Python release
+            parts["heldout"] = HELDOUT_MODULES  # and what is left out of it for evaluation
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     def size_in_bytes(self) -> int | None:

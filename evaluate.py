@@ -1,0 +1,96 @@
+"""Score a model: ``python evaluate.py init_from=<run folder or HF folder> tasks=[bpb,docs_mc,docs_cloze]``.
+
+The flow: check the config, load the model named by ``init_from`` with its tokenizer and training
+corpus (:func:`llm_lab.eval.load.load_model`, everything read as data), run each task
+(:class:`llm_lab.eval.tasks.Evaluation`), write ``results.json`` and ``report.md`` into the run
+folder (``hydra.run.dir``) and print the table, each metric beside its baseline. The shell
+(:mod:`llm_lab.app.shell`) turns bad input into one ``error:`` line naming the key or file, exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from llm_lab.app.shell import entry_point, starting
+
+with starting():  # Ctrl-C while torch loads is one line too
+    import torch
+    from omegaconf import DictConfig, OmegaConf
+    from tqdm import tqdm
+
+    from llm_lab.app.preflight import Setting, preflight
+    from llm_lab.app.resolvers import register_resolvers
+    from llm_lab.errors import ConfigError
+    from llm_lab.eval.load import load_model
+    from llm_lab.eval.report import Results, format_table, write_results
+    from llm_lab.eval.scoring import LabLM, Scorer
+    from llm_lab.eval.tasks import Evaluation, task_name
+
+register_resolvers()  # conf/paths' ${cwd:}
+
+SETTINGS = {
+    "stride": Setting("int | None", "e.g. stride=256, or null for the model's window", at_least=1),
+    "batch_size": Setting("int", "e.g. batch_size=16", at_least=1),
+    "limit": Setting("int | None", "e.g. limit=100, or null for every item", at_least=1),
+    "torch_threads": Setting("int | None", "e.g. torch_threads=1", at_least=1),
+}
+
+
+def model_and_task_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A missing model, a task list that is not one."""
+    problems = []
+    if cfg.init_from is None:
+        fix = "init_from=outputs/gpt/runs/<time>, or a Hugging Face folder"
+        problems.append(ConfigError("init_from", "needs a value", fix))
+    tasks = OmegaConf.to_container(cfg.tasks) if OmegaConf.is_list(cfg.tasks) else None
+    if not tasks or not all(isinstance(task, str) for task in tasks):
+        fix = "e.g. tasks=[bpb,docs_mc]"
+        problems.append(ConfigError("tasks", f"{cfg.tasks!r} is not a list of task names", fix))
+    return problems
+
+
+def device_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A device this machine does not have, or a name that is no device."""
+    try:
+        device = torch.device(str(cfg.device))
+    except RuntimeError:
+        return [ConfigError("device", f"{cfg.device!r} is not a device", "cpu, cuda, cuda:1 or mps")]
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        return [ConfigError("device", f"this machine has no {device.type} device", "device=cpu")]
+    return []
+
+
+def evaluate(cfg: DictConfig) -> Results:
+    """The metrics of every task in ``cfg.tasks``, written to the run folder."""
+    preflight(cfg, SETTINGS, checks=[model_and_task_problems, device_problems])
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
+    loaded = load_model(cfg.init_from, cfg.tokenizer_path)
+    with tqdm(unit=" rows", file=sys.stderr, disable=None) as bar:  # no bar when not a terminal
+        model = LabLM(loaded.net.to(cfg.device))
+        scorer = Scorer(
+            model, loaded.tokenizer, cfg.batch_size, cfg.device, bar.update, start_token=loaded.start_token
+        )
+        evaluation = Evaluation(scorer, loaded.corpus, cfg.stride, cfg.limit)
+        results: Results = {}
+        for spec in cfg.tasks:
+            bar.set_description(task_name(spec))
+            results[task_name(spec)] = evaluation.run(spec)
+    settings = {key: cfg[key] for key in ("init_from", "tasks", "stride", "limit")}
+    write_results(Path(cfg.paths.output_dir), results, str(cfg.init_from), settings)
+    return results
+
+
+@entry_point("evaluate", run_folder=False)
+def main(cfg: DictConfig) -> Results:
+    """``python evaluate.py [key=value ...]``: score, write the results, print the table."""
+    results = evaluate(cfg)
+    print(format_table(results))
+    print(f"results: {Path(cfg.paths.output_dir) / 'results.json'}  (and report.md)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
