@@ -19,7 +19,7 @@ with starting():  # Ctrl-C while torch loads is one line too
     from omegaconf import DictConfig, OmegaConf
     from tqdm import tqdm
 
-    from llm_lab.app.preflight import Setting, preflight
+    from llm_lab.app.preflight import Setting, device_problems, preflight
     from llm_lab.app.resolvers import register_resolvers
     from llm_lab.errors import ConfigError
     from llm_lab.eval.load import load_model
@@ -48,18 +48,6 @@ def model_and_task_problems(cfg: DictConfig) -> list[ConfigError]:
         fix = "e.g. tasks=[bpb,docs_mc]"
         problems.append(ConfigError("tasks", f"{cfg.tasks!r} is not a list of task names", fix))
     return problems
-
-
-def device_problems(cfg: DictConfig) -> list[ConfigError]:
-    """A device this machine does not have, or a name that is no device."""
-    try:
-        device = torch.device(str(cfg.device))
-    except RuntimeError:
-        return [ConfigError("device", f"{cfg.device!r} is not a device", "cpu, cuda, cuda:1 or mps")]
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
-        return [ConfigError("device", f"this machine has no {device.type} device", "device=cpu")]
-    return []
 
 
 def evaluate(cfg: DictConfig) -> Results:

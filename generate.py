@@ -23,7 +23,7 @@ with starting():  # Ctrl-C while torch loads is one line too
     from omegaconf import DictConfig
     from torch import Tensor
 
-    from llm_lab.app.preflight import Setting, preflight
+    from llm_lab.app.preflight import Setting, device_problems, preflight
     from llm_lab.errors import ArgumentError, ConfigError, DataError, Interrupted
     from llm_lab.models import GPT, load_hf
     from llm_lab.run_dir import checkpoint_path, checkpoint_step, load_net
@@ -113,18 +113,6 @@ SETTINGS = {
     "use_cache": Setting("bool", "use_cache=true or use_cache=false"),
     "progress_every_s": Setting("float", "seconds between progress lines, e.g. 10", at_least=0),
 }
-
-
-def device_problems(cfg: DictConfig) -> list[ConfigError]:
-    """A device this machine does not have, or a name that is no device."""
-    try:
-        device = torch.device(str(cfg.device))
-    except RuntimeError:
-        return [ConfigError("device", f"{cfg.device!r} is not a device", "cpu, cuda, cuda:1 or mps")]
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
-        return [ConfigError("device", f"this machine has no {device.type} device", "device=cpu")]
-    return []
 
 
 def generate(cfg: DictConfig) -> list[str]:

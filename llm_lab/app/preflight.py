@@ -239,6 +239,20 @@ def arguments_problem(
     return []
 
 
+def device_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A ``device`` this machine does not have, or a name that is no device (generate.py, evaluate.py)."""
+    import torch
+
+    try:
+        device = torch.device(str(cfg.device))
+    except RuntimeError:
+        return [ConfigError("device", f"{cfg.device!r} is not a device", "cpu, cuda, cuda:1 or mps")]
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        return [ConfigError("device", f"this machine has no {device.type} device", "device=cpu")]
+    return []
+
+
 # --------------------------------------------------------------------------- the checks of train.py
 
 
