@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from llm_lab.callbacks.periodic import EveryNSteps
 from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.eval.scoring import LabLM, Scorer
 from llm_lab.eval.tasks import Evaluation, task_name
@@ -36,7 +37,7 @@ _METRICS = {
 }
 
 
-class EvaluationTasks(L.Callback):
+class EvaluationTasks(EveryNSteps):
     """Every ``every_n_steps`` optimizer steps (and at the end), score ``tasks`` (names as
     ``evaluate.py`` takes them, e.g. ``[bpb, docs_mc]``), the first ``limit`` items of each.
 
@@ -49,19 +50,11 @@ class EvaluationTasks(L.Callback):
     def __init__(
         self, tasks: list[str], every_n_steps: int = 100, limit: int | None = None, batch_size: int = 16
     ) -> None:
-        super().__init__()
+        super().__init__(every_n_steps)
         if not tasks:
             raise ArgumentError("tasks", "needs at least one task", "e.g. [bpb]")
-        if every_n_steps < 1:
-            raise ArgumentError("every_n_steps", f"must be ≥ 1, got {every_n_steps}", "e.g. 100")
-        self.tasks, self.every_n_steps, self.limit, self.batch_size = (
-            list(tasks),
-            every_n_steps,
-            limit,
-            batch_size,
-        )
+        self.tasks, self.limit, self.batch_size = list(tasks), limit, batch_size
         self._evaluation: Evaluation | None = None
-        self._last_step = -1
 
     def evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Evaluation:
         """The tasks' runner, made once: the unigram baseline is fitted on the first call only."""
@@ -77,8 +70,7 @@ class EvaluationTasks(L.Callback):
             self._evaluation = Evaluation(scorer, corpus, limit=self.limit)
         return self._evaluation
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
+    def report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         evaluation = self.evaluation(trainer, pl_module)
         net: Any = pl_module.net
         was_training = net.training
@@ -97,15 +89,3 @@ class EvaluationTasks(L.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        # With gradient accumulation global_step repeats across micro-batches: log once per step.
-        if step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last_step:
-            self._log(trainer, pl_module)

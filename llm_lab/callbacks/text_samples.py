@@ -14,11 +14,12 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from llm_lab.callbacks.periodic import EveryNSteps
 from llm_lab.errors import ArgumentError, ConfigError
 from llm_lab.loggers import markdown_cell
 
 
-class TextSamples(L.Callback):
+class TextSamples(EveryNSteps):
     """Every ``every_n_steps`` optimizer steps (and at the end), continue each prompt.
 
     Needs a LightningModule with a ``tokenizer`` (``encode``/``decode``) and a ``net`` with
@@ -35,22 +36,18 @@ class TextSamples(L.Callback):
         top_k: int | None = 40,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(every_n_steps)
         if not prompts or any(not p for p in prompts):
             raise ArgumentError(
                 "prompts",
                 "needs non-empty prompts",
                 'e.g. ["The function", "A list is"]',
             )
-        if every_n_steps < 1:
-            raise ArgumentError("every_n_steps", f"must be ≥ 1, got {every_n_steps}", "e.g. 200")
         self.prompts = list(prompts)
-        self.every_n_steps = every_n_steps
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_k = top_k
         self.seed = seed
-        self._last_step = -1  # the step last logged, so no step is logged twice
 
     def samples(self, pl_module: L.LightningModule) -> list[str]:
         """The continuation of every prompt, without the prompt (one seeded generator per call)."""
@@ -92,8 +89,7 @@ class TextSamples(L.Callback):
             ]
         )
 
-    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_step = trainer.global_step
+    def report(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         boards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         if not boards:
             return
@@ -106,16 +102,3 @@ class TextSamples(L.Callback):
             for board in boards:
                 # The tag names the prompt: the Text tab lists samples by tag.
                 board.experiment.add_text(f"samples/{prompt}", self.page(prompt, text), trainer.global_step)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        # global_step counts optimizer steps: with gradient accumulation it repeats across
-        # micro-batches, so log only on the micro-batch that completed the step.
-        if step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self._log(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last_step:
-            self._log(trainer, pl_module)
