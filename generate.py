@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from llm_lab.app.shell import Terminated, entry_point, signal_number, starting
+from llm_lab.app.shell import Terminated, entry_point, seen, signal_number, starting
 
 with starting():  # Ctrl-C while torch loads is one line too
     import torch
@@ -145,6 +145,7 @@ def generate(cfg: DictConfig) -> list[str]:
         for next_id in with_progress(steps, cfg.max_new_tokens, cfg.progress_every_s):
             new.append(next_id[:, None])
     except (KeyboardInterrupt, Terminated) as stop:  # the text so far is still worth showing
+        seen()
         show(texts())
         made = f"{len(new):,} of {cfg.max_new_tokens:,} new tokens"
         raise Interrupted(signal_number(stop), f"after {made}") from None

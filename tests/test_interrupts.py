@@ -4,8 +4,10 @@ step it is in, says how to resume, and the resumed run ends with the weights of 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import lightning as L
@@ -201,3 +203,19 @@ def test_a_signal_while_the_program_still_imports_is_one_line(script: str, signu
     said = [line for line in stderr.splitlines() if not line.startswith("import time:")]
     assert stopped.returncode == 128 + signum, stderr[-2000:]
     assert said == [f"interrupted: {signal.Signals(signum).name} while starting: nothing to resume"], said
+
+
+def test_a_signal_dropped_by_a_destructor_is_raised_again():
+    """Python drops an exception raised while a ``__del__`` runs ("Exception ignored in ..."): a
+    SIGTERM (or Ctrl-C) landing there was lost and the run went on to its end. The shell raises it
+    again until it is caught."""
+    from llm_lab.app.shell import Terminated, signals
+
+    class SignalledWhileDeleted:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs here, inside __del__
+
+    with pytest.raises(Terminated), signals():
+        SignalledWhileDeleted()  # made and dropped at once
+        for _ in range(100):  # 10 s of work the signal should have stopped
+            time.sleep(0.1)

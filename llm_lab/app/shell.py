@@ -51,8 +51,34 @@ class Terminated(BaseException):
         self.signum = signum
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated(signum)
+_pending: list[int] = []  # signals raised as exceptions that the shell has not caught yet
+AGAIN_AFTER_S = 0.2
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT or SIGTERM as an exception. Python drops an exception raised while a ``__del__`` runs
+    (it prints "Exception ignored in ..." and goes on), so the signal is also remembered and raised
+    again every 0.2 s until the shell has caught it (:func:`seen`)."""
+    _pending.append(signum)
+    signal.setitimer(signal.ITIMER_REAL, AGAIN_AFTER_S)
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _again(signum: int, frame: Any) -> None:
+    if _pending:
+        _interrupt(_pending.pop(), frame)
+
+
+def seen() -> None:
+    """The interruption is in hand: it is not raised again."""
+    _pending.clear()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def raise_pending() -> None:
+    """Raise an interruption that was dropped and not yet raised again (at the end of a block)."""
+    if _pending:
+        _interrupt(_pending.pop(), None)
 
 
 def signal_number(stop: BaseException) -> int:
@@ -61,28 +87,37 @@ def signal_number(stop: BaseException) -> int:
 
 
 @contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` inside the block; the caller's handler comes back after it
-    (a command run in a notebook or by the tests must not leave its handler in their process)."""
+def signals() -> Iterator[None]:
+    """Inside the block SIGTERM raises :class:`Terminated` and Ctrl-C a KeyboardInterrupt that is not
+    lost (:func:`_interrupt`); a process started with SIGINT ignored keeps ignoring it. The caller's
+    handlers come back after it (a command run in a notebook or by the tests must not leave its
+    handlers in their process)."""
+    handlers: dict[int, Any] = {signal.SIGTERM: _interrupt, signal.SIGALRM: _again}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        handlers[signal.SIGINT] = _interrupt
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     except ValueError:  # not the main thread: signals cannot be caught here
-        previous = None
+        previous = {}
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if previous:
+            seen()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
 def starting() -> Iterator[None]:
     """Wrap an entry point's heavy imports (torch and Lightning take seconds): Ctrl-C or SIGTERM
     while they load ends the command with one line and exit code 130 / 143, not a traceback."""
-    with sigterm_raises():
+    with signals():
         try:
             yield
+            raise_pending()
         except (KeyboardInterrupt, Terminated) as stop:
+            seen()
             name = signal.Signals(signal_number(stop)).name
             print(f"interrupted: {name} while starting: nothing to resume", file=sys.stderr, flush=True)
             raise SystemExit(128 + signal_number(stop)) from None
@@ -131,9 +166,10 @@ def _command(task: Callable[[], Any], conf_dir: Path, config_name: str) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors come back here instead of being printed
     sweeps.reset_outcome()
-    with sigterm_raises():
+    with signals():
         try:
             task()
+            raise_pending()
         except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
             fail(composition_error(err, command_line(), conf_dir, config_name))
         except InstantiationException as err:
@@ -157,6 +193,7 @@ def _command(task: Callable[[], Any], conf_dir: Path, config_name: str) -> None:
             fail(null_group_line())
         except (KeyboardInterrupt, Terminated) as stop:
             # No job was running: Hydra was setting one up, or between two jobs of a sweep.
+            seen()
             last_job = sweeps.OUTCOME.hydra
             sweeps.summary_so_far()
             said = sweeps.unrun_jobs_line(last_job) if last_job is not None else None
@@ -215,9 +252,12 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
         sweeps.OUTCOME.hydra = copy.deepcopy(hydra_cfg)  # to say what is left, if stopped
         sweeps.OUTCOME.objective = (cfg.get("optimized_metric"), cfg.get("optimized_direction"))
     try:
-        return flow(cfg)
+        result = flow(cfg)
+        raise_pending()
+        return result
     except Interrupted as stop:
         # Not a failure: what was made is kept (a checkpoint, the text so far).
+        seen()
         if not run_folder:
             print_and_log(f"interrupted: {stop}", logging.WARNING)
         else:
@@ -227,6 +267,7 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
     except (KeyboardInterrupt, Terminated) as stop:
         # Outside the training loop: before it (corpus, tokenizer, data), or after it (the final
         # validation, the test stage), when the run folder already holds a checkpoint to go on from.
+        seen()
         name = signal.Signals(signal_number(stop)).name
         saved = run_folder and has_checkpoint(Path(cfg.paths.output_dir))
         if saved:
