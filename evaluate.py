@@ -21,6 +21,7 @@ with starting():  # Ctrl-C while torch loads is one line too
 
     from llm_lab.app.preflight import Setting, device_problems, preflight
     from llm_lab.app.resolvers import register_resolvers
+    from llm_lab.config import keyed, plain
     from llm_lab.errors import ConfigError
     from llm_lab.eval.load import load_model
     from llm_lab.eval.report import Results, format_table, write_results
@@ -61,7 +62,13 @@ def evaluate(cfg: DictConfig) -> Results:
         scorer = Scorer(
             model, loaded.tokenizer, cfg.batch_size, cfg.device, bar.update, start_token=loaded.start_token
         )
-        evaluation = Evaluation(scorer, loaded.corpus, cfg.stride, cfg.limit)
+        hub = {
+            "hub_split": cfg.hub_split,
+            "hub_config": cfg.hub_config,
+            "hub_columns": plain(cfg.hub_columns),
+        }
+        with keyed(cfg, cfg):
+            evaluation = Evaluation(scorer, loaded.corpus, cfg.stride, cfg.limit, **hub)
         results: Results = {}
         for spec in cfg.tasks:
             bar.set_description(task_name(spec))

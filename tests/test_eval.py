@@ -335,3 +335,40 @@ def test_a_llama_folder_is_scored_after_its_own_start_token(tmp_path: Path) -> N
     assert -value == pytest.approx(reference_nll(reference, ids, len(ids) - 1), abs=1e-4)
     with pytest.raises(ArgumentError, match=re.escape("has no <|endoftext|> token")):
         Scorer(LabLM(loaded.net), loaded.tokenizer)
+
+
+def test_a_hugging_face_dataset_with_its_own_column_names_scores_as_the_same_jsonl(
+    tmp_path: Path, net: GPT, tokenizer: FastBPETokenizer
+) -> None:
+    """``tasks=[hf:NAME]``: a dataset ``datasets`` saved (the hub path takes a name instead), its
+    columns mapped to ctx/endings/label, a label as a digit string as HellaSwag's is; the items and
+    the scores equal those of the same rows as a .jsonl task."""
+    import datasets
+
+    rows = [
+        {"ctx": f"def f{i}(x): return", "endings": [" x + 1", " None", " x * 2"], "label": i % 3}
+        for i in range(6)
+    ]
+    theirs = {
+        "question": [r["ctx"] for r in rows],
+        "options": [r["endings"] for r in rows],
+        "answer": [str(r["label"]) for r in rows],
+    }
+    folder = tmp_path / "mc"
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(theirs)}).save_to_disk(str(folder))
+    columns = {"ctx": "question", "endings": "options", "label": "answer"}
+    scorer = Scorer(LabLM(net), tokenizer, batch_size=8)
+    hub = Evaluation(scorer, Corpus(max_documents=6), hub_columns=columns)
+    as_file = Evaluation(scorer, Corpus(max_documents=6))
+    task = hub.task(f"hf:{folder}")
+    assert task.name == "hf:mc"
+    assert [(c.ctx, c.endings, c.label) for c in task.items] == [
+        (r["ctx"], tuple(r["endings"]), r["label"]) for r in rows
+    ]
+    assert hub.run(f"hf:{folder}") == as_file.run(str(write_jsonl(tmp_path / "mc.jsonl", rows)))
+    with pytest.raises(
+        DataError, match="no column 'ctx', 'endings', 'label' .*its columns: question, options, answer"
+    ):
+        Evaluation(scorer, Corpus(max_documents=6)).task(f"hf:{folder}")
+    with pytest.raises(ArgumentError, match="hub_columns"):
+        Evaluation(scorer, Corpus(max_documents=6), hub_columns={"context": "question"})

@@ -121,3 +121,32 @@ def test_a_fresh_interpreter_runs_evaluate_py_as_typed(gpt_run: Path) -> None:
     assert (
         done.stderr.strip().splitlines()[-1] == "error: limit: 0 < 1 (e.g. limit=100, or null for every item)"
     )
+
+
+def test_a_hugging_face_multiple_choice_dataset_runs_from_the_command_line(
+    gpt_run: Path, tmp_path: Path
+) -> None:
+    """``tasks=[hf:<folder saved by datasets>]`` with its columns mapped on the command line."""
+    import datasets
+
+    data = {
+        "question": ["x = 1 +", "def f():"],
+        "options": [[" 1", " pass"], [" 1", " pass"]],
+        "answer": [0, 1],
+    }
+    folder = tmp_path / "qa"
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict(data)}).save_to_disk(str(folder))
+    out = tmp_path / "out"
+    mapping = ["hub_columns.ctx=question", "hub_columns.endings=options", "hub_columns.label=answer"]
+    args = [f"init_from={gpt_run}", f"tasks=[hf:{folder}]", *mapping, f"hydra.run.dir={out}"]
+    done = run_train(*args, script="evaluate.py")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["hf:qa"]["n"] == 2 and results["hf:qa"]["random_acc"] == 0.5
+    refused = run_train(
+        f"init_from={gpt_run}", f"tasks=[hf:{folder}]", f"hydra.run.dir={out}_2", script="evaluate.py"
+    )
+    assert (
+        refused.returncode == 2
+        and "its columns: question, options, answer" in refused.stderr.splitlines()[-1]
+    )

@@ -53,19 +53,61 @@ def read_choices(path: str | Path) -> list[Choice]:
     path = Path(path)
     items = []
     for row in read_jsonl(path):
-        where = f"{path}, row {row['_row']}"
         ctx = field(row, path, "ctx", str, '"ctx": "A man sits down"')
         endings = field(row, path, "endings", list, '"endings": ["and eats.", "and flies."]')
         label = field(row, path, "label", int, '"label": 0')
-        if len(endings) < 2 or not all(isinstance(e, str) and e.strip() for e in endings):
-            raise DataError(f"{where}: endings must be 2 or more non-empty strings, got {endings!r}")
-        if not 0 <= label < len(endings):
-            raise DataError(
-                f"{where}: label {label} is out of range for {len(endings)} endings "
-                f"(use 0 to {len(endings) - 1}, the index of the right ending)"
-            )
-        items.append(Choice(ctx, tuple(endings), label, where))
+        items.append(choice(ctx, endings, label, f"{path}, row {row['_row']}"))
     return items
+
+
+# The columns of a multiple-choice dataset, by default HellaSwag's own names.
+COLUMNS = {"ctx": "ctx", "endings": "endings", "label": "label"}
+
+
+def read_hub_choices(
+    name: str, split: str = "validation", config: str | None = None, columns: dict[str, str] | None = None
+) -> list[Choice]:
+    """Multiple-choice items from a Hugging Face dataset: a folder ``datasets`` saved
+    (``save_to_disk``) or a hub name, its ``columns`` mapping ``ctx``, ``endings`` and ``label`` to
+    the dataset's own column names (HellaSwag's by default; a label may be a digit string, as
+    HellaSwag's is)."""
+    import datasets
+
+    columns = {**COLUMNS, **(columns or {})}
+    if Path(name).expanduser().is_dir():
+        loaded = datasets.load_from_disk(str(Path(name).expanduser()))
+        rows = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    else:
+        rows = datasets.load_dataset(name, config, split=split)
+    missing = [ours for ours, theirs in columns.items() if theirs not in rows.column_names]
+    if missing:
+        raise DataError(
+            f"{name}: no column {', '.join(repr(columns[m]) for m in missing)} for {', '.join(missing)} "
+            f"(its columns: {', '.join(rows.column_names)}; map them with hub_columns)"
+        )
+    items = []
+    for i, row in enumerate(rows):
+        label = row[columns["label"]]
+        if isinstance(label, str) and label.strip().isdigit():
+            label = int(label)
+        if not isinstance(label, int) or isinstance(label, bool):
+            raise DataError(f"{name}, row {i}: label {label!r} is not the index of an ending")
+        items.append(choice(row[columns["ctx"]], list(row[columns["endings"]]), label, f"{name}, row {i}"))
+    return items
+
+
+def choice(ctx: str, endings: list[str], label: int, where: str) -> Choice:
+    """One item, its endings and label checked; ``where`` names its source and row for errors."""
+    if not isinstance(ctx, str):
+        raise DataError(f"{where}: the context is not text, got {ctx!r}")
+    if len(endings) < 2 or not all(isinstance(e, str) and e.strip() for e in endings):
+        raise DataError(f"{where}: endings must be 2 or more non-empty strings, got {endings!r}")
+    if not 0 <= label < len(endings):
+        raise DataError(
+            f"{where}: label {label} is out of range for {len(endings)} endings "
+            f"(use 0 to {len(endings) - 1}, the index of the right ending)"
+        )
+    return Choice(ctx, tuple(endings), label, where)
 
 
 def score_choices(scorer: Scorer, items: Sequence[Choice]) -> list[Scored]:

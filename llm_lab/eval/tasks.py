@@ -7,6 +7,8 @@ A task is given as
 - a file, named by its stem: a ``.jsonl`` whose rows have ``ctx``/``endings``/``label`` (multiple
   choice), ``context``/``word`` (cloze) or ``text`` (one document per row); any other file is
   held-out text read by the corpus rules;
+- ``hf:NAME``: multiple choice from a Hugging Face dataset (a hub name, or a folder ``datasets``
+  saved), its columns mapped by ``hub_columns`` (HellaSwag's names by default);
 - ``lm_eval:NAME``: a task of the lm-evaluation-harness, run through :mod:`llm_lab.eval.harness`.
 
 Every result carries its baseline: ``random_acc`` for multiple choice, ``unigram_bits_per_byte``
@@ -26,12 +28,20 @@ from llm_lab.eval import builtin
 from llm_lab.eval.baselines import Unigram
 from llm_lab.eval.cloze import Cloze, cloze_metrics, read_cloze, score_cloze
 from llm_lab.eval.files import read_jsonl
-from llm_lab.eval.multiple_choice import Choice, choice_metrics, read_choices, score_choices
+from llm_lab.eval.multiple_choice import (
+    COLUMNS,
+    Choice,
+    choice_metrics,
+    read_choices,
+    read_hub_choices,
+    score_choices,
+)
 from llm_lab.eval.scoring import Scorer
 from llm_lab.eval.text import read_documents, score_text
 
 BUILTIN_TASKS = ("bpb", "docs_mc", "docs_cloze", "docs_bpb")
 HARNESS_PREFIX = "lm_eval:"
+HUB_PREFIX = "hf:"
 Metrics = dict[str, float]
 
 
@@ -47,6 +57,8 @@ def task_name(spec: str) -> str:
     """The name a task's results go under: a file's stem, or the name as given."""
     if spec.startswith(HARNESS_PREFIX) or spec in BUILTIN_TASKS:
         return spec
+    if spec.startswith(HUB_PREFIX):
+        return HUB_PREFIX + Path(spec.removeprefix(HUB_PREFIX)).name
     return Path(spec).stem
 
 
@@ -74,11 +86,22 @@ class Evaluation:
     the sliding window's step for long documents; ``limit`` keeps the first items of each task."""
 
     def __init__(
-        self, scorer: Scorer, corpus: Corpus, stride: int | None = None, limit: int | None = None
+        self,
+        scorer: Scorer,
+        corpus: Corpus,
+        stride: int | None = None,
+        limit: int | None = None,
+        hub_split: str = "validation",
+        hub_config: str | None = None,
+        hub_columns: dict[str, str] | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise ArgumentError("limit", f"{limit} < 1", "use null (every item) or a count")
+        unknown = sorted(set(hub_columns or {}) - set(COLUMNS))
+        if unknown:
+            raise ArgumentError("hub_columns", f"{unknown} are not {', '.join(COLUMNS)}", "map only those")
         self.scorer, self.corpus, self.stride, self.limit = scorer, corpus, stride, limit
+        self.hub = {"split": hub_split, "config": hub_config, "columns": dict(hub_columns or {})}
 
     @cached_property
     def unigram(self) -> Unigram:
@@ -90,15 +113,17 @@ class Evaluation:
             items: Sequence = tuple(self.corpus.val_documents())
         elif spec in ("docs_mc", "docs_cloze", "docs_bpb"):
             items = getattr(builtin, spec)()
+        elif spec.startswith(HUB_PREFIX):
+            items = read_hub_choices(spec.removeprefix(HUB_PREFIX), **self.hub)  # type: ignore[arg-type]
         elif Path(spec).expanduser().exists():
             return self._limited(read_task_file(Path(spec).expanduser()))
         else:
             raise ArgumentError(
                 "tasks",
                 f"{spec!r} is neither a built-in task nor an existing file",
-                f"use {', '.join(BUILTIN_TASKS)}, {HARNESS_PREFIX}NAME or a .jsonl/.txt file",
+                f"use {', '.join(BUILTIN_TASKS)}, {HUB_PREFIX}NAME, {HARNESS_PREFIX}NAME or a .jsonl or .txt",
             )
-        return self._limited(Task(spec, tuple(items)))
+        return self._limited(Task(task_name(spec), tuple(items)))
 
     def _limited(self, task: Task) -> Task:
         if not task.items:
