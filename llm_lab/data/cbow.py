@@ -37,13 +37,19 @@ def prefetched(items: Iterator[T], depth: int = 4) -> Iterator[T]:
 
     numpy and torch release the GIL inside their array operations, so building the next batch
     overlaps the training step on this one. An error in the thread is raised here; closing this
-    iterator (an epoch cut short) stops the thread.
+    iterator (an epoch cut short) stops the thread, and so does the end of the program: the thread
+    is not a daemon (a daemon still inside torch when the interpreter shuts down aborts the process,
+    "terminate called without an active exception"), and it stops once the main thread has.
     """
     queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
     stop = threading.Event()
+    main = threading.main_thread()
+
+    def stopped() -> bool:
+        return stop.is_set() or not main.is_alive()
 
     def put(kind: str, value: Any) -> None:
-        while not stop.is_set():
+        while not stopped():
             try:
                 queue.put((kind, value), timeout=0.1)
                 return
@@ -53,14 +59,14 @@ def prefetched(items: Iterator[T], depth: int = 4) -> Iterator[T]:
     def produce() -> None:
         try:
             for item in items:
-                if stop.is_set():
+                if stopped():
                     return
                 put("item", item)
             put("end", None)
         except BaseException as err:  # handed to the consumer, raised there
             put("error", err)
 
-    thread = threading.Thread(target=produce, name="cbow-batches", daemon=True)
+    thread = threading.Thread(target=produce, name="cbow-batches")
     thread.start()
     try:
         while True:
