@@ -37,7 +37,7 @@ class NextTokenLM(LabModule):
     ``val/loss`` and ``val/perplexity`` (= exp of the mean validation loss). Writes
     ``model.safetensors`` at the end."""
 
-    LOGGED = ("train/loss", "train/grad_norm", "val/loss", "val/perplexity", "test/loss")
+    LOGGED: tuple[str, ...] = ("train/loss", "train/grad_norm", "val/loss", "val/perplexity", "test/loss")
 
     requires_causal = True  # a net that sees later positions would read the answer
     extra_ids = 0  # ids the objective adds to the tokenizer's (the masked objective's [MASK])
