@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from llm_lab.data.instruct_rows import Example, read_examples, read_hf_examples
 from llm_lab.data.resumable import ResumableLoader
 from llm_lab.data.stdlib_pairs import module_split, stdlib_pairs
-from llm_lab.data.templates import choose_template
+from llm_lab.data.templates import TEMPLATES, choose_template
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.special import add_special_tokens
@@ -126,7 +126,15 @@ class InstructDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         InstructDataModule.check_arguments(
-            template, path, hf_dataset, max_length, max_examples, val_fraction, test_fraction, batch_size
+            model_folder,
+            template,
+            path,
+            hf_dataset,
+            max_length,
+            max_examples,
+            val_fraction,
+            test_fraction,
+            batch_size,
         )
         self.template = choose_template(template, model_folder, use_model_template)
         self.tokenizer = add_special_tokens(tokenizer, self.template.special_tokens)
@@ -139,6 +147,7 @@ class InstructDataModule(L.LightningDataModule):
 
     @staticmethod
     def check_arguments(
+        model_folder: str | None = None,
         template: str = "alpaca",
         path: str | None = None,
         hf_dataset: str | None = None,
@@ -149,6 +158,16 @@ class InstructDataModule(L.LightningDataModule):
         batch_size: int = 8,
     ) -> None:
         """What the settings alone rule out (the preflight calls it before anything is read)."""
+        if model_folder is None:
+            raise ArgumentError(
+                "model_folder",
+                "instruction tuning starts from a pretrained model (and its tokenizer), and none is given",
+                "name one: a run folder, a .ckpt, a Hugging Face folder, or an experiment's name (gpt)",
+            )
+        if template not in TEMPLATES:
+            raise ArgumentError(
+                "template", f"unknown template {template!r}", f"use one of {', '.join(TEMPLATES)}"
+            )
         if path is not None and hf_dataset is not None:
             raise ArgumentError("hf_dataset", "path and hf_dataset are both given", "give one of them")
         for name, value in (
@@ -223,5 +242,7 @@ class InstructDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def model_kwargs(self) -> dict[str, Any]:
-        """The model scores and answers the same test conversations with the same template."""
-        return {"template": self.template, "test_examples": self.splits.get("test", [])}
+        """The model reads the data itself: its tokenizer (with the template's tokens), template,
+        test examples and length cap. (One object: Hydra would turn a dataclass handed to it, such
+        as a :class:`Template`, into a config.)"""
+        return {"vocab_size": self.tokenizer.vocab_size, "data": self}

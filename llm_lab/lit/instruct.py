@@ -19,7 +19,7 @@ Text tab.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,16 +28,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from llm_lab.atomic import replacing
-from llm_lab.data.instruct import IGNORE
-from llm_lab.data.instruct_rows import Example
-from llm_lab.data.templates import JinjaTemplate, Template
+from llm_lab.data.instruct import IGNORE, InstructDataModule
+from llm_lab.data.templates import template_record
+from llm_lab.errors import ArgumentError
 from llm_lab.eval.answers import exact_match, token_f1
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory
 from llm_lab.lit.lm import Batch, NextTokenLM
 from llm_lab.loggers import markdown_table
 from llm_lab.models.chat import Chat
-from llm_lab.run_dir import net_record
-from llm_lab.tokenizers.special import add_special_tokens
 
 SCORES = ("response_nll", "token_f1", "exact_match")
 
@@ -45,10 +43,10 @@ SCORES = ("response_nll", "token_f1", "exact_match")
 class InstructLM(NextTokenLM):
     """Next-token loss on responses; answers and scores the test instructions (see the module).
 
-    ``template`` and ``test_examples`` come from the DataModule; the tokenizer gets the template's
-    special tokens and the net grows its embedding to hold them (mean-initialised rows,
-    :meth:`llm_lab.models.gpt.GPT.resize_vocab`). ``max_responses`` test instructions are answered
-    greedily with up to ``max_new_tokens`` tokens each."""
+    The tokenizer (with the template's special tokens), the template and the test examples come
+    from the DataModule ``data``; the net grows its embedding to hold the new tokens
+    (mean-initialised rows, :meth:`llm_lab.models.gpt.GPT.resize_vocab`). ``max_responses`` test
+    instructions are answered greedily with up to ``max_new_tokens`` tokens each."""
 
     LOGGED: tuple[str, ...] = (
         "train/loss",
@@ -67,9 +65,8 @@ class InstructLM(NextTokenLM):
         self,
         net: Callable[..., nn.Module],
         vocab_size: int,
-        tokenizer: Any,
-        template: Template | JinjaTemplate,
-        test_examples: Sequence[Example] = (),
+        data: InstructDataModule,
+        tokenizer: Any = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         pretrained: nn.Module | None = None,
@@ -77,20 +74,21 @@ class InstructLM(NextTokenLM):
         max_responses: int = 100,
         score_before: bool = True,
     ) -> None:
-        tokenizer = add_special_tokens(tokenizer, template.special_tokens)
-        if pretrained is not None:  # init_from's model, its embedding grown for the template
+        tokenizer = data.tokenizer  # the starting model's, with the template's tokens added
+        if pretrained is not None:  # init_from's model, its embedding grown to hold them
             pretrained.resize_vocab(tokenizer.vocab_size)  # type: ignore[operator]
-        super().__init__(
-            net if pretrained is None else lambda **_: pretrained,
-            tokenizer.vocab_size,
-            tokenizer,
-            optimizer,
-            scheduler,
+        super().__init__(net, tokenizer.vocab_size, tokenizer, optimizer, scheduler, pretrained)
+        self.save_hyperparameters(
+            ignore=["net", "tokenizer", "optimizer", "scheduler", "pretrained", "data"], logger=False
         )
-        ignore = ["net", "tokenizer", "optimizer", "scheduler", "pretrained", "template", "test_examples"]
-        self.save_hyperparameters(ignore=ignore, logger=False)
-        self.net_settings = net_record(self.net)
-        self.template, self.test_examples = template, list(test_examples)
+        context = getattr(getattr(self.net, "config", None), "context_length", None)
+        if context is not None and data.max_length > context:
+            raise ArgumentError(
+                "max_length",
+                f"examples of {data.max_length} tokens are longer than the model's context ({context})",
+                f"use at most {context}",
+            )
+        self.template, self.test_examples = data.template, list(data.splits.get("test", []))
         self.max_new_tokens, self.max_responses, self.score_before = (
             max_new_tokens,
             max_responses,
@@ -98,6 +96,15 @@ class InstructLM(NextTokenLM):
         )
         self.before: dict[str, Any] = {}
         self._test_sum, self._test_count = 0.0, 0
+
+    def setup(self, stage: str) -> None:
+        """Beside the checkpoints: the tokenizer with the template's tokens (it replaces the
+        starting model's) and the template, which the chat (generate.py) reads."""
+        super().setup(stage)
+        if stage == "fit" and self.trainer.is_global_zero:
+            self.tokenizer.save(self.run_dir / "tokenizer.json")
+            with replacing(self.run_dir / "template.json") as tmp:
+                tmp.write_text(json.dumps(template_record(self.template), indent=2), encoding="utf-8")
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over the response targets (``-100`` elsewhere), and their count."""
