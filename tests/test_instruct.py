@@ -12,7 +12,7 @@ import torch
 
 from llm_lab.data.instruct import IGNORE, InstructDataModule, collate, encode
 from llm_lab.data.instruct_rows import read_examples, read_hf_examples
-from llm_lab.data.stdlib_pairs import module_split, stdlib_pairs
+from llm_lab.data.stdlib_pairs import stdlib_pairs
 from llm_lab.data.templates import ALPACA, CHATML
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.eval.answers import exact_match, normalize_answer, token_f1
