@@ -201,7 +201,10 @@ class InstructDataModule(L.LightningDataModule):
             random.Random(self.seed).shuffle(train)
             self.splits["train"] = train[: self.max_examples]
         for name, examples in self.splits.items():
-            if not examples:
+            encoded = [(e, self.encode_example(e)) for e in examples]
+            # A built-in pair whose prompt the context cannot hold is left out (a user's row is refused).
+            kept = [(e, rows) for e, rows in encoded if rows is not None]
+            if not kept:
                 raise ArgumentError(
                     "val_fraction"
                     if name == "val"
@@ -211,12 +214,20 @@ class InstructDataModule(L.LightningDataModule):
                     f"the {name} split is empty",
                     "use more rows or a larger fraction",
                 )
-            self.encoded[name] = [self.encode_example(e) for e in examples]
+            self.splits[name] = [e for e, _ in kept]
+            self.encoded[name] = [rows for _, rows in kept]
 
-    def encode_example(self, example: Example) -> tuple[list[int], list[int]]:
+    def encode_example(self, example: Example) -> tuple[list[int], list[int]] | None:
+        """An example's (ids, targets), cut to ``max_length``; None for a built-in pair whose
+        prompt alone is longer."""
         segments = self.template.segments(example.conversation(self.template))
         ids, targets = encode(segments, self.tokenizer, self.mask_prompt)
-        return fit_to_length(ids, targets, self.max_length, example.where)
+        try:
+            return fit_to_length(ids, targets, self.max_length, example.where)
+        except DataError:
+            if example.group:
+                return None
+            raise
 
     @property
     def pad_id(self) -> int:
