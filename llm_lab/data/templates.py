@@ -329,3 +329,16 @@ def read_template(path: str | Path) -> Template | JinjaTemplate:
             "chat_template)"
         )
     return JinjaTemplate(source, special, added, str(path))
+
+
+def model_template(model: str | Path) -> Template | JinjaTemplate | None:
+    """The template a model was tuned with: its run folder's ``template.json`` (``model`` a run
+    folder or one of its checkpoints), or a Hugging Face folder's own ``chat_template``; None if
+    neither says."""
+    path = Path(model).expanduser()
+    folder = path.resolve().parent.parent if path.is_file() else path
+    if (folder / "template.json").is_file():
+        return read_template(folder / "template.json")
+    if (folder / "config.json").is_file():
+        return hf_chat_template(folder)
+    return None
