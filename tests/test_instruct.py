@@ -16,7 +16,9 @@ from llm_lab.data.stdlib_pairs import stdlib_pairs
 from llm_lab.data.templates import ALPACA, CHATML
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.eval.answers import exact_match, normalize_answer, token_f1
+from llm_lab.eval.export import save_hf_folder
 from llm_lab.eval.heldout import is_heldout
+from llm_lab.eval.judge import judge_prompt, parse_score
 from llm_lab.lit.instruct import InstructLM
 from llm_lab.models.gpt import GPT, GPTConfig
 from llm_lab.tokenizers.bpe import BPETokenizer
@@ -170,6 +172,7 @@ def test_tuning_a_tiny_gpt_lowers_the_response_nll_and_writes_the_answers(tokeni
         max_new_tokens=4,
         max_responses=5,
         optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3),
+        judge_init_from=str(judge_folder(tmp_path / "judge")),
     )
     assert (
         net.config.vocab_size == data.tokenizer.vocab_size == tokenizer.vocab_size + 2
@@ -189,3 +192,36 @@ def test_tuning_a_tiny_gpt_lowers_the_response_nll_and_writes_the_answers(tokeni
     )
     assert metrics["test/token_f1"] == pytest.approx(sum(a["token_f1"] for a in answers) / 5)
     assert json.loads((tmp_path / "template.json").read_text()) == {"name": "chatml"}
+    # The judge (a tiny random model here) was asked about every answer, before and after.
+    assert all("judge_score" in a and "judge_score_before" in a for a in answers)
+    given = [a["judge_score"] for a in answers if a["judge_score"] is not None]
+    assert ("test/judge_score" in metrics) and (
+        not given or metrics["test/judge_score"] == pytest.approx(sum(given) / len(given))
+    )
+
+
+def judge_folder(folder: Path) -> Path:
+    """A tiny random chat model as a Hugging Face folder with a ChatML chat_template."""
+    from test_templates import CHATML_JINJA
+
+    text = "Given the input and correct output, score the model response from 0 to 100. 42 " * 10
+    tokenizer = add_special_tokens(
+        BPETokenizer.train(documents=[text], vocab_size=300, special_tokens=["<|endoftext|>"]),
+        CHATML.special_tokens,
+    )
+    torch.manual_seed(1)
+    net = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=256, n_layer=1, n_head=2, n_embd=16))
+    save_hf_folder(net, tokenizer, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHATML_JINJA}))
+    return folder
+
+
+def test_the_judge_is_asked_in_the_books_words_and_its_number_read() -> None:
+    prompt = judge_prompt("Name a fruit.", "An apple.", "A pear.")
+    assert prompt == (
+        "Given the input `Name a fruit.` and correct output `An apple.`, score the model response "
+        "`A pear.` on a scale from 0 to 100, where 100 is the best score. "
+        "Respond with the integer number only."
+    )
+    assert [parse_score(t) for t in ("87", "Score: 55.", "101", "none")] == [87, 55, None, None]

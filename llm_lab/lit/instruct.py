@@ -10,7 +10,9 @@ the start of ``fit``):
 - ``test/response_nll``: the reference responses' NLL per token (lower: the model finds the right
   answers more likely);
 - ``test/token_f1`` and ``test/exact_match``: the greedy answer to each test instruction against
-  its reference (SQuAD's measures, ``llm_lab.eval.answers``).
+  its reference (SQuAD's measures, ``llm_lab.eval.answers``);
+- ``test/judge_score``, with ``judge_init_from`` a local chat model: its 0-100 score of each
+  answer, asked in the book's words (``llm_lab.eval.judge``).
 
 The answers go to ``responses.jsonl`` in the run folder (before and after) and to TensorBoard's
 Text tab.
@@ -32,6 +34,7 @@ from llm_lab.data.instruct import IGNORE, InstructDataModule
 from llm_lab.data.templates import template_record
 from llm_lab.errors import ArgumentError
 from llm_lab.eval.answers import exact_match, token_f1
+from llm_lab.eval.judge import Judge
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory
 from llm_lab.lit.lm import Batch, NextTokenLM
 from llm_lab.loggers import markdown_table
@@ -59,6 +62,8 @@ class InstructLM(NextTokenLM):
         "test/token_f1_before",
         "test/exact_match",
         "test/exact_match_before",
+        "test/judge_score",
+        "test/judge_score_before",
     )
 
     def __init__(
@@ -73,6 +78,7 @@ class InstructLM(NextTokenLM):
         max_new_tokens: int = 64,
         max_responses: int = 100,
         score_before: bool = True,
+        judge_init_from: str | None = None,
     ) -> None:
         tokenizer = data.tokenizer  # the starting model's, with the template's tokens added
         if pretrained is not None:  # init_from's model, its embedding grown to hold them
@@ -94,6 +100,7 @@ class InstructLM(NextTokenLM):
             max_responses,
             score_before,
         )
+        self.judge_init_from = judge_init_from
         self.before: dict[str, Any] = {}
         self._test_sum, self._test_count = 0.0, 0
 
@@ -176,12 +183,27 @@ class InstructLM(NextTokenLM):
     def on_test_epoch_end(self) -> None:
         after = self.scores([])  # the NLL is the test steps' own
         after["response_nll"] = self._test_sum / max(self._test_count, 1)
-        for name in SCORES:
-            self.log(f"test/{name}", float(after[name]))
-            if self.before:
+        if self.judge_init_from is not None:
+            self.judge(after, self.before)
+        for name in (*SCORES, "judge_score"):
+            if name in after:
+                self.log(f"test/{name}", float(after[name]))
+            if name in self.before:
                 self.log(f"test/{name}_before", float(self.before[name]))
         if self.trainer.is_global_zero:
             self.write_responses(after["rows"], self.before.get("rows"))
+
+    def judge(self, *results: dict[str, Any]) -> None:
+        """Scores from 0 to 100 by the judge model (``judge_init_from``), the book's way: each
+        answer's in its row, their mean (over the answers it gave a number for) in ``results``."""
+        judge = Judge(self.judge_init_from)  # type: ignore[arg-type]
+        for result in results:
+            if not result:
+                continue
+            for row, score in zip(result["rows"], judge.score(result["rows"]), strict=True):
+                row["judge_score"] = score
+            given = [row["judge_score"] for row in result["rows"] if row["judge_score"] is not None]
+            result["judge_score"] = sum(given) / len(given) if given else float("nan")
 
     def write_responses(self, rows: list[dict[str, Any]], before: list[dict[str, Any]] | None) -> None:
         """``responses.jsonl`` (one test instruction a line, with the answer before tuning when it
@@ -189,6 +211,8 @@ class InstructLM(NextTokenLM):
         for i, row in enumerate(rows):
             if before is not None and i < len(before):
                 row["response_before"] = before[i]["response"]
+                if "judge_score" in before[i]:
+                    row["judge_score_before"] = before[i]["judge_score"]
         with replacing(self.run_dir / "responses.jsonl") as tmp:
             tmp.write_text(
                 "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
