@@ -120,8 +120,9 @@ def main(cfg: DictConfig) -> float | None:
 
 def read_corpus(cfg: DictConfig) -> Corpus:
     """Step 1: the corpus the ``data.*`` corpus keys describe (streamed, split by document)."""
-    with keyed(cfg.data, cfg):
-        return Corpus.from_settings(plain(cfg.data))
+    node = cfg.get("corpus", cfg.data)  # experiment=classify: its own, beside the classifier's data
+    with keyed(node, cfg):
+        return Corpus.from_settings(plain(node))
 
 
 def tokenizer_step(cfg: DictConfig, corpus: Corpus, ckpt_path: str | None) -> Tokenizer:

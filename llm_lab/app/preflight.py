@@ -514,7 +514,7 @@ def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
 
     from llm_lab.data.corpus import Corpus
 
-    data = cfg.get("data")
+    data = cfg.get("corpus", cfg.get("data"))  # experiment=classify: its own, beside the classifier's data
     if cfg.get("tokenizer") is None or not isinstance(data, DictConfig):
         return []
     wrong = [type_error(f.name, data[f.name], f.type) for f in fields(Corpus) if f.name in data]
