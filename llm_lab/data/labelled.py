@@ -2,8 +2,8 @@
 Hugging Face dataset (a hub name, or a folder ``datasets`` saved), each read into (text, label) rows
 with errors that name the file, the row and the fix.
 
-A TSV without a header (the UCI SMS Spam Collection as downloaded: ``ham<TAB>Go until jurong...``)
-has its columns named by position, ``0``, ``1``, ...: ``text_column=1 label_column=0``.
+A file without a header row (the UCI SMS Spam Collection as downloaded: ``ham<TAB>Go until
+jurong...``) has its columns asked for by position, ``0``, ``1``, ...: ``text_column=1 label_column=0``.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ Rows = list[tuple[str, str]]  # (text, label)
 
 
 def _columns_error(
-    path: str | Path, column: str | int, arg: str, columns: list[str], headerless: bool
+    path: str | Path, column: str | int, arg: str, columns: list[str], numbered: bool
 ) -> ArgumentError:
     listed = ", ".join(columns)
-    fix = f"its columns are {listed}"
-    if headerless:
-        fix = f"the file has no header row: its columns are {listed}, e.g. text_column=1 label_column=0"
+    if numbered:
+        fix = f"the file's {len(columns)} columns are numbered from 0"
+    else:
+        fix = f"its columns are {listed}; a file without a header row numbers them: text_column=1 label_column=0"
     return ArgumentError(arg, f"{path} has no column {column!r}", fix)
 
 
 def _table(path: Path, delimiter: str, text_column: str | int, label_column: str | int) -> Rows:
-    """The rows of a CSV or TSV file. The first row is a header when it holds the column names
-    asked for; otherwise the columns are numbered from 0."""
+    """The rows of a CSV or TSV file. The first row is its header, unless both columns are asked
+    for by number (``text_column=1 label_column=0``): a file without a header row."""
     reader = csv.reader(
         io.StringIO(read_text(path)),
         delimiter=delimiter,
@@ -40,14 +41,14 @@ def _table(path: Path, delimiter: str, text_column: str | int, label_column: str
     table = [row for row in reader if row]
     if not table:
         raise DataError(f"{path}: the file is empty")
-    header = table[0]
-    if str(text_column) in header and str(label_column) in header:
-        names, body, first = header, table[1:], 2
+    numbered = all(str(column).isdigit() for column in (text_column, label_column))
+    if numbered:
+        names, body, first = [str(i) for i in range(len(table[0]))], table, 1
     else:
-        names, body, first = [str(i) for i in range(len(header))], table, 1
+        names, body, first = table[0], table[1:], 2
     for arg, column in (("text_column", text_column), ("label_column", label_column)):
         if str(column) not in names:
-            raise _columns_error(path, column, arg, header if names is header else names, names is not header)
+            raise _columns_error(path, column, arg, names, numbered)
     t, lab = names.index(str(text_column)), names.index(str(label_column))
     rows = []
     for number, row in enumerate(body, start=first):

@@ -10,6 +10,7 @@ training split, the per-class table, and predictions written for a file.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -45,11 +46,14 @@ class BagOfWords:
             x, y = self.features(texts), torch.tensor(list(labels))
             self.weight = torch.zeros(len(self.vocab), n_classes, requires_grad=True)
             self.bias = torch.zeros(n_classes, requires_grad=True)
-        optimizer = torch.optim.LBFGS([self.weight, self.bias], max_iter=200, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS([self.weight, self.bias], max_iter=100, line_search_fn="strong_wolfe")
 
         def closure() -> Tensor:
             optimizer.zero_grad()
-            loss = F.cross_entropy(x @ self.weight + self.bias, y) + l2 * self.weight.square().sum()
+            loss = (
+                F.cross_entropy(torch.sparse.mm(x, self.weight) + self.bias, y)
+                + l2 * self.weight.square().sum()
+            )
             loss.backward()
             return loss
 
@@ -57,16 +61,25 @@ class BagOfWords:
             optimizer.step(closure)
 
     def features(self, texts: Sequence[str]) -> Tensor:
-        x = torch.zeros(len(texts), len(self.vocab))
+        """(texts, words), sparse: 1 + log(count) of each known word, each row of unit length."""
+        rows, columns, values = [], [], []
         for row, text in enumerate(texts):
             for word, n in Counter(WORD.findall(text.lower())).items():
                 if word in self.vocab:
-                    x[row, self.vocab[word]] = 1.0 + float(torch.tensor(n).log())
-        return F.normalize(x, dim=1)
+                    rows.append(row)
+                    columns.append(self.vocab[word])
+                    values.append(1.0 + math.log(n))
+        weights, where = torch.tensor(values), torch.tensor(rows, dtype=torch.long)
+        norms = torch.zeros(len(texts)).index_add_(0, where, weights.square()).sqrt().clamp(min=1e-12)
+        # Sparse: a text holds a dozen of the thousands of words, and the products skip the zeros.
+        indices = torch.tensor([rows, columns], dtype=torch.long).reshape(2, -1)
+        return torch.sparse_coo_tensor(
+            indices, weights / norms[where], (len(texts), len(self.vocab)), check_invariants=False
+        )
 
     @torch.no_grad()
     def predict(self, texts: Sequence[str]) -> Tensor:
-        return (self.features(texts) @ self.weight + self.bias).argmax(-1)
+        return (torch.sparse.mm(self.features(texts), self.weight) + self.bias).argmax(-1)
 
 
 def bag_of_words_accuracy(
