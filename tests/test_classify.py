@@ -174,3 +174,30 @@ def test_bad_input_is_one_line_naming_the_key(workdir: Path, overrides: list[str
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: {key}:"), line
+
+
+def test_evaluate_writes_a_classifiers_predictions_and_scores(workdir: Path) -> None:
+    """evaluate.py on the classifier run of README's two steps: predictions.csv (text, prediction,
+    one probability per class), and accuracy/macro-F1 equal to the test split's when given it."""
+    run = workdir / "run"
+    if not (run / "metrics.json").is_file():
+        assert run_train(*SMALL, f"hydra.run.dir={run}", cwd=workdir).returncode == 0
+    (workdir / "new.csv").write_text('text\n"WINNER!! You have won"\n"Ok lar"\n', encoding="utf-8")
+    out = workdir / "predicted"
+    done = run_train(
+        f"init_from={run}", "tasks=[new.csv]", f"hydra.run.dir={out}", script="evaluate.py", cwd=workdir
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (out / "predictions.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "text,prediction,p_ham,p_spam" and len(lines) == 3
+    for line in lines[1:]:
+        *_, prediction, p_ham, p_spam = line.split(",")
+        assert prediction == ("ham" if float(p_ham) > float(p_spam) else "spam")
+        assert float(p_ham) + float(p_spam) == pytest.approx(1.0, abs=1e-6)
+    out = workdir / "scored"
+    done = run_train(
+        f"init_from={run}", "tasks=[spam.csv]", f"hydra.run.dir={out}", script="evaluate.py", cwd=workdir
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())["spam"]
+    assert 0.0 <= results["acc"] <= 1.0 and 0.0 <= results["f1_macro"] <= 1.0 and results["n"] == 80

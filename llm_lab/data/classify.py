@@ -59,6 +59,16 @@ def undersample(rows: Rows, seed: int) -> Rows:
     return kept
 
 
+def pad_batch(examples: list[tuple[list[int], int]], pad_id: int) -> Batch:
+    """(ids, label) examples as one batch, padded on the right to its longest text (dynamic padding)."""
+    longest = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
+    for row, (tokens, _) in enumerate(examples):
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+    lengths = torch.tensor([len(tokens) for tokens, _ in examples])
+    return ids, lengths, torch.tensor([label for _, label in examples])
+
+
 class ClassifyDataModule(L.LightningDataModule):
     """Labelled texts as padded batches of (ids, lengths, labels). ``path=None``: the built-in
     ``docs_topics``. ``balance``: ``none``, ``undersample`` (the training split) or
@@ -189,13 +199,7 @@ class ClassifyDataModule(L.LightningDataModule):
         }
 
     def collate(self, examples: list[tuple[list[int], int]]) -> Batch:
-        """Pad to the longest text of the batch (dynamic padding)."""
-        longest = max(len(ids) for ids, _ in examples)
-        ids = torch.full((len(examples), longest), self.pad_id, dtype=torch.long)
-        for row, (tokens, _) in enumerate(examples):
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        lengths = torch.tensor([len(tokens) for tokens, _ in examples])
-        return ids, lengths, torch.tensor([label for _, label in examples])
+        return pad_batch(examples, self.pad_id)
 
     def _loader(self, name: str) -> DataLoader:
         shuffle = name == "train"

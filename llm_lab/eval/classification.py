@@ -6,6 +6,8 @@ training split, the per-class table, and predictions written for a file.
   length) and one softmax layer, fitted by L-BFGS with an L2 penalty — the classic strong baseline
   for topic classification (Jurafsky & Martin, 3rd ed., ch. 4-5). A transformer that does not beat
   it has not earned its keep.
+
+:func:`classify_file` is what ``python evaluate.py init_from=<classifier run> tasks=[new.csv]`` runs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+from llm_lab.data.classify import pad_batch
+from llm_lab.errors import DataError
+from llm_lab.models.classifier import GPTClassifier
+from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.simple import ENDOFTEXT
 
 WORD = re.compile(r"\w+")
 
@@ -106,3 +115,49 @@ def per_class_table(confusion: Tensor, labels: Sequence[str]) -> str:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         lines.append(f"| {label} | {precision:.3f} | {recall:.3f} | {f1:.3f} | {int(support)} |")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def predict(
+    net: GPTClassifier, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 16, device: str = "cpu"
+) -> Tensor:
+    """Class probabilities (texts, classes), each text cut to the model's context."""
+    net = net.eval().to(device)
+    pad = tokenizer.token_to_id(ENDOFTEXT) or 0
+    encoded = [(tokenizer.encode(text)[: net.config.context_length], 0) for text in texts]
+    probabilities = []
+    for start in range(0, len(encoded), batch_size):
+        ids, lengths, _ = pad_batch(encoded[start : start + batch_size], pad)
+        probabilities.append(net(ids.to(device), lengths.to(device)).float().softmax(-1).cpu())
+    return torch.cat(probabilities)
+
+
+def classify_file(
+    net: GPTClassifier,
+    tokenizer: Tokenizer,
+    labels: Sequence[str],
+    rows: Sequence[tuple[str, str]],
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> tuple[list[dict[str, object]], dict[str, float]]:
+    """Each text with its predicted label and one probability per class; and, when the rows have
+    labels, the accuracy and macro-F1 (a label the classifier does not know is a DataError)."""
+    probabilities = predict(net, tokenizer, [text for text, _ in rows], batch_size, device)
+    predicted = probabilities.argmax(-1)
+    table = [
+        {
+            "text": text,
+            "prediction": labels[int(p)],
+            **{f"p_{label}": float(q) for label, q in zip(labels, row, strict=True)},
+        }
+        for (text, _), p, row in zip(rows, predicted, probabilities, strict=True)
+    ]
+    metrics: dict[str, float] = {"n": float(len(rows))}
+    if all(label for _, label in rows):
+        unknown = sorted({label for _, label in rows} - set(labels))
+        if unknown:
+            raise DataError(f"label {unknown[0]!r} is not one the classifier knows ({', '.join(labels)})")
+        target = torch.tensor([list(labels).index(label) for _, label in rows])
+        metrics["acc"] = float(multiclass_accuracy(predicted, target, len(labels), average="micro"))
+        metrics["f1_macro"] = float(multiclass_f1_score(predicted, target, len(labels), average="macro"))
+    return table, metrics
