@@ -201,3 +201,14 @@ def test_evaluate_writes_a_classifiers_predictions_and_scores(workdir: Path) -> 
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())["spam"]
     assert 0.0 <= results["acc"] <= 1.0 and 0.0 <= results["f1_macro"] <= 1.0 and results["n"] == 80
+
+
+def test_a_sweep_over_the_freeze_policy_trains_what_each_names(workdir: Path) -> None:
+    """-m finetune.trainable=head,lora: two runs, each with its own trainable share (the head alone
+    trains fewer parameters than the head and the adapters)."""
+    done = run_train("-m", *SMALL, "finetune.trainable=head,lora", "hydra.sweep.dir=sweep", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shares = [
+        json.loads((workdir / "sweep" / job / "metrics.json").read_text())["trainable/share"] for job in "01"
+    ]
+    assert 0 < shares[0] < shares[1] < 0.5
