@@ -170,6 +170,8 @@ def test_readme_two_steps_train_a_classifier_with_its_report(workdir: Path) -> N
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(workdir: Path, overrides: list[str], key: str) -> None:
+    """The texts as labels (each its own: the val and test labels never occur in training), an
+    unknown column, a cap longer than the model's context, a freeze policy that does not exist."""
     done = run_train(*SMALL, *overrides, cwd=workdir)
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
@@ -212,3 +214,18 @@ def test_a_sweep_over_the_freeze_policy_trains_what_each_names(workdir: Path) ->
         json.loads((workdir / "sweep" / job / "metrics.json").read_text())["trainable/share"] for job in "01"
     ]
     assert 0 < shares[0] < shares[1] < 0.5
+
+
+def test_a_test_label_unseen_in_training_and_a_single_class_are_refused(workdir: Path) -> None:
+    (workdir / "one.csv").write_text(
+        "text,label\n" + "".join(f'"text {i}",a\n' for i in range(20)), encoding="utf-8"
+    )
+    (workdir / "other.csv").write_text('text,label\n"a new text",zzz\n', encoding="utf-8")
+    for overrides, key, words in [
+        (["data.path=one.csv"], "data.label_column", "holds one label"),
+        (["data.test_path=other.csv"], "data.test_path", "'zzz' of the test split never occurs"),
+    ]:
+        done = run_train(*SMALL, *overrides, cwd=workdir)
+        assert done.returncode == 2, done.stderr[-2000:]
+        [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert line.startswith(f"error: {key}:") and words in line, line
