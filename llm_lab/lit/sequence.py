@@ -93,6 +93,7 @@ class SequenceClassifier(LabModule):
         class_weights: list[float] | None = None,
         trainable: str = "last_block",
         pooling: str = "last",
+        dropout: float | None = None,
         lora: dict[str, Any] | None = None,
         tokenizer: Any = None,
         optimizer: OptimizerFactory | None = None,
@@ -111,7 +112,7 @@ class SequenceClassifier(LabModule):
                 f"use max_length={body.config.context_length} or less",
             )
         self.tokenizer, self.labels, self.lora = tokenizer, list(labels), dict(lora or {})
-        self.net = GPTClassifier.from_gpt(body, len(labels), pooling)
+        self.net = GPTClassifier.from_gpt(body, len(labels), pooling, dropout)
         weights = torch.tensor(class_weights) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
         total = sum(p.numel() for p in self.net.parameters())

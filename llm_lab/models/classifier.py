@@ -52,9 +52,14 @@ class GPTClassifier(GPT):
         nn.init.normal_(self.score.weight, mean=0.0, std=0.02)
 
     @classmethod
-    def from_gpt(cls, gpt: GPT, n_classes: int, pooling: str = "last") -> GPTClassifier:
-        """A classifier with ``gpt``'s body (its weights copied) and a new, random class head."""
+    def from_gpt(
+        cls, gpt: GPT, n_classes: int, pooling: str = "last", dropout: float | None = None
+    ) -> GPTClassifier:
+        """A classifier with ``gpt``'s body (its weights copied) and a new, random class head;
+        ``dropout`` replaces the body's (fine-tuning a small set overfits without it)."""
         settings = {**asdict(gpt.config), "tie_embeddings": True}
+        if dropout is not None:
+            settings["dropout"] = dropout
         model = cls(ClassifierConfig(**settings, n_classes=n_classes, pooling=pooling))
         body = {k: v for k, v in gpt.state_dict().items() if not k.startswith(("lm_head.", "score."))}
         missing, unexpected = model.load_state_dict(body, strict=False)
