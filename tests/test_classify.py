@@ -229,3 +229,28 @@ def test_a_test_label_unseen_in_training_and_a_single_class_are_refused(workdir:
         assert done.returncode == 2, done.stderr[-2000:]
         [line] = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert line.startswith(f"error: {key}:") and words in line, line
+
+
+def test_a_lora_run_resumes_and_its_checkpoint_loads_merged(workdir: Path) -> None:
+    """A LoRA classifier resumes from its checkpoint like any run, and evaluate.py's loader rebuilds
+    it with the adapters merged: the same logits as the run's exported HF folder (atol 1e-4)."""
+    from llm_lab.models.pretrained import load_model
+
+    out = workdir / "lora_run"
+    first = run_train(*SMALL, "finetune.trainable=lora", f"hydra.run.dir={out}", cwd=workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_train(
+        *SMALL,
+        "finetune.trainable=lora",
+        "trainer.max_epochs=2",
+        f"ckpt_path={out}",
+        f"hydra.run.dir={out}",
+        cwd=workdir,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    loaded = load_model(out)
+    reference = AutoModelForSequenceClassification.from_pretrained(out / "hf").eval()
+    ids = torch.tensor([loaded.tokenizer.encode("WINNER!! You have won a prize")])
+    with torch.no_grad():
+        assert torch.allclose(loaded.net.eval()(ids), reference(ids).logits, atol=1e-4)
