@@ -6,7 +6,7 @@ application resolving an experiment's name to its newest finished run) and ``eva
 - a run folder of ``train.py experiment=gpt`` (its newest checkpoint) or one of its ``.ckpt``
   files: the GPT is rebuilt from the plain settings saved in the checkpoint
   (:func:`llm_lab.run_dir.load_net`), the tokenizer is the run's ``tokenizer.json``, and the corpus
-  is the run's own (its ``data`` settings in ``.hydra/config.yaml``), so ``bpb`` scores the run's
+  is the run's own (its ``corpus`` settings in ``.hydra/config.yaml``), so ``bpb`` scores the run's
   validation split and the unigram baseline is fitted on its training split;
 - a Hugging Face GPT-2 or Llama folder (``config.json``, ``model.safetensors``, ``tokenizer.json``)
   or, online, a hub name: the weights are read into the lab's GPT (:mod:`llm_lab.models.hf`) and
@@ -15,6 +15,7 @@ application resolving an experiment's name to its newest finished run) and ``eva
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class Loaded:
     corpus: Corpus
     kind: str  # "run" or "hf"
     start_token: str = ENDOFTEXT  # what stands before a document's first token
+    labels: list[str] | None = None  # a classifier's class names (its run's labels.json)
+    columns: tuple[str | int, str | int] = ("text", "label")  # a classifier's text and label columns
 
 
 def start_token(folder: Path) -> str:
@@ -57,13 +60,14 @@ def start_token(folder: Path) -> str:
 
 
 def run_corpus(run_dir: Path) -> Corpus:
-    """The corpus a run trained on, from the ``data`` settings of its ``.hydra/config.yaml``."""
+    """The corpus a run trained on, from the ``corpus`` settings of its ``.hydra/config.yaml``."""
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
         return Corpus()  # a checkpoint copied without its run folder: the built-in corpus
     try:
         saved = OmegaConf.load(config)
-        settings = {key: OmegaConf.select(saved, f"data.{key}") for key in Corpus.setting_names()}
+        group = "corpus" if "corpus" in saved else "data"  # runs made before the corpus group
+        settings = {key: OmegaConf.select(saved, f"{group}.{key}") for key in Corpus.setting_names()}
         return Corpus.from_settings({k: v for k, v in settings.items() if v is not None})
     except (OmegaConfBaseException, ArgumentError) as err:
         raise DataError(f"{config}: the run's corpus settings cannot be used here ({err})") from None
@@ -131,4 +135,23 @@ def load_model(init_from: str | Path, tokenizer_path: str | Path | None = None) 
         net.check_vocab(tokenizer.vocab_size)
     except ArgumentError as err:
         raise ArgumentError("tokenizer_path", err.problem, err.fix) from None
-    return Loaded(net, tokenizer, corpus, kind, start_token(path) if kind == "hf" else ENDOFTEXT)
+    if kind == "hf":
+        return Loaded(net, tokenizer, corpus, kind, start_token(path))
+    return Loaded(net, tokenizer, corpus, kind, ENDOFTEXT, *classifier_record(run_dir))
+
+
+def classifier_record(run_dir: Path) -> tuple[list[str] | None, tuple[str | int, str | int]]:
+    """A classifier run's class names (``labels.json``) and the columns its data was read from
+    (``data.text_column``, ``data.label_column`` of ``.hydra/config.yaml``), read as plain data."""
+    labels_file, columns = run_dir / "labels.json", ("text", "label")
+    labels = json.loads(labels_file.read_text(encoding="utf-8")) if labels_file.is_file() else None
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise DataError(f"{labels_file}: not a list of class names")
+    try:
+        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        found = (OmegaConf.select(saved, "data.text_column"), OmegaConf.select(saved, "data.label_column"))
+        if all(isinstance(c, str | int) for c in found):
+            columns = found
+    except (OSError, OmegaConfBaseException):
+        pass
+    return labels, columns
