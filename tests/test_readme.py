@@ -38,6 +38,7 @@ NOT_RUN = [
     ("mypy", "a type checker: CI runs it"),
     ("tensorboard --logdir", "a server; tests/test_dashboards.py reads run folders as TensorBoard does"),
     ("python bench/", "a benchmark: minutes of measuring, it prints ratios and neither passes nor fails"),
+    ("chat=true", "a conversation on the terminal: tests/test_chat.py pipes two turns into it"),
     ("trainer=gpu", "needs a CUDA GPU"),
     ("trainer=ddp ", "needs CUDA GPUs"),
     ("trainer=fsdp", "needs CUDA GPUs"),
