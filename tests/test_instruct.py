@@ -225,3 +225,45 @@ def test_the_judge_is_asked_in_the_books_words_and_its_number_read() -> None:
         "Respond with the integer number only."
     )
     assert [parse_score(t) for t in ("87", "Score: 55.", "101", "none")] == [87, 55, None, None]
+
+
+def test_lora_tuning_saves_an_adapter_peft_loads_on_the_exported_start(tokenizer, tmp_path) -> None:
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    rows = [{"instruction": f"Add {a} and {b}.", "output": f"{a + b}"} for a in range(6) for b in range(6)]
+    data = InstructDataModule(
+        tokenizer, "chatml", model_folder="x", path=str(write(tmp_path / "sums.json", rows)), max_length=48
+    )
+    data.setup("fit")
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=48, n_layer=1, n_head=2, n_embd=32))
+    module = InstructLM(
+        None,  # type: ignore[arg-type]
+        0,
+        data,
+        pretrained=net,
+        max_responses=0,
+        score_before=False,
+        trainable="lora",
+        lora={"rank": 4, "alpha": 8, "targets": ["qkv", "fc"]},
+        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2),
+    )
+    trainer = L.Trainer(
+        max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]) == (tmp_path / "base_hf").resolve()
+    ids = torch.tensor([data.encoded["test"][0][0]])
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "base_hf").eval()
+    with torch.no_grad():
+        ours = module.net.eval()(ids)
+        with_adapter = peft.PeftModel.from_pretrained(base, tmp_path / "adapter").eval()(ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()(ids).logits
+    torch.testing.assert_close(with_adapter, ours, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(merged, ours, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # and the adapters did change the model (peft wrapped `base` in place)
+        start = AutoModelForCausalLM.from_pretrained(tmp_path / "base_hf").eval()(ids).logits
+    assert not torch.allclose(start, ours, atol=1e-3)

@@ -20,6 +20,7 @@ Text tab.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
+from safetensors.torch import save_file
 from torch import nn
 
 from llm_lab.atomic import replacing
@@ -34,11 +36,13 @@ from llm_lab.data.instruct import IGNORE, InstructDataModule
 from llm_lab.data.templates import template_record
 from llm_lab.errors import ArgumentError
 from llm_lab.eval.answers import exact_match, token_f1
+from llm_lab.eval.export import save_hf_folder
 from llm_lab.eval.judge import Judge
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory
 from llm_lab.lit.lm import Batch, NextTokenLM
 from llm_lab.loggers import markdown_table
 from llm_lab.models.chat import Chat
+from llm_lab.nn.lora import add_lora, merge_lora, save_peft_adapter
 
 SCORES = ("response_nll", "token_f1", "exact_match")
 
@@ -79,6 +83,8 @@ class InstructLM(NextTokenLM):
         max_responses: int = 100,
         score_before: bool = True,
         judge_init_from: str | None = None,
+        trainable: str = "all",
+        lora: dict[str, Any] | None = None,
     ) -> None:
         tokenizer = data.tokenizer  # the starting model's, with the template's tokens added
         if pretrained is not None:  # init_from's model, its embedding grown to hold them
@@ -101,6 +107,11 @@ class InstructLM(NextTokenLM):
             score_before,
         )
         self.judge_init_from = judge_init_from
+        if trainable not in ("all", "lora"):
+            raise ArgumentError("trainable", f"unknown value {trainable!r}", "use all or lora")
+        self.lora = dict(lora or {}) if trainable == "lora" else None
+        if self.lora is not None:  # the starting weights frozen, low-rank adapters trained beside them
+            add_lora(self.net, **self.lora)
         self.before: dict[str, Any] = {}
         self._test_sum, self._test_count = 0.0, 0
 
@@ -112,6 +123,35 @@ class InstructLM(NextTokenLM):
             self.tokenizer.save(self.run_dir / "tokenizer.json")
             with replacing(self.run_dir / "template.json") as tmp:
                 tmp.write_text(json.dumps(template_record(self.template), indent=2), encoding="utf-8")
+
+    def on_fit_start(self) -> None:
+        if self.lora is not None and self.trainer.ckpt_path is None and self.trainer.is_global_zero:
+            # The starting model as a Hugging Face folder, which the adapter names as its base. The
+            # adapters' B starts at zero, so merging a copy now gives exactly the starting weights.
+            start = merge_lora(copy.deepcopy(self.net))
+            save_hf_folder(start, self.tokenizer, self.run_dir / "base_hf")  # type: ignore[arg-type]
+        self.score_starting_model()
+
+    def on_fit_end(self) -> None:
+        """``model.safetensors`` of the tuned net; with LoRA, the adapter in peft's format
+        (``adapter/``, its ``base_model_name_or_path`` the ``base_hf/`` export) and the merged model
+        as a Hugging Face folder (``hf/``)."""
+        if self.lora is None:
+            super().on_fit_end()
+            return
+        if not self.trainer.is_global_zero:
+            return
+        save_peft_adapter(self.net, self.run_dir / "adapter", str((self.run_dir / "base_hf").resolve()))  # type: ignore[arg-type]
+        merged = merge_lora(copy.deepcopy(self.net))
+        save_hf_folder(merged, self.tokenizer, self.run_dir / "hf")  # type: ignore[arg-type]
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in merged.state_dict().items()}
+        with replacing(self.run_dir / "model.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.lora is not None:  # llm_lab.run_dir.load_net puts the adapters on and merges them
+            checkpoint["lora"] = self.lora
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over the response targets (``-100`` elsewhere), and their count."""
@@ -165,7 +205,7 @@ class InstructLM(NextTokenLM):
             "rows": rows,
         }
 
-    def on_fit_start(self) -> None:
+    def score_starting_model(self) -> None:
         # The starting model's scores, for the before/after comparison (not on a resumed run: its
         # weights are no longer the starting ones).
         if self.score_before and self.test_examples and self.trainer.ckpt_path is None:
