@@ -42,7 +42,11 @@ def log_dir() -> Path:
 def test_the_readme_command_tunes_the_newest_gpt_run_and_scores_it(log_dir: Path) -> None:
     done = run_train("experiment=instruct", f"paths.log_dir={log_dir}", *QUICK)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run,) = (log_dir / "instruct" / "runs").iterdir()
+    (run,) = [
+        r
+        for r in (log_dir / "instruct" / "runs").iterdir()
+        if (r / "template.json").exists() and not (r / "adapter").exists()
+    ]
     metrics = json.loads((run / "metrics.json").read_text())
     tested = {key for key in metrics if key.startswith("test/")}
     assert tested == {name for name in InstructLM.LOGGED if name.startswith("test/") and "judge" not in name}
@@ -88,3 +92,15 @@ def test_no_starting_model_is_refused_before_anything_loads(log_dir: Path) -> No
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
     assert line.startswith("error: init_from: instruction tuning starts from a pretrained model")
+
+
+def test_a_lora_run_exports_its_adapter_and_its_checkpoint_chats(log_dir: Path) -> None:
+    done = run_train("experiment=instruct", f"paths.log_dir={log_dir}", "finetune.trainable=lora", *QUICK)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = [r for r in (log_dir / "instruct" / "runs").iterdir() if (r / "adapter").exists()]
+    assert {"base_hf", "adapter", "hf"} <= {p.name for p in run.iterdir()}
+    adapter = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert Path(adapter["base_model_name_or_path"]) == (run / "base_hf").resolve()
+    # The checkpoint (read weights-only) rebuilds the tuned model with its adapters merged.
+    answer = run_train(f"init_from={run}", "prompt=hello", "max_new_tokens=4", script="generate.py")
+    assert answer.returncode == 0, answer.stderr[-2000:]

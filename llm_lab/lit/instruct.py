@@ -90,9 +90,9 @@ class InstructLM(NextTokenLM):
         if pretrained is not None:  # init_from's model, its embedding grown to hold them
             pretrained.resize_vocab(tokenizer.vocab_size)  # type: ignore[operator]
         super().__init__(net, tokenizer.vocab_size, tokenizer, optimizer, scheduler, pretrained)
-        self.save_hyperparameters(
-            ignore=["net", "tokenizer", "optimizer", "scheduler", "pretrained", "data"], logger=False
-        )
+        # Objects, and lora (a config node): checkpoints are read back weights-only (self.lora is kept).
+        ignored = ["net", "tokenizer", "optimizer", "scheduler", "pretrained", "data", "lora"]
+        self.save_hyperparameters(ignore=ignored, logger=False)
         context = getattr(getattr(self.net, "config", None), "context_length", None)
         if context is not None and data.max_length > context:
             raise ArgumentError(
@@ -109,7 +109,11 @@ class InstructLM(NextTokenLM):
         self.judge_init_from = judge_init_from
         if trainable not in ("all", "lora"):
             raise ArgumentError("trainable", f"unknown value {trainable!r}", "use all or lora")
-        self.lora = dict(lora or {}) if trainable == "lora" else None
+        # Plain values (a config's list is not one): the checkpoint keeps them, read back weights-only.
+        plain: dict[str, Any] = {
+            k: v if isinstance(v, str | int | float) else list(v) for k, v in dict(lora or {}).items()
+        }
+        self.lora: dict[str, Any] | None = plain if trainable == "lora" else None
         if self.lora is not None:  # the starting weights frozen, low-rank adapters trained beside them
             add_lora(self.net, **self.lora)
         self.before: dict[str, Any] = {}
