@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_lab.console import configure_console, in_sweep, print_and_log
-from llm_lab.errors import ArgumentError, Interrupted, LabError, Refusal, StorageError
+from llm_lab.errors import ArgumentError, DivergedError, Interrupted, LabError, Refusal, StorageError
 
 Flow = Callable[[Any], Any]  # an entry point's flow: the composed config in, its result out
 
@@ -289,6 +289,8 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
                 )
         for line in lines:
             print_and_log(f"error: {line}" if label is None else f"error: {label}: {line}")
+        if isinstance(err, DivergedError) and run_folder and label is None:
+            print_and_log(lower_rate_advice(cfg), logging.WARNING)
         if label is None:
             raise SystemExit(2) from None
         # In a sweep the other jobs may be fine: this one is recorded as failed (the Optuna sweeper
@@ -355,19 +357,38 @@ def how_to_go_on(cfg: Any, resumable: bool) -> str:
     return f"resume with:\n  {resume_command(Path(cfg.paths.output_dir))}"
 
 
-def resume_command(output_dir: Path) -> str:
-    """The command line that resumes this run in its own directory from its newest checkpoint."""
+def resume_command(output_dir: Path, changes: dict[str, Any] | None = None, resume: bool = True) -> str:
+    """The command line that resumes this run in its own directory from its newest checkpoint
+    (``resume=False``: that starts it again there), with the overrides ``changes`` in place of
+    the command line's own values of those keys."""
     from hydra.core.hydra_config import HydraConfig
 
     from llm_lab.app.overrides import command_word
 
+    changes = changes or {}
     output_dir = output_dir.resolve()
     run_dir = output_dir.relative_to(Path.cwd()) if output_dir.is_relative_to(Path.cwd()) else output_dir
-    kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
+    replaced = ("hydra.run.dir=", "ckpt_path=", *(f"{key}=" for key in changes))
+    kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(replaced)]
     words = [shlex.quote(w) for w in ["python", sys.argv[0], *kept]]
-    return " ".join(
-        [*words, command_word("hydra.run.dir", str(run_dir)), command_word("ckpt_path", str(run_dir))]
-    )
+    words += [command_word(key, value) for key, value in changes.items()]
+    words.append(command_word("hydra.run.dir", str(run_dir)))
+    return " ".join([*words, command_word("ckpt_path", str(run_dir))] if resume else words)
+
+
+def lower_rate_advice(cfg: Any) -> str:
+    """After a diverged run: the command that goes on from its newest (finite) checkpoint, or
+    starts it again where it has none, at a tenth of its learning rate. A resumed run trains at
+    the rate its command line gives (llm_lab/lit/resume.py), so the command does what it says."""
+    from omegaconf import OmegaConf
+
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if not isinstance(lr, int | float) or isinstance(lr, bool):
+        return "lower the learning rate or set trainer.gradient_clip_val, then resume with ckpt_path"
+    resumable = has_checkpoint(Path(cfg.paths.output_dir))
+    command = resume_command(Path(cfg.paths.output_dir), {"optimizer.lr": float(f"{lr / 10:.3g}")}, resumable)
+    what = "resume from the last good checkpoint" if resumable else "start again"
+    return f"{what} at a tenth of the learning rate (or set trainer.gradient_clip_val):\n  {command}"
 
 
 def stop_sweep(label: str | None, started: bool) -> None:
