@@ -4,6 +4,7 @@ bytes rebuilt, the file left alone, the exit code and key), not the wording."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,65 @@ def test_the_nan_guards_advice_followed_literally_resumes_at_the_lower_rate(
     assert again.returncode == 0, again.stderr[-2000:]
     state = saved(run)
     assert state["global_step"] == 12 and base_rates(state) == {0.001}
+
+
+# ----------------------------------------------------------------------------- 2. caches
+def _docs() -> list[str]:
+    from pydoc_data.topics import topics
+
+    return [topics[k] for k in sorted(topics)[:10]]
+
+
+DOCS = _docs()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another size in the slot", "key of another corpus"])
+def test_a_damaged_cached_tokenizer_is_moved_aside_and_trained_again(tmp_path: Path, damage: str, caplog):
+    from llm_lab.tokenizers.build import build_tokenizer
+
+    def build(vocab_size: int = 300, corpus: str = "docs"):
+        trained: list[int] = []
+
+        def documents():
+            trained.append(1)
+            return DOCS
+
+        settings = {"vocab_size": vocab_size, "special_tokens": ["<|endoftext|>"]}
+        return build_tokenizer("bpe", documents, corpus, cache_dir=tmp_path, **settings), trained
+
+    first, _ = build()
+    (entry,) = [p for p in (tmp_path / "tokenizers").iterdir() if p.is_dir()]
+    written = (entry / "tokenizer.json").read_bytes()
+    if damage == "truncated":
+        (entry / "tokenizer.json").write_bytes(written[: len(written) // 2])
+    elif damage == "another size in the slot":  # a valid tokenizer, of 280 tokens, where 300 belong
+        other, _ = build(vocab_size=280)
+        other.save(entry / "tokenizer.json")
+    else:
+        record = json.loads((entry / "key.json").read_text())
+        (entry / "key.json").write_text(json.dumps(record | {"fingerprint": "another corpus"}))
+    with caplog.at_level("WARNING"):
+        again, trained = build()
+    assert trained == [1] and again.vocab_size == first.vocab_size == 300  # trained once more
+    assert (entry / "tokenizer.json").read_bytes() == written
+    assert entry.with_name(f"{entry.name}.damaged").is_dir()
+    assert [r for r in caplog.records if str(entry) in r.getMessage()]  # the one line names it
+    third, trained = build()
+    assert trained == [] and third.encode("the cat") == first.encode("the cat")  # and reused after
+
+
+def test_a_read_only_tokenizer_cache_with_a_good_entry_is_used_without_writing(tmp_path: Path):
+    from llm_lab.tokenizers.build import build_tokenizer
+
+    settings = {"vocab_size": 300, "special_tokens": ["<|endoftext|>"]}
+    first = build_tokenizer("bpe", lambda: DOCS, "docs", cache_dir=tmp_path, **settings)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    for path in [tmp_path, *before]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        again = build_tokenizer("bpe", list, "docs", cache_dir=tmp_path, **settings)  # list: no documents
+    finally:
+        for path in [tmp_path, *before]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert again.encode("the dog") == first.encode("the dog")
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before

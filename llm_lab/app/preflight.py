@@ -376,7 +376,8 @@ def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
     values = plain(node)
     problems = []
     ranges = {
-        "lr": (0.0, math.inf),
+        # Above float32's largest number the update itself overflows (torch: "cannot be converted").
+        "lr": (0.0, float(torch.finfo(torch.float32).max)),
         "eps": (0.0, math.inf),
         "weight_decay": (0.0, math.inf),
         "momentum": (0.0, 1.0),
@@ -390,7 +391,7 @@ def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
         ):
             problems.append(
                 ConfigError(
-                    f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a finite {key} >= 0"
+                    f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a {key} in that range"
                 )
             )
     betas = values.get("betas")

@@ -287,10 +287,10 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
                 (Path(cfg.paths.output_dir) / sweeps.FAILED_MARKER).write_text(
                     "".join(f"{line}\n" for line in lines)
                 )
+        if isinstance(err, DivergedError) and run_folder and label is None:
+            print_and_log(lower_rate_advice(cfg), logging.WARNING)  # the error stays the last line
         for line in lines:
             print_and_log(f"error: {line}" if label is None else f"error: {label}: {line}")
-        if isinstance(err, DivergedError) and run_folder and label is None:
-            print_and_log(lower_rate_advice(cfg), logging.WARNING)
         if label is None:
             raise SystemExit(2) from None
         # In a sweep the other jobs may be fine: this one is recorded as failed (the Optuna sweeper
