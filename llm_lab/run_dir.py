@@ -11,6 +11,7 @@ lab's own config class — never by instantiating a class a file names.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import zipfile
 from dataclasses import asdict, fields, is_dataclass
@@ -27,6 +28,8 @@ from llm_lab.models.gpt import GPT, GPTConfig
 # The nets a checkpoint may name, with their config class: the only code a run folder can reach.
 NETS: dict[str, tuple[type[nn.Module], type]] = {"GPT": (GPT, GPTConfig)}
 PLAIN = (int, float, str, bool, type(None))
+log = logging.getLogger(__name__)
+_said: set[tuple[str, int]] = set()  # unreadable checkpoints already named (path, mtime)
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -39,11 +42,29 @@ def checkpoint_path(path: str | Path) -> Path:
                 f"{path} is not a run folder (no checkpoints/ in it)",
                 "give a train.py run folder, outputs/<experiment>/runs/<time>, or a .ckpt file",
             )
-        newest = newest_checkpoint(path / "checkpoints")
+        steps = checkpoint_steps(path / "checkpoints")
+        newest = newest_of(steps)
+        unreadable = [f for f, step in steps.items() if step is None]
+        if newest is None and unreadable:
+            try:
+                read_checkpoint(unreadable[0])
+            except DataError as err:
+                raise DataError(
+                    f"{err}; no other checkpoint of {path} is readable (move it aside to train "
+                    "the run again from step 0)"
+                ) from None
         if newest is None:
             raise ArgumentError(
                 "ckpt_path", f"{path} holds no checkpoint", "it stopped before its first step"
             )
+        later = [f for f in unreadable if f.stat().st_mtime_ns >= newest[0].stat().st_mtime_ns]
+        for file in later:  # said once per file, though the preflight and the run both ask
+            if (str(file), file.stat().st_mtime_ns) not in _said:
+                _said.add((str(file), file.stat().st_mtime_ns))
+                log.warning(
+                    f"{file} cannot be read (truncated or damaged): resuming from {newest[0]} at step "
+                    f"{newest[1]}; the steps trained after step {newest[1]} are lost and trained again"
+                )
         return newest[0]
     if not path.is_file():
         raise ArgumentError("ckpt_path", f"no checkpoint at {path}", "give a .ckpt file or a run directory")
@@ -131,9 +152,19 @@ def checkpoint_step(file: Path) -> int | None:
         return None
 
 
+def checkpoint_steps(folder: Path) -> dict[Path, int | None]:
+    """Every checkpoint file in ``folder`` and its step (None: the file cannot be read as one)."""
+    return {f: checkpoint_step(f) for f in sorted(folder.glob("*.ckpt"))}
+
+
 def newest_checkpoint(folder: Path) -> tuple[Path, int] | None:
     """The checkpoint in ``folder`` with the highest step, and that step (``last.ckpt`` wins a tie)."""
-    steps = {f: checkpoint_step(f) for f in sorted(folder.glob("*.ckpt"))}
+    return newest_of(checkpoint_steps(folder))
+
+
+def newest_of(steps: dict[Path, int | None]) -> tuple[Path, int] | None:
+    """Of checkpoints and their steps, the readable one with the highest step (``last.ckpt`` wins
+    a tie), and its step."""
     found = [(step, f.name == "last.ckpt", f) for f, step in steps.items() if step is not None]
     if not found:
         return None

@@ -137,3 +137,35 @@ def test_a_read_only_tokenizer_cache_with_a_good_entry_is_used_without_writing(t
             path.chmod(0o755 if path.is_dir() else 0o644)
     assert again.encode("the dog") == first.encode("the dog")
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+# ------------------------------------------------------------------------------ 3. checkpoints
+def test_an_unreadable_last_checkpoint_is_named_and_the_newest_readable_one_resumed(tmp_path: Path):
+    run = tmp_path / "run"
+    args = [*MLP, "callbacks.model_checkpoint.every_n_train_steps=2", f"hydra.run.dir={run}"]
+    first = run_train(*args, "trainer.max_steps=5")
+    assert first.returncode == 0, first.stderr[-2000:]
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # a disk that filled up, a copy cut short
+    again = run_train(*args, "trainer.max_steps=8", "ckpt_path=last")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert str(last) in again.stdout + again.stderr and "step4.ckpt" in again.stdout + again.stderr
+    assert saved(run)["global_step"] == 8
+
+    # Nothing readable left: refused, naming the file, not "stopped before its first step".
+    for checkpoint in (run / "checkpoints").glob("*.ckpt"):
+        checkpoint.write_bytes(b"not a checkpoint")
+    refused = run_train(*args, "trainer.max_steps=10", "ckpt_path=last")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert ".ckpt" in refused.stderr.strip().splitlines()[-1]
+
+
+def test_a_moved_run_folder_keeps_one_last_checkpoint_the_newest(tmp_path: Path):
+    before, after = tmp_path / "before", tmp_path / "after"
+    first = run_train(*MLP, "trainer.max_steps=3", f"hydra.run.dir={before}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before.rename(after)
+    again = run_train(*MLP, "trainer.max_steps=6", f"hydra.run.dir={after}", f"ckpt_path={after}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [p.name for p in (after / "checkpoints").glob("last*.ckpt")] == ["last.ckpt"]
+    assert saved(after)["global_step"] == 6
