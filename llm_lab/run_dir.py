@@ -86,6 +86,26 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+def non_finite_tensor(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity (None: all finite)."""
+    return next(
+        (
+            name
+            for name, t in tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ),
+        None,
+    )
+
+
+def refuse_non_finite(tensors: dict[str, Any], file: Path) -> None:
+    """A DataError naming ``file`` and the tensor when weights are NaN or infinite: a model that
+    can only produce NaN (and a resume that would train it) is refused where it is read."""
+    bad = non_finite_tensor(tensors)
+    if bad is not None:
+        raise DataError(f"{file}: tensor {bad} holds NaN or infinite values; these weights cannot be used")
+
+
 def net_record(net: nn.Module) -> dict[str, Any] | None:
     """What rebuilds ``net``: its class name and its config as plain values (None if it has none)."""
     config = getattr(net, "config", None)
@@ -127,6 +147,7 @@ def load_net(path: str | Path) -> tuple[nn.Module, Path]:
         raise DataError(f"{file} is not a Lightning checkpoint of llm_lab (it has no state_dict)")
     net = net_from_record(checkpoint.get("net"), file)
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    refuse_non_finite(weights, file)
     result = net.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise DataError(
@@ -177,6 +198,7 @@ def check_fits(file: Path, module: nn.Module) -> None:
     that differ (or, for a net without saved settings, the first tensors that do not fit)."""
     checkpoint = read_checkpoint(file)
     theirs, ours = checkpoint.get("state_dict", {}), module.state_dict()
+    refuse_non_finite(theirs, file)
     wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     wrong += [k for k in theirs if k not in ours]
     if not wrong:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llm_lab.console import configure_console, in_sweep, print_and_log
+from llm_lab.console import configure_console, escaped, in_sweep, print_and_log
 from llm_lab.errors import ArgumentError, DivergedError, Interrupted, LabError, Refusal, StorageError
 
 Flow = Callable[[Any], Any]  # an entry point's flow: the composed config in, its result out
@@ -208,7 +208,7 @@ def _command(task: Callable[[], Any], conf_dir: Path, config_name: str) -> None:
 def fail(text: str) -> None:
     """The end of a command refused before any job ran: an ``error:`` line per problem, exit code 2."""
     for line in text.splitlines():
-        print(f"error: {line}", file=sys.stderr, flush=True)
+        print(f"error: {escaped(line)}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
 
