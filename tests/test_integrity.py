@@ -29,10 +29,8 @@ def test_a_resume_trains_at_the_rate_of_its_command_line_and_says_so(tmp_path: P
     first = run_train(*MLP, "trainer.max_steps=3", f"hydra.run.dir={run}")
     assert first.returncode == 0, first.stderr[-2000:]
     assert base_rates(saved(run)) == {0.01}
-    again = run_train(
-        *MLP, "trainer.max_steps=6", f"hydra.run.dir={run}", "ckpt_path=last", "optimizer.lr=0.5",
-        "optimizer.betas=[0.8,0.99]",
-    )  # fmt: skip
+    changed = ["optimizer.lr=0.5", "optimizer.betas=[0.8,0.99]"]
+    again = run_train(*MLP, "trainer.max_steps=6", f"hydra.run.dir={run}", "ckpt_path=last", *changed)
     assert again.returncode == 0, again.stderr[-2000:]
     state = saved(run)
     assert state["global_step"] == 6
@@ -169,3 +167,176 @@ def test_a_moved_run_folder_keeps_one_last_checkpoint_the_newest(tmp_path: Path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [p.name for p in (after / "checkpoints").glob("last*.ckpt")] == ["last.ckpt"]
     assert saved(after)["global_step"] == 6
+
+
+# --------------------------------------------------------------------------------- 5. sweeps
+def rows(summary: Path) -> dict[str, str]:
+    """The summary's rows: job folder → its metric cell."""
+    lines = [line for line in summary.read_text().splitlines() if line.startswith("| ")][1:]
+    return {cells[2].strip(): cells[-3].strip() for cells in (line.split("|") for line in lines)}
+
+
+def interrupted_sweep(sweep: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], str]:
+    """``seed=1,2,3`` of the perceptron, Ctrl-C as job 2 starts: the command and what it printed."""
+    import lightning
+
+    seeded = lightning.seed_everything
+
+    def ctrl_c_at_seed_3(seed=None, workers=False, verbose=True):
+        if seed == 3:
+            raise KeyboardInterrupt
+        return seeded(seed, workers=workers, verbose=verbose)
+
+    command = ["-m", "experiment=perceptron", "seed=1,2,3", "debug=fast", f"hydra.sweep.dir={sweep}"]
+    monkeypatch.setattr(lightning, "seed_everything", ctrl_c_at_seed_3)
+    stopped = run_train(*command)
+    monkeypatch.undo()
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    so_far = rows(sweep / "summary.md")
+    assert so_far["0"] and so_far["1"] and not so_far.get("2")  # job 2 not run: no value
+    return command, stopped.stderr
+
+
+def test_a_sweep_job_run_later_by_its_printed_command_updates_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    sweep = tmp_path / "sweep"
+    _, said = interrupted_sweep(sweep, monkeypatch)
+    job_2 = next(line.strip() for line in said.splitlines() if line.strip().startswith("python "))
+    finished = run_train(*pasted(job_2)[2:])
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert set(rows(sweep / "summary.md")) == {"0", "1", "2"} and rows(sweep / "summary.md")["2"]
+
+
+def test_the_same_sweep_command_again_completes_a_half_finished_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    sweep = tmp_path / "sweep"
+    command, _ = interrupted_sweep(sweep, monkeypatch)
+    kept = {job: (sweep / job / "metrics.json").stat().st_mtime_ns for job in ("0", "1")}
+    again = run_train(*command)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {job: (sweep / job / "metrics.json").stat().st_mtime_ns for job in ("0", "1")} == kept
+    assert all(rows(sweep / "summary.md")[job] for job in ("0", "1", "2"))
+
+
+# ------------------------------------------------------------------- 4. numbers and outputs
+def last_error(proc) -> str:
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_hostile_numbers_are_refused_before_anything_runs_naming_every_key(tmp_path: Path):
+    hostile = ["optimizer.lr=1e308", "model.net.dropout=nan", "optimizer.betas=[nan,0.9]"]
+    proc = run_train(*MLP, *hostile, f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for key in ("optimizer.lr", "model.net.dropout", "optimizer.betas"):
+        assert f"error: {key}: " in proc.stderr, key
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 in a Hugging Face folder, with the tokenizer it reads."""
+    from llm_lab.models.gpt import GPT, GPTConfig
+    from llm_lab.models.hf import save_hf
+    from llm_lab.tokenizers import FastBPETokenizer
+
+    tokenizer = FastBPETokenizer.train(300, documents=DOCS, special_tokens=["<|endoftext|>"])
+    folder = tmp_path_factory.mktemp("hf")
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, context_length=32, n_layer=1, n_head=2, n_embd=16)
+    save_hf(GPT(config), folder)
+    tokenizer.save(folder / "tokenizer.json")
+    return folder
+
+
+def copy_with(folder: Path, to: Path, change) -> Path:
+    """The HF folder with its weights changed by ``change(tensors)``."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, to)
+    tensors = load_file(str(folder / "model.safetensors"))
+    change(tensors)
+    save_file(tensors, str(to / "model.safetensors"))
+    return to
+
+
+def test_a_generation_larger_than_memory_is_refused_with_its_estimate(hf_folder: Path):
+    line = last_error(run_train(f"hf_path={hf_folder}", "num_samples=100000000", script="generate.py"))
+    assert line.startswith("error: num_samples: ") and "GiB" in line
+
+
+def test_weights_that_are_not_finite_are_refused_where_they_are_read(hf_folder: Path, tmp_path: Path):
+    def poison(tensors):
+        tensors["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
+
+    bad = copy_with(hf_folder, tmp_path / "bad", poison)
+    line = last_error(run_train(f"hf_path={bad}", script="generate.py"))
+    assert "model.safetensors" in line and "transformer.h.0.mlp.c_fc.weight" in line
+
+
+def test_a_tensor_of_the_wrong_shape_is_named_as_the_file_names_it(hf_folder: Path, tmp_path: Path):
+    from llm_lab.errors import DataError
+    from llm_lab.models.hf import load_hf
+
+    def widen(tensors):
+        tensors["transformer.h.0.attn.c_proj.weight"] = torch.zeros(16, 17)
+
+    bad = copy_with(hf_folder, tmp_path / "bad", widen)
+    with pytest.raises(DataError) as caught:
+        load_hf(bad)
+    assert "transformer.h.0.attn.c_proj.weight" in str(caught.value)
+    assert "(16, 17)" in str(caught.value) and "(16, 16)" in str(caught.value)
+
+
+def test_control_characters_are_escaped_on_a_terminal_and_kept_in_a_file(hf_folder: Path):
+    import os
+    import pty
+    import subprocess
+
+    from conftest import ENV, WORKDIR, command
+
+    prompt = 'prompt="\x1b]0;owned\x07\x1b[2JHi"'  # retitle the window, clear the screen
+    args = [f"hf_path={hf_folder}", prompt, "max_new_tokens=2"]
+    to_file = run_train(*args, script="generate.py")  # stdout is not a terminal: the raw text
+    assert to_file.returncode == 0, to_file.stderr[-2000:]
+    assert "\x1b]0;owned\x07\x1b[2JHi" in to_file.stdout
+    main, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        command("generate.py", *args), stdout=terminal, stderr=subprocess.PIPE, cwd=WORKDIR, env=ENV
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            piece = os.read(main, 4096)
+        except OSError:  # the terminal's other end closed
+            break
+        if not piece:
+            break
+        shown += piece
+    assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    os.close(main)
+    assert b"\x1b" not in shown and b"\x07" not in shown and b"\\x1b]0;owned\\x07\\x1b[2JHi" in shown
+
+
+# ----------------------------------------------------------------------------- 5. messages
+def test_an_unreadable_override_gets_the_quoted_word_that_works(tmp_path: Path):
+    run = tmp_path / "runs (1)"
+    line = last_error(run_train(*MLP, f"hydra.run.dir={run}", "trainer.max_steps=1"))
+    assert line.startswith("error: hydra.run.dir: ")
+    word = line.split("quote the value: ")[1].removesuffix(")")
+    import shlex
+
+    followed = run_train(*MLP, *shlex.split(word), "trainer.max_steps=1")
+    assert followed.returncode == 0, followed.stderr[-2000:]
+    assert (run / "metrics.json").is_file()
+
+
+def test_special_tokens_without_end_of_text_are_refused_by_that_key(tmp_path: Path):
+    line = last_error(run_train("experiment=gpt", "tokenizer.special_tokens=[]", f"hydra.run.dir={tmp_path}"))
+    assert line.startswith("error: tokenizer.special_tokens: ")
+    assert not any((tmp_path / "checkpoints").glob("*"))

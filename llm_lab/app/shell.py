@@ -252,8 +252,17 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
         sweeps.OUTCOME.hydra = copy.deepcopy(hydra_cfg)  # to say what is left, if stopped
         sweeps.OUTCOME.objective = (cfg.get("optimized_metric"), cfg.get("optimized_direction"))
     try:
+        if label is not None and run_folder:
+            done = complete_sweep_job(cfg, hydra_cfg)
+            if done is not False:
+                return done
         result = flow(cfg)
         raise_pending()
+        if label is None and run_folder:
+            metric, direction = cfg.get("optimized_metric"), cfg.get("optimized_direction")
+            summary = sweeps.refresh_summary(Path(cfg.paths.output_dir), metric, direction)
+            if summary is not None:
+                print_and_log(f"the sweep's summary is up to date again: {summary}", logging.INFO)
         return result
     except Interrupted as stop:
         # Not a failure: what was made is kept (a checkpoint, the text so far).
@@ -298,6 +307,27 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
         # once every job has run (see _command).
         sweeps.OUTCOME.failed.append(hydra_cfg.job.num)
         return None
+
+
+def complete_sweep_job(cfg: Any, hydra_cfg: Any) -> Any:
+    """A job of a grid sweep run again into its earlier folder (the same sweep command, to complete
+    a sweep that was interrupted): a job that finished there is kept (its metric returned, nothing
+    trained), one that was cut off resumes from its checkpoint; False: the job runs as usual."""
+    from omegaconf import open_dict
+
+    from llm_lab.app import sweeps
+
+    if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return False  # an Optuna study resumes by itself, each trial in a folder of its own
+    output_dir = Path(cfg.paths.output_dir)
+    done = sweeps.finished_earlier(output_dir, cfg.get("optimized_metric"))
+    if done is not False:
+        print_and_log(f"{sweeps.job_label()}: finished earlier in {output_dir}, kept", logging.INFO)
+        return done
+    if has_checkpoint(output_dir) and cfg.get("ckpt_path") is None:
+        with open_dict(cfg):
+            cfg.ckpt_path = str(output_dir)
+    return False
 
 
 def error_line(err: BaseException, cfg: Any) -> str:
