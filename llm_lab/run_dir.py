@@ -62,8 +62,8 @@ def checkpoint_path(path: str | Path) -> Path:
             if (str(file), file.stat().st_mtime_ns) not in _said:
                 _said.add((str(file), file.stat().st_mtime_ns))
                 log.warning(
-                    f"{file} cannot be read (truncated or damaged): resuming from {newest[0]} at step "
-                    f"{newest[1]}; the steps trained after step {newest[1]} are lost and trained again"
+                    f"{file} cannot be read (truncated or damaged): using {newest[0]} (step {newest[1]}) "
+                    f"instead; the steps after step {newest[1]} are lost (a resumed run trains them again)"
                 )
         return newest[0]
     if not path.is_file():

@@ -89,6 +89,8 @@ def adopt_settings(checkpoint: dict[str, Any], fresh: torch.optim.Optimizer, sch
     if not states or len(states) != 1:  # weights only, or several optimizers: nothing of ours
         return []
     saved = states[0]
+    if any(not isinstance(p, int) for group in saved["param_groups"] for p in group["params"]):
+        return []  # a sharded (FSDP) optimizer state, keyed by names: restored as Lightning does
     record = checkpoint.get(RECORD) or {}
     fresh_state = fresh.state_dict()
     old_kind, new_kind = record.get("optimizer"), kind(type(fresh))
