@@ -269,6 +269,14 @@ def test_a_generation_larger_than_memory_is_refused_with_its_estimate(hf_folder:
     assert line.startswith("error: num_samples: ") and "GiB" in line
 
 
+@pytest.mark.parametrize(
+    ("setting", "key"), [("temperature=nan", "temperature"), ("temperature=1e-40", "temperature")]
+)
+def test_sampling_settings_that_would_make_nan_are_refused_by_key(hf_folder: Path, setting: str, key: str):
+    line = last_error(run_train(f"hf_path={hf_folder}", setting, "max_new_tokens=2", script="generate.py"))
+    assert line.startswith(f"error: {key}: ")
+
+
 def test_weights_that_are_not_finite_are_refused_where_they_are_read(hf_folder: Path, tmp_path: Path):
     def poison(tensors):
         tensors["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
