@@ -4,7 +4,7 @@ The flow is the same for every stage (README "Architecture"), and :func:`train` 
 bottom:
 
 0. **preflight** — every problem of the composed config at once, before anything heavy starts;
-1. **corpus** — the ``data.*`` corpus keys say where the text is; it is read and split by document
+1. **corpus** — the ``corpus`` group says where the text is; it is read and split by document
    (``llm_lab.data.corpus``);
 2. **tokenizer** — the ``tokenizer`` group builds the run's tokenizer, trained once per corpus and
    settings and cached (``llm_lab.tokenizers.build``); a stage without a model stops here, after
@@ -77,9 +77,7 @@ SETTINGS = {
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
-    preflight(
-        cfg, SETTINGS, TRAIN_CHECKS, needed_groups(cfg), read_elsewhere={"data": Corpus.setting_names()}
-    )
+    preflight(cfg, SETTINGS, TRAIN_CHECKS, needed_groups(cfg))
     ckpt_path = resume_point(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
@@ -91,7 +89,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)  # high: TF32 tensor cores
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # train(cfg) from a notebook
 
-    corpus = read_corpus(cfg) if cfg.get("tokenizer") is not None else None  # step 1
+    corpus: Corpus | None = build(cfg.corpus, cfg) if cfg.get("corpus") is not None else None  # step 1
     if cfg.get("model") is None:  # a tokenizer stage: trained in a plain loop, and done
         return train_tokenizer(cfg, corpus)
     tokenizer = tokenizer_step(cfg, corpus, ckpt_path) if corpus is not None else None  # step 2
@@ -112,12 +110,6 @@ def main(cfg: DictConfig) -> float | None:
     if name not in metrics:
         raise missing_metric(name, metrics)
     return metrics[name]
-
-
-def read_corpus(cfg: DictConfig) -> Corpus:
-    """Step 1: the corpus the ``data.*`` corpus keys describe (streamed, split by document)."""
-    with keyed(cfg.data, cfg):
-        return Corpus.from_settings(plain(cfg.data))
 
 
 def tokenizer_step(cfg: DictConfig, corpus: Corpus, ckpt_path: str | None) -> Tokenizer:
@@ -185,8 +177,7 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
         if OmegaConf.select(cfg, key) is not None:
             OmegaConf.update(cfg, key, earlier_run_file(cfg, key))
     if tokenizer is not None:
-        # The DataModule takes the corpus itself (the corpus keys were read in step 1).
-        datamodule = call(cfg.data, cfg, Corpus.setting_names(), corpus=corpus, tokenizer=tokenizer)
+        datamodule = call(cfg.data, cfg, corpus=corpus, tokenizer=tokenizer)
     else:
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):

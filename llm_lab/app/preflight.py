@@ -53,18 +53,16 @@ def preflight(
     settings: Mapping[str, Setting],
     checks: Sequence[Check] = (),
     needed: Sequence[str] = (),
-    read_elsewhere: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Run every check on ``cfg``; raise one :class:`ConfigError` for one problem, or
     :class:`ConfigErrors` listing all of them. ``needed``: the config groups the script cannot do
-    without (``model=[]`` would quietly turn a GPT run into another stage); ``read_elsewhere``: keys
-    of a node that the script reads itself, not its ``_target_`` (``data.path``: the corpus)."""
+    without (``model=[]`` would quietly turn a GPT run into another stage)."""
     problems: list[ConfigError] = []
     builtin: list[Check] = [
         lambda c: command_line_problems(c, needed),
         missing_values,
         lambda c: setting_problems(c, settings),
-        lambda c: node_problems(c, read_elsewhere or {}),
+        node_problems,
         non_finite_numbers,
     ]
     for check in (*builtin, *checks):
@@ -78,7 +76,7 @@ def preflight(
             problems.append(as_config_error(err, cfg))
     unique: list[ConfigError] = []
     for problem in problems:
-        # Once per key; a key whose value is just another key's (data.seed: ${seed}) shares its problem.
+        # Once per key; a key whose value is just another key's (corpus.seed: ${seed}) shares its problem.
         if problem.key not in {p.key for p in unique} and follows(cfg, problem.key) not in {
             p.key for p in unique
         }:
@@ -90,7 +88,7 @@ def preflight(
 
 
 def follows(cfg: DictConfig, key: str) -> str | None:
-    """The key whose value ``key`` takes as it is (``data.seed: ${seed}`` → ``seed``), or None."""
+    """The key whose value ``key`` takes as it is (``corpus.seed: ${seed}`` → ``seed``), or None."""
     parent, _, name = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig) or name not in node:
@@ -226,15 +224,15 @@ def built_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
     return nodes
 
 
-def node_problems(cfg: DictConfig, read_elsewhere: Mapping[str, Sequence[str]]) -> list[ConfigError]:
+def node_problems(cfg: DictConfig) -> list[ConfigError]:
     """For every node with a ``_target_``: what its signature rules out (a word where a number
     belongs, a key it takes no argument for), else what its ``check_arguments`` refuses (the class's
     own range checks, run on the values alone: nothing is built)."""
     from hydra.utils import get_object
 
     problems = []
-    for key, node in built_nodes(cfg).items():
-        wrong = [as_config_error(p, node, cfg) for p in type_problems(node, read_elsewhere.get(key, ()))]
+    for node in built_nodes(cfg).values():
+        wrong = [as_config_error(p, node, cfg) for p in type_problems(node)]
         for sub in map(str, node):
             child = node._get_node(sub)
             if isinstance(child, DictConfig) and "_target_" in child and not wrong:
@@ -560,36 +558,33 @@ def resume_problems(cfg: DictConfig) -> list[ConfigError]:
 
 
 def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
-    """The ``data.*`` keys that say where the text is (read by :class:`~llm_lab.data.corpus.Corpus`,
-    not by the DataModule): their types and values, and a run folder inside the corpus folder, which
-    every later run would read back as text."""
-    from dataclasses import fields
+    """The ``corpus`` group's values (its types were checked with every node), and a run folder
+    inside the corpus folder, which every later run would read back as text."""
 
     from llm_lab.data.corpus import Corpus
 
-    data = cfg.get("data")
-    if cfg.get("tokenizer") is None or not isinstance(data, DictConfig):
+    corpus = cfg.get("corpus")
+    if not isinstance(corpus, DictConfig):
         return []
-    wrong = [type_error(f.name, data[f.name], f.type) for f in fields(Corpus) if f.name in data]
-    problems = [as_config_error(err, data, cfg) for err in wrong if err is not None]
-    if problems:
-        return problems
+    settings = {k: v for k, v in plain(corpus).items() if not k.startswith("_")}
     try:
-        Corpus.from_settings(plain(data))
+        Corpus(**settings)
     except ArgumentError as err:
-        return [as_config_error(err, data, cfg)]
-    source = data.get("path")
+        return [as_config_error(err, corpus, cfg)]
+    except TypeError:
+        return []  # an argument Corpus does not take: already named by node_problems
+    source = corpus.get("path")
     if isinstance(source, str) and Path(source).expanduser().is_dir():
         run_dir = Path(cfg.paths.output_dir).resolve()
         if run_dir.is_relative_to(Path(source).expanduser().resolve()):
-            problems.append(
+            return [
                 ConfigError(
                     "hydra.run.dir",
-                    f"{run_dir} is inside the corpus folder data.path={source}",
+                    f"{run_dir} is inside the corpus folder corpus.path={source}",
                     "write runs outside it, e.g. to the default outputs/<experiment>/runs/",
                 )
-            )
-    return problems
+            ]
+    return []
 
 
 def end_of_text_problems(cfg: DictConfig) -> list[ConfigError]:
@@ -640,12 +635,11 @@ def window_problems(cfg: DictConfig) -> list[ConfigError]:
 
 def needed_groups(cfg: DictConfig) -> list[str]:
     """The config groups a run cannot be left without an option of (``model=[]``, ``~data``). The
-    others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage whose
-    data is not a corpus, or the optimizer of the perceptron, which learns by its own rule; an
+    others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage that
+    reads no corpus, or the optimizer of the perceptron, which learns by its own rule; an
     optimizer the experiment tunes (``optimizer.lr`` left without its ``_target_``) is needed."""
-    data = cfg.get("data")
     needed = ["data", "model", "trainer", "paths"]
-    if isinstance(data, DictConfig) and ("path" in data or "hf_dataset" in data):
+    if cfg.get("corpus") is not None:  # text is read only to be tokenized
         needed.append("tokenizer")
     for group in ("optimizer", "scheduler"):
         node = cfg.get(group)
