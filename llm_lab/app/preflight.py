@@ -684,6 +684,23 @@ def earlier_run_problems(cfg: DictConfig) -> list[ConfigError]:
     return problems
 
 
+def init_from_problems(cfg: DictConfig) -> list[ConfigError]:
+    """``init_from`` given to a stage whose model cannot start from a pretrained language model
+    (its LightningModule takes no ``pretrained``: CBoW, the MLPs, the attention lessons)."""
+    target = OmegaConf.select(cfg, "model._target_")
+    if cfg.get("init_from") is None or not isinstance(target, str):
+        return []
+    if "pretrained" in parameters_of(target):
+        return []
+    return [
+        ConfigError(
+            "init_from",
+            f"{target.rsplit('.', 1)[-1]} trains its model from scratch and cannot start from another",
+            "leave init_from out, or fine-tune with experiment=gpt or experiment=classify",
+        )
+    ]
+
+
 TRAIN_CHECKS: tuple[Check, ...] = (
     trainer_problems,
     optimizer_problems,
@@ -693,4 +710,5 @@ TRAIN_CHECKS: tuple[Check, ...] = (
     end_of_text_problems,
     window_problems,
     earlier_run_problems,
+    init_from_problems,
 )
