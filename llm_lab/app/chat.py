@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from llm_lab.console import for_terminal
 from llm_lab.models.chat import Chat
 
 HELP = (
@@ -38,6 +39,6 @@ def chat_loop(chat: Chat, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
             print("(a new conversation under this system message)", file=sys.stderr, flush=True)
         elif text.strip():
             for piece in chat.say(text):
-                print(piece, end="", file=stdout, flush=True)
+                print(for_terminal(piece, stdout), end="", file=stdout, flush=True)
             print(file=stdout, flush=True)
             answered += 1

@@ -122,7 +122,39 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
         return f"{group}={option}: no such option (one of: {', '.join(options)})"
+    unreadable = _unparsable(overrides)
+    if unreadable is not None:
+        from hydra.core.override_parser.types import Quote, QuotedString
+
+        def quote(text: str) -> str:
+            return QuotedString(text=text, quote=Quote.double).with_quotes()
+
+        name, _, value = unreadable.partition("=")
+        if value.startswith("[") and value.endswith("]"):  # a list: each element quoted
+            value_text = "[" + ",".join(quote(e.strip()) for e in value[1:-1].split(",") if e.strip()) + "]"
+        else:
+            value_text = quote(value)
+        quoted = shlex.quote(f"{name}={value_text}")
+        return (
+            f"{name.lstrip('+~')}: Hydra's override grammar cannot read the value {value!r} as "
+            f"written (quote the value: {quoted})"
+        )
     return " ".join(text.split())
+
+
+def _unparsable(overrides: Sequence[str]) -> str | None:
+    """The first ``key=value`` word Hydra's override parser refuses (brackets, parentheses, quotes
+    or control characters in an unquoted value), or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for word in overrides:
+        try:
+            parser.parse_overrides([word])
+        except OverrideParseException:
+            return word if "=" in word else None
+    return None
 
 
 def plugin_error(err: Exception) -> str:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -62,6 +63,7 @@ def preflight(
         missing_values,
         lambda c: setting_problems(c, settings),
         node_problems,
+        non_finite_numbers,
     ]
     for check in (*builtin, *checks):
         try:
@@ -177,6 +179,32 @@ def setting_problems(cfg: DictConfig, table: Mapping[str, Setting]) -> list[Conf
     return problems
 
 
+def non_finite_numbers(cfg: DictConfig) -> list[ConfigError]:
+    """Every number of the config that is NaN or infinite (``optimizer.lr=nan``,
+    ``model.net.dropout=inf``, ``optimizer.betas=[nan,0.9]``): no setting of the lab means one, and
+    each would pass a range check (NaN compares false) to fail far from the command line."""
+    problems = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, child in value.items():
+                walk(child, f"{key}.{name}" if key else str(name))
+        elif isinstance(value, list):
+            for child in value:
+                walk(child, key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(ConfigError(key, f"{value} is not a finite number", "give a finite number"))
+
+    for key in map(str, cfg):  # the top-level values are setting_problems' to check
+        node = cfg._get_node(key)
+        if key != "hydra" and isinstance(node, DictConfig) and not OmegaConf.is_missing(cfg, key):
+            try:
+                walk(plain(node), key)
+            except Exception:  # noqa: BLE001 - a value that does not resolve is another check's to say
+                continue
+    return problems
+
+
 def built_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
     """The nodes a script builds objects from, by key: every top-level node with a ``_target_``
     and every entry of the ``callbacks`` and ``logger`` collections."""
@@ -252,6 +280,32 @@ def device_problems(cfg: DictConfig) -> list[ConfigError]:
 
 
 # --------------------------------------------------------------------------- the checks of train.py
+
+
+def available_bytes(device: Any) -> int | None:
+    """Memory free for new tensors on ``device`` (a CUDA device's free memory, else the machine's
+    MemAvailable); None where it cannot be told."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        meminfo = Path("/proc/meminfo").read_text(encoding="ascii")
+    except OSError:
+        return None
+    found = [line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:")]
+    return int(found[0]) * 1024 if found else None
+
+
+def memory_problem(key: str, needed: int, device: Any, fix: str) -> ConfigError | None:
+    """A setting (``num_samples``) whose tensors would need more memory than ``device`` has free:
+    refused with the estimate, before torch tries and the machine swaps or the process is killed."""
+    free = available_bytes(device)
+    if free is None or needed <= free:
+        return None
+    return ConfigError(
+        key, f"needs about {needed / 2**30:,.1f} GiB, and {device} has {free / 2**30:,.1f} GiB free", fix
+    )
 
 
 def is_number(value: Any) -> bool:
@@ -374,7 +428,8 @@ def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
     values = plain(node)
     problems = []
     ranges = {
-        "lr": (0.0, math.inf),
+        # Above float32's largest number the update itself overflows (torch: "cannot be converted").
+        "lr": (0.0, float(torch.finfo(torch.float32).max)),
         "eps": (0.0, math.inf),
         "weight_decay": (0.0, math.inf),
         "momentum": (0.0, 1.0),
@@ -388,7 +443,7 @@ def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
         ):
             problems.append(
                 ConfigError(
-                    f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a finite {key} >= 0"
+                    f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a {key} in that range"
                 )
             )
     betas = values.get("betas")
@@ -470,7 +525,6 @@ def metric_problems(cfg: DictConfig) -> list[ConfigError]:
 def resume_problems(cfg: DictConfig) -> list[ConfigError]:
     """A checkpoint that is not there, or that has nothing left to train, reported now, not after
     minutes of reading and tokenizing (a truncated or foreign file is a DataError naming it)."""
-    from pathlib import Path
 
     from llm_lab.app.run_folder import resume_point
     from llm_lab.run_dir import read_checkpoint
@@ -506,7 +560,6 @@ def resume_problems(cfg: DictConfig) -> list[ConfigError]:
 def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
     """The ``corpus`` group's values (its types were checked with every node), and a run folder
     inside the corpus folder, which every later run would read back as text."""
-    from pathlib import Path
 
     from llm_lab.data.corpus import Corpus
 
@@ -532,6 +585,36 @@ def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
                 )
             ]
     return []
+
+
+def end_of_text_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A trained tokenizer whose ``special_tokens`` leave out the end-of-text token that the data
+    separates documents with (a DataModule with ``NEEDS_END_OF_TEXT``): refused by that key now,
+    not after the tokenizer was trained."""
+    import shlex
+
+    from hydra.utils import get_object
+
+    from llm_lab.tokenizers.simple import ENDOFTEXT
+
+    data, tokenizer = cfg.get("data"), cfg.get("tokenizer")
+    if not isinstance(data, DictConfig) or not isinstance(tokenizer, DictConfig) or tokenizer.get("path"):
+        return []
+    special = tokenizer.get("special_tokens")
+    try:
+        needs = getattr(get_object(str(data.get("_target_"))), "NEEDS_END_OF_TEXT", False)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    if not needs or special is None or ENDOFTEXT in list(special):
+        return []
+    return [
+        ConfigError(
+            "tokenizer.special_tokens",
+            f"{list(special)} leaves out {ENDOFTEXT}, which separates the documents of a language "
+            "model's stream",
+            f"keep it: {shlex.quote(f'tokenizer.special_tokens=[{chr(34)}{ENDOFTEXT}{chr(34)}]')}",
+        )
+    ]
 
 
 def window_problems(cfg: DictConfig) -> list[ConfigError]:
@@ -624,6 +707,7 @@ TRAIN_CHECKS: tuple[Check, ...] = (
     metric_problems,
     resume_problems,
     corpus_problems,
+    end_of_text_problems,
     window_problems,
     earlier_run_problems,
     init_from_problems,
