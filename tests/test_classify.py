@@ -254,3 +254,44 @@ def test_a_lora_run_resumes_and_its_checkpoint_loads_merged(workdir: Path) -> No
     ids = torch.tensor([loaded.tokenizer.encode("WINNER!! You have won a prize")])
     with torch.no_grad():
         assert torch.allclose(loaded.net.eval()(ids), reference(ids).logits, atol=1e-4)
+
+
+def test_a_saved_hugging_face_dataset_reads_its_label_names(tmp_path: Path) -> None:
+    """A folder ``save_to_disk`` wrote, its label a ClassLabel: the rows are the names, as in the CSV."""
+    import datasets
+
+    features = datasets.Features(
+        {"sms": datasets.Value("string"), "y": datasets.ClassLabel(names=["ham", "spam"])}
+    )
+    rows = {"sms": [t for _, t in SPAM], "y": [["ham", "spam"].index(lab) for lab, _ in SPAM]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)}).save_to_disk(
+        tmp_path / "ds"
+    )
+    assert read_labelled(tmp_path / "ds", "sms", "y") == [(t, lab) for lab, t in SPAM]
+
+
+def test_balancing_by_undersampling_and_by_class_weights(tmp_path: Path) -> None:
+    """Undersampling cuts the training split's classes to the rarest's size; class weights are
+    n / (classes · count), so each class weighs the same in the loss."""
+    skewed = [("ham", f"fine thanks {i}") for i in range(30)] + [
+        ("spam", f"win cash now {i}") for i in range(6)
+    ]
+    (tmp_path / "skewed.csv").write_text(
+        "text,label\n" + "".join(f'"{t}",{lab}\n' for lab, t in skewed), encoding="utf-8"
+    )
+    counts = {}
+    for balance in ("undersample", "class_weights"):
+        data = ClassifyDataModule(
+            tokenizer(),
+            path=str(tmp_path / "skewed.csv"),
+            balance=balance,
+            val_fraction=0.01,
+            test_fraction=0.01,
+        )
+        data.setup()
+        labels = [y for _, y in data.encoded["train"]]
+        counts[balance] = [labels.count(0), labels.count(1)]
+        if balance == "class_weights":
+            weights = data.model_kwargs()["class_weights"]
+            assert weights[0] * counts[balance][0] == pytest.approx(weights[1] * counts[balance][1])
+    assert counts["undersample"][0] == counts["undersample"][1] < counts["class_weights"][0]
