@@ -19,15 +19,27 @@ from llm_lab.models.gpt import GPT, GPTConfig
 from llm_lab.tokenizers.bpe import BPETokenizer
 from llm_lab.tokenizers.special import add_special_tokens
 
+LLAMA = {"norm": "rmsnorm", "mlp": "swiglu", "positions": "rope", "qkv_bias": False, "tie_embeddings": False}
 
-@pytest.fixture(scope="module")
-def model() -> tuple[GPT, BPETokenizer]:
+
+def tiny_chat_model(variant: dict[str, object]) -> tuple[GPT, BPETokenizer]:
     text = "the cat sat on the mat. the dog sat on the log. " * 20
     tokenizer = BPETokenizer.train(documents=[text], vocab_size=300, special_tokens=["<|endoftext|>"])
     tokenizer = add_special_tokens(tokenizer, CHATML.special_tokens)
     torch.manual_seed(0)
-    net = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=256, n_layer=2, n_head=2, n_embd=32))
-    return net.eval(), tokenizer
+    config = {
+        "vocab_size": tokenizer.vocab_size,
+        "context_length": 256,
+        "n_layer": 2,
+        "n_head": 2,
+        "n_embd": 32,
+    }
+    return GPT(GPTConfig(**{**config, **variant})).eval(), tokenizer  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module", params=[{}, LLAMA], ids=["gpt2", "llama"])
+def model(request: pytest.FixtureRequest) -> tuple[GPT, BPETokenizer]:
+    return tiny_chat_model(request.param)
 
 
 def test_streamed_text_equals_generate_with_the_same_seed(model) -> None:
@@ -75,9 +87,9 @@ def test_reset_and_system_start_a_new_conversation(model) -> None:
     assert tokenizer.decode(chat.ids).startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
 
 
-def test_generate_py_chats_two_turns_on_stdin(model, tmp_path: Path) -> None:
+def test_generate_py_chats_two_turns_on_stdin(tmp_path: Path) -> None:
     """A Hugging Face folder with its own chat_template: two turns piped in, two answers out."""
-    net, tokenizer = model
+    net, tokenizer = tiny_chat_model({})
     folder = save_hf_folder(net, tokenizer, tmp_path / "hf")
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config.update(chat_template=CHATML_JINJA, eos_token="<|im_end|>")
