@@ -1,7 +1,7 @@
 """Score a model: ``python evaluate.py init_from=<run folder or HF folder> tasks=[bpb,docs_mc,docs_cloze]``.
 
 The flow: check the config, load the model named by ``init_from`` with its tokenizer and training
-corpus (:func:`llm_lab.eval.load.load_model`, everything read as data), run each task
+corpus (:func:`llm_lab.models.pretrained.load_model`, everything read as data), run each task
 (:class:`llm_lab.eval.tasks.Evaluation`), write ``results.json`` and ``report.md`` into the run
 folder (``hydra.run.dir``) and print the table, each metric beside its baseline. The shell
 (:mod:`llm_lab.app.shell`) turns bad input into one ``error:`` line naming the key or file, exit 2.
@@ -19,14 +19,15 @@ with starting():  # Ctrl-C while torch loads is one line too
     from omegaconf import DictConfig, OmegaConf
     from tqdm import tqdm
 
-    from llm_lab.app.preflight import Setting, device_problems, preflight
+    from llm_lab.app.preflight import Setting, device_problems, earlier_run_problems, preflight
     from llm_lab.app.resolvers import register_resolvers
+    from llm_lab.app.run_folder import resolve_earlier_runs
     from llm_lab.config import keyed, plain
     from llm_lab.errors import ConfigError
-    from llm_lab.eval.load import load_model
     from llm_lab.eval.report import Results, format_table, write_results
     from llm_lab.eval.scoring import LabLM, Scorer
     from llm_lab.eval.tasks import Evaluation, task_name
+    from llm_lab.models.pretrained import load_model
 
 register_resolvers()  # conf/paths' ${cwd:}
 
@@ -53,7 +54,8 @@ def model_and_task_problems(cfg: DictConfig) -> list[ConfigError]:
 
 def evaluate(cfg: DictConfig) -> Results:
     """The metrics of every task in ``cfg.tasks``, written to the run folder."""
-    preflight(cfg, SETTINGS, checks=[model_and_task_problems, device_problems])
+    preflight(cfg, SETTINGS, checks=[model_and_task_problems, device_problems, earlier_run_problems])
+    resolve_earlier_runs(cfg)  # init_from=gpt: the newest finished run of experiment=gpt
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     loaded = load_model(cfg.init_from, cfg.tokenizer_path)

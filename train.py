@@ -6,12 +6,14 @@ bottom:
 0. **preflight** — every problem of the composed config at once, before anything heavy starts;
 1. **corpus** — the ``data.*`` corpus keys say where the text is; it is read and split by document
    (``llm_lab.data.corpus``);
-2. **tokenizer** — the ``tokenizer`` group builds the run's tokenizer, trained once per corpus and
-   settings and cached (``llm_lab.tokenizers.build``); a stage without a model stops here, after
-   training its tokenizer in a plain loop (``llm_lab.tokenizer_stage``);
-3. **data, model, Trainer** — a DataModule (``data``), a LightningModule (``model``, sized by the
-   data and handed the tokenizer) and a Trainer, built from their config groups;
-4. **fit and test**, then **finish**: ``metrics.json``, the HParams record, where to look; the command
+2. **starting model** — ``init_from``'s pretrained net and tokenizer (``llm_lab.models.pretrained``),
+   or none: random weights;
+3. **tokenizer** — the starting model's, or the ``tokenizer`` group's, trained once per corpus and
+   settings and cached (``llm_lab.tokenizers.build``); a stage without a model stops at this step,
+   after training its tokenizer in a plain loop (``llm_lab.tokenizer_stage``);
+4. **data, model, Trainer** — a DataModule (``data``), a LightningModule (``model``, sized by the
+   data and handed the tokenizer and the starting model) and a Trainer, built from their groups;
+5. **fit and test**, then **finish**: ``metrics.json``, the HParams record, where to look; the command
    returns ``optimized_metric``, which sweeps optimise. Errors, signals and exit codes are the shell's.
 """
 
@@ -42,11 +44,11 @@ with starting():  # Ctrl-C while torch and Lightning load is one line too
     from llm_lab.app.report import finish
     from llm_lab.app.resolvers import register_resolvers
     from llm_lab.app.run_folder import (
-        FROM_EARLIER_RUNS,
         check_same_tokenizer,
-        earlier_run_file,
         is_first_process,
+        resolve_earlier_runs,
         resume_point,
+        starting_model,
     )
     from llm_lab.callbacks.metric_check import OptimizedMetricCheck, missing_metric
     from llm_lab.callbacks.progress import LineProgress, StepProgressBar
@@ -72,6 +74,7 @@ SETTINGS = {
     "optimized_direction": Setting("str", "", choices=("minimize", "maximize")),
     "gradient_clip_backend": Setting("str", "", choices=("torch", "lab")),
     "float32_matmul_precision": Setting("str", "", choices=("highest", "high", "medium")),
+    "init_from": Setting("str | None", "a run folder, .ckpt, Hugging Face folder or experiment name"),
 }
 
 
@@ -90,13 +93,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ):
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)  # high: TF32 tensor cores
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # train(cfg) from a notebook
-
+    resolve_earlier_runs(cfg)  # an experiment's name (init_from=gpt) → its newest finished run
     corpus = read_corpus(cfg) if cfg.get("tokenizer") is not None else None  # step 1
     if cfg.get("model") is None:  # a tokenizer stage: trained in a plain loop, and done
         return train_tokenizer(cfg, corpus)
-    tokenizer = tokenizer_step(cfg, corpus, ckpt_path) if corpus is not None else None  # step 2
-    run = build_run(cfg, corpus, tokenizer)  # step 3
-    metrics = fit_and_test(cfg, run, ckpt_path)  # step 4
+    start = starting_model(cfg)  # step 2, then step 3:
+    tokenizer = start.tokenizer if start else tokenizer_step(cfg, corpus, ckpt_path) if corpus else None
+    run = build_run(cfg, corpus, tokenizer, start and start.net)  # step 4
+    metrics = fit_and_test(cfg, run, ckpt_path)  # step 5
     if not run.trainer.is_global_zero:
         return metrics
     return finish(cfg, metrics, run.loggers, getattr(run.module, "net", None))
@@ -121,7 +125,7 @@ def read_corpus(cfg: DictConfig) -> Corpus:
 
 
 def tokenizer_step(cfg: DictConfig, corpus: Corpus, ckpt_path: str | None) -> Tokenizer:
-    """Step 2: the run's tokenizer, trained on the training documents or found in the cache, and
+    """Step 3: the run's tokenizer, trained on the training documents or found in the cache, and
     saved beside the checkpoints (where generate.py finds the tokenizer of the model)."""
     settings = plain(cfg.tokenizer)
     kind = settings.pop("kind")
@@ -178,12 +182,9 @@ class Run:
     loggers: list[Logger]
 
 
-def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenizer | None = None) -> Run:
-    """Step 3: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
-    sized by the data, loggers, callbacks and Trainer."""
-    for key in FROM_EARLIER_RUNS:  # an experiment's name there: that file of its newest finished run
-        if OmegaConf.select(cfg, key) is not None:
-            OmegaConf.update(cfg, key, earlier_run_file(cfg, key))
+def build_run(cfg: DictConfig, corpus: Corpus | None, tokenizer: Tokenizer | None, pretrained: Any) -> Run:
+    """Step 4: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
+    sized by the data and handed the starting model, loggers, callbacks and Trainer."""
     if tokenizer is not None:
         # The DataModule takes the corpus itself (the corpus keys were read in step 1).
         datamodule = call(cfg.data, cfg, Corpus.setting_names(), corpus=corpus, tokenizer=tokenizer)
@@ -192,6 +193,8 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
     with keyed(cfg.data, cfg):
         datamodule.setup("fit")
     objects: dict[str, Any] = {"tokenizer": tokenizer} if tokenizer is not None else {}
+    if pretrained is not None:
+        objects["pretrained"] = pretrained
     for group in ("optimizer", "scheduler"):  # partials: the module calls them with its parameters
         if cfg.get(group) is not None:
             objects[group] = build(cfg[group], cfg)
@@ -218,7 +221,7 @@ def build_run(cfg: DictConfig, corpus: Corpus | None = None, tokenizer: Tokenize
 
 
 def fit_and_test(cfg: DictConfig, run: Run, ckpt_path: str | None) -> dict[str, float]:
-    """Step 4: fit (and optionally test) a built run from ``ckpt_path``; return its final metrics."""
+    """Step 5: fit (and optionally test) a built run from ``ckpt_path``; return its final metrics."""
     trainer, module, datamodule = run.trainer, run.module, run.datamodule
     if ckpt_path is not None:
         check_fits(Path(ckpt_path), module)

@@ -248,6 +248,8 @@ def call(node: Any, root: Any = None, read_elsewhere: Sequence[str] = (), **obje
     accepted = parameters_of(node._target_)
     exclude = [k for k in read_elsewhere if k not in accepted]
     values = {k: v for k, v in plain(node).items() if k not in exclude}
+    # Objects too go only to a target that takes them (a classifier's data takes no corpus).
+    given = {k: v for k, v in objects.items() if k in accepted or takes_any_keyword(accepted)}
     with keyed(node, root):
         check_types(node, exclude)
-        return get_class(values.pop("_target_"))(**values, **objects)
+        return get_class(values.pop("_target_"))(**values, **given)

@@ -22,13 +22,13 @@ from llm_lab.eval.baselines import Unigram
 from llm_lab.eval.cloze import Cloze, score_cloze
 from llm_lab.eval.export import save_hf_folder
 from llm_lab.eval.heldout import HELDOUT_MODULES, is_heldout
-from llm_lab.eval.load import load_model
 from llm_lab.eval.multiple_choice import read_choices, score_choices
 from llm_lab.eval.scoring import HFCausalLM, LabLM, Scorer
 from llm_lab.eval.tasks import Evaluation, read_task_file
 from llm_lab.eval.text import document_loglikelihoods, score_text
 from llm_lab.models.gpt import GPT, GPTConfig
 from llm_lab.models.hf import save_hf
+from llm_lab.models.pretrained import load_model
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
 WINDOW = 48

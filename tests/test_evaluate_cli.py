@@ -100,8 +100,8 @@ def test_a_bad_task_file_names_the_file_and_row(gpt_run: Path, tmp_path: Path) -
 
 
 def test_a_model_folder_without_a_tokenizer_is_one_line(gpt_run: Path, tmp_path: Path) -> None:
-    from llm_lab.eval.load import load_model
     from llm_lab.models.hf import save_hf
+    from llm_lab.models.pretrained import load_model
 
     save_hf(load_model(gpt_run).net, tmp_path / "hf")
     done = run_train(

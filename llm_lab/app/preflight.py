@@ -607,6 +607,23 @@ def earlier_run_problems(cfg: DictConfig) -> list[ConfigError]:
     return problems
 
 
+def init_from_problems(cfg: DictConfig) -> list[ConfigError]:
+    """``init_from`` given to a stage whose model cannot start from a pretrained language model
+    (its LightningModule takes no ``pretrained``: CBoW, the MLPs, the attention lessons)."""
+    target = OmegaConf.select(cfg, "model._target_")
+    if cfg.get("init_from") is None or not isinstance(target, str):
+        return []
+    if "pretrained" in parameters_of(target):
+        return []
+    return [
+        ConfigError(
+            "init_from",
+            f"{target.rsplit('.', 1)[-1]} trains its model from scratch and cannot start from another",
+            "leave init_from out, or fine-tune with experiment=gpt or experiment=classify",
+        )
+    ]
+
+
 def starting_model_problems(cfg: DictConfig) -> list[ConfigError]:
     """A stage that trains a given model further (its module's ``needs_starting_model``: DPO) run
     without ``init_from``: it would start from random weights, and its reference with them."""
@@ -639,5 +656,6 @@ TRAIN_CHECKS: tuple[Check, ...] = (
     corpus_problems,
     window_problems,
     earlier_run_problems,
+    init_from_problems,
     starting_model_problems,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 from hydra.experimental.callback import Callback
@@ -17,6 +17,9 @@ from llm_lab.app.overrides import command_word, format_value
 from llm_lab.errors import ConfigError, Refusal, refused
 from llm_lab.locks import try_hold
 from llm_lab.run_dir import checkpoint_path, newest_checkpoint
+
+if TYPE_CHECKING:
+    from llm_lab.models.pretrained import Loaded
 
 log = logging.getLogger(__name__)
 
@@ -196,25 +199,65 @@ class OneRunPerDirectory(Callback):
 
 
 # Settings that read a file of an earlier run: the name of an experiment there means that file of
-# the experiment's newest finished run (``model.net.embeddings=cbow``: the newest CBoW vectors).
-FROM_EARLIER_RUNS = {"model.net.embeddings": "vectors.txt"}
+# the experiment's newest finished run (``model.net.embeddings=cbow``: the newest CBoW vectors), or
+# the run folder itself (None: ``init_from=gpt``, the newest pretrained GPT).
+FROM_EARLIER_RUNS: dict[str, str | None] = {"model.net.embeddings": "vectors.txt", "init_from": None}
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+
+
+def names_experiment(key: str, value: str) -> bool:
+    """Whether ``value`` of ``key`` is an experiment's name. For ``init_from`` only the name of an
+    experiment of conf/experiment/ is one: another bare word is a Hugging Face hub name (``gpt2``)."""
+    if FROM_EARLIER_RUNS[key] is None:
+        return (EXPERIMENTS / f"{value}.yaml").is_file()
+    return value.isidentifier()
 
 
 def earlier_run_file(cfg: DictConfig, key: str) -> str | None:
     """The value of ``key`` as a file: an existing path as it is, an experiment's name as that file
-    of its newest finished run (a ConfigError saying which command makes one when there is none)."""
+    (or folder) of its newest finished run (a ConfigError saying which command makes one when there
+    is none)."""
     value = OmegaConf.select(cfg, key)
-    if not isinstance(value, str) or Path(value).expanduser().exists() or not value.isidentifier():
+    if not isinstance(value, str) or Path(value).expanduser().exists() or not names_experiment(key, value):
         return value
     log_dir = Path(cfg.paths.log_dir)
     run = newest_finished_run(log_dir, value)
+    wanted = FROM_EARLIER_RUNS[key]
     if run is None:
+        alternative = f"the path of a {wanted}" if wanted else "a run folder or a Hugging Face model"
         raise ConfigError(
             key,
             f"no finished experiment={value} run in {log_dir / value}",
-            f"run python train.py experiment={value} first, or give the path of a {FROM_EARLIER_RUNS[key]}",
+            f"run python train.py experiment={value} first, or give {alternative}",
         )
-    return str(run / FROM_EARLIER_RUNS[key])
+    return str(run / wanted) if wanted else str(run)
+
+
+def resolve_earlier_runs(cfg: DictConfig) -> None:
+    """Replace in ``cfg`` every experiment's name of a :data:`FROM_EARLIER_RUNS` setting by the file
+    or folder of its newest finished run."""
+    for key in FROM_EARLIER_RUNS:
+        if OmegaConf.select(cfg, key) is not None:
+            OmegaConf.update(cfg, key, earlier_run_file(cfg, key))
+
+
+def starting_model(cfg: DictConfig) -> Loaded | None:
+    """The model ``init_from`` names (an experiment's name resolved already), with its tokenizer,
+    which is saved in the run folder (where generate.py finds it); None: the run starts from random
+    weights (and says so when its model could have started from one)."""
+    from llm_lab.config import keyed, parameters_of
+    from llm_lab.models.pretrained import load_model
+
+    if cfg.get("init_from") is None:
+        if "pretrained" in parameters_of(OmegaConf.select(cfg, "model._target_") or ""):
+            log.info("init_from=null: the model starts from random weights")
+        return None
+    with keyed(cfg, cfg):
+        start = load_model(cfg.init_from)
+    log.info(f"init_from: starting from {cfg.init_from} ({start.net.num_params(False):,} parameters)")
+    if is_first_process():
+        start.tokenizer.save(Path(cfg.paths.output_dir) / "tokenizer.json")
+    return start
 
 
 def check_same_tokenizer(ckpt_path: Path, tokenizer: Any) -> None:

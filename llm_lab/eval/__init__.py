@@ -6,7 +6,7 @@
   ``cloze`` (last-word accuracy); ``baselines`` (a unigram model);
 - ``heldout`` (the standard-library modules kept for evaluation) and ``builtin`` (the offline
   tasks made from them); ``tasks`` (tasks by name or file) and ``report`` (results.json, report.md);
-- ``load`` (a run folder or Hugging Face folder as data), ``export`` (a complete HF folder),
+- ``export`` (a complete HF folder),
   ``harness`` (the lm-evaluation-harness over a lab model; optional extra ``eval``);
 - ``word_vectors``: similarity and analogies for CBoW's vectors.
 """

@@ -50,12 +50,19 @@ class NextTokenLM(LabModule):
         tokenizer: Any = None,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        pretrained: nn.Module | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
-        self.save_hyperparameters(ignore=["net", "tokenizer", "optimizer", "scheduler"], logger=False)
+        ignore = ["net", "tokenizer", "optimizer", "scheduler", "pretrained"]
+        self.save_hyperparameters(ignore=ignore, logger=False)
         self.tokenizer = tokenizer  # what callbacks encode prompts and decode samples with
         with_tokenizer = {"tokenizer": tokenizer} if self.net_takes_tokenizer else {}
-        self.net = net(vocab_size=vocab_size + self.extra_ids, **with_tokenizer)
+        # init_from's model, trained further (its own settings: model.net's are not read), or a new one.
+        self.net = (
+            pretrained
+            if pretrained is not None
+            else net(vocab_size=vocab_size + self.extra_ids, **with_tokenizer)
+        )
         if self.requires_causal and getattr(self.net, "causal", True) is False:
             raise ArgumentError(
                 "causal",

@@ -62,7 +62,7 @@ LLAMA_CONFIG: ConfigTable = [
 ]
 
 # (HF name inside block i, our name inside block i, stored transposed by Conv1D?)
-_GPT2_BLOCK = [
+GPT2_BLOCK = [
     ("ln_1.weight", "ln_1.weight", False),
     ("ln_1.bias", "ln_1.bias", False),
     ("attn.c_attn.weight", "attn.qkv.weight", True),
@@ -83,7 +83,7 @@ _GPT2_TOP = [
     ("ln_f.bias", "ln_f.bias"),
 ]
 # (HF name inside model.layers.i, our name inside blocks.i), besides q/k/v (see _llama_qkv_names).
-_LLAMA_BLOCK = [
+LLAMA_BLOCK = [
     ("input_layernorm.weight", "ln_1.weight"),
     ("self_attn.o_proj.weight", "attn.out_proj.weight"),
     ("self_attn.o_proj.bias", "attn.out_proj.bias"),
@@ -279,7 +279,7 @@ def gpt2_names(config: GPTConfig) -> list[tuple[str, str, bool]]:
     if not config.tie_embeddings:
         table.append(("lm_head.weight", "lm_head.weight", False))
     for i in range(config.n_layer):
-        table += [(f"h.{i}.{hf}", f"blocks.{i}.{ours}", t) for hf, ours, t in _GPT2_BLOCK]
+        table += [(f"h.{i}.{hf}", f"blocks.{i}.{ours}", t) for hf, ours, t in GPT2_BLOCK]
     return table
 
 
@@ -290,7 +290,7 @@ def llama_names(config: GPTConfig) -> list[tuple[str, str]]:
         table.append(("lm_head.weight", "lm_head.weight"))
     block = [
         (hf, ours)
-        for hf, ours in _LLAMA_BLOCK
+        for hf, ours in LLAMA_BLOCK
         if not (hf.endswith("o_proj.bias") and not config.attn_out_bias)
         and not (hf.startswith("mlp.") and hf.endswith(".bias") and not config.mlp_bias)
     ]

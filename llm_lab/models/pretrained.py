@@ -1,5 +1,8 @@
 """What ``init_from`` names, read as data: a lab run folder or checkpoint, or a Hugging Face folder.
 
+``train.py`` starts a run from it (fine-tuning: ``init_from=gpt`` after ``experiment=gpt``, the
+application resolving an experiment's name to its newest finished run) and ``evaluate.py`` scores it.
+
 - a run folder of ``train.py experiment=gpt`` (its newest checkpoint) or one of its ``.ckpt``
   files: the GPT is rebuilt from the plain settings saved in the checkpoint
   (:func:`llm_lab.run_dir.load_net`), the tokenizer is the run's ``tokenizer.json``, and the corpus
@@ -20,18 +23,18 @@ from omegaconf.errors import OmegaConfBaseException
 
 from llm_lab.data.corpus import Corpus
 from llm_lab.errors import ArgumentError, DataError
-from llm_lab.eval.scoring import ENDOFTEXT
 from llm_lab.models.gpt import GPT
 from llm_lab.models.hf import load_hf, read_json
 from llm_lab.run_dir import load_net
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.build import load_tokenizer
 from llm_lab.tokenizers.hf import HFTokenizer
+from llm_lab.tokenizers.simple import ENDOFTEXT
 
 
 @dataclass
 class Loaded:
-    """A model to evaluate, the tokenizer it reads text with, and the corpus it was trained on."""
+    """A model to start from or evaluate, the tokenizer it reads text with, and its training corpus."""
 
     net: GPT
     tokenizer: Tokenizer
@@ -66,14 +69,42 @@ def run_corpus(run_dir: Path) -> Corpus:
         raise DataError(f"{config}: the run's corpus settings cannot be used here ({err})") from None
 
 
+def run_model(run_dir: Path) -> str | None:
+    """The LightningModule a run trained (``CBoWModule``), from its ``.hydra/config.yaml`` read as
+    plain data; None when the folder has no readable record of it."""
+    try:
+        target = OmegaConf.select(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), "model._target_")
+    except (OSError, OmegaConfBaseException):
+        return None
+    return str(target).rsplit(".", 1)[-1] if target else None
+
+
+def run_net(path: Path) -> tuple[GPT, Path]:
+    """The GPT (or Llama-style GPT) of a run folder or checkpoint, and the run folder; a run of
+    another kind of model (CBoW's word vectors) is refused as the value of ``init_from``."""
+    try:
+        net, run_dir = load_net(path)
+        what = type(net).__name__
+    except DataError:
+        what = run_model(path if path.is_dir() else path.resolve().parent.parent) or ""
+        if what in ("", "NextTokenLM", "MaskedTokenLM"):  # a language model's run, damaged
+            raise
+        net = None
+    if not isinstance(net, GPT):
+        raise ArgumentError(
+            "init_from",
+            f"{path} is a {what} run, not a GPT or Llama-style language model",
+            "give a run of experiment=gpt (or a Hugging Face GPT-2/Llama folder)",
+        )
+    return net, run_dir
+
+
 def load_model(init_from: str | Path, tokenizer_path: str | Path | None = None) -> Loaded:
     """The model named by ``init_from`` (see the module's docstring) and its tokenizer;
     ``tokenizer_path`` replaces the tokenizer found beside the model."""
     path = Path(init_from).expanduser()
     if path.is_file() or (path / "checkpoints").is_dir():
-        net, run_dir = load_net(path)
-        if not isinstance(net, GPT):
-            raise DataError(f"{path} holds a {type(net).__name__}, not a GPT language model")
+        net, run_dir = run_net(path)
         beside, corpus, kind = run_dir / "tokenizer.json", run_corpus(run_dir), "run"
     elif path.is_dir() and not (path / "config.json").is_file():
         raise ArgumentError(
