@@ -4,17 +4,19 @@ refusals. The loss itself is tested in test_dpo_loss.py."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_train
+from conftest import ENV, command, run_train
 from safetensors.torch import load_file
 
 from llm_lab.data.dpo import PreferenceDataModule, collate, encode_pair
 from llm_lab.data.preference import Pair, builtin_pairs, read_pairs
+from llm_lab.data.templates import ALPACA
 from llm_lab.errors import DataError
 from llm_lab.eval.heldout import is_heldout
 from llm_lab.lit.dpo import DPO
@@ -76,17 +78,6 @@ def test_a_bad_row_is_named_by_file_row_and_key(tmp_path, row, key):
     assert f"{path}, row 2: " in str(err.value) and key in str(err.value)
 
 
-def test_a_bad_file_stops_train_py_with_one_line_and_exit_code_2(tmp_path):
-    path = write_jsonl(tmp_path / "pairs.jsonl", [*as_strings(), {"prompt": "Q", "rejected": "no"}])
-    gpt_run = tmp_path / "model.ckpt"  # read after the data: only its name matters here
-    result = run_train(
-        "experiment=dpo", f"init_from={gpt_run}", f"data.path={path}", f"hydra.run.dir={tmp_path}/run"
-    )
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"{path}, row 4: no 'chosen' key" in errors[0]
-
-
 def test_dpo_without_a_starting_model_is_refused_before_any_work(tmp_path):
     result = run_train("experiment=dpo", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
@@ -98,7 +89,7 @@ def test_dpo_without_a_starting_model_is_refused_before_any_work(tmp_path):
 
 def test_the_mask_covers_the_answer_and_its_end_of_turn_only(tokenizer):
     pair = Pair(({"role": "user", "content": "Name a prime."},), "Seven.", "Nine.", "test", "test")
-    (ids, mask), (rejected_ids, rejected_mask) = encode_pair(tokenizer, "alpaca", pair, max_length=200)
+    (ids, mask), (rejected_ids, rejected_mask) = encode_pair(tokenizer, ALPACA, pair, max_length=200)
     ids_t, mask_t = torch.tensor(ids), torch.tensor(mask)
     assert tokenizer.decode(ids_t[mask_t].tolist()) == "Seven.<|endoftext|>"
     assert tokenizer.decode(ids_t[~mask_t].tolist()).endswith(
@@ -108,7 +99,7 @@ def test_the_mask_covers_the_answer_and_its_end_of_turn_only(tokenizer):
     batch = collate([((ids, mask), (rejected_ids, rejected_mask))])
     assert batch["ids"].shape == batch["mask"].shape == (2, max(len(ids), len(rejected_ids)))
     assert batch["mask"].sum(1).tolist() == [sum(mask), sum(rejected_mask)]  # padding is never scored
-    (cut, cut_mask), _ = encode_pair(tokenizer, "alpaca", pair, max_length=len(ids) - 1)
+    (cut, cut_mask), _ = encode_pair(tokenizer, ALPACA, pair, max_length=len(ids) - 1)
     assert cut == ids[:-1] and cut_mask == mask[:-1]  # a long answer loses its end, not its prompt
 
 
@@ -168,7 +159,7 @@ def test_before_training_the_policy_is_the_reference_and_its_accuracy_is_counted
     wins, nll, tokens = 0, 0.0, 0
     for pair in data.val_pairs:
         losses = []
-        for ids, mask in encode_pair(tokenizer, "alpaca", pair, 96):
+        for ids, mask in encode_pair(tokenizer, ALPACA, pair, 96):
             ids_t = torch.tensor([ids])
             targets = ids_t[:, 1:].masked_fill(~torch.tensor([mask])[:, 1:], -100)
             with torch.no_grad():
@@ -194,3 +185,64 @@ def test_training_widens_the_margin_and_leaves_the_reference_frozen(tokenizer, t
     exported = load_file(tmp_path / "model.safetensors")  # the policy alone
     assert exported.keys() == module.net.state_dict().keys()
     torch.testing.assert_close(exported["lm_head.weight"], module.net.lm_head.weight.detach())
+
+
+# A pretrained GPT as a user makes one (tiny, 2 steps), with a context that holds the Alpaca prompt.
+TINY_GPT_RUN = [
+    "experiment=gpt",
+    "model.net.size=lab-tiny",
+    "data.max_documents=8",
+    "tokenizer.vocab_size=300",
+    "data.context_length=192",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=1000",
+    "trainer.limit_val_batches=1",
+    "callbacks.evaluation=null",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where ``python train.py experiment=gpt`` ran once."""
+    cwd = tmp_path_factory.mktemp("dpo")
+    done = run_train(*TINY_GPT_RUN, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return cwd
+
+
+def test_the_readme_command_trains_from_the_pretrained_run_and_reports_both_accuracies(workdir):
+    """README's command, shrunk by debug=fast, in a process of its own as a user starts it."""
+    words = command("train.py", "experiment=dpo", "init_from=gpt", "data.max_length=192", "debug=fast")
+    done = subprocess.run(words, cwd=workdir, capture_output=True, text=True, timeout=600, env=ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (workdir / "outputs" / "dpo" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name in (
+        "val/rewards/accuracy",
+        "val/rewards/margin",
+        "val/preference_accuracy_before",
+        "val/chosen_nll",
+    ):
+        assert name in metrics, sorted(metrics)
+    assert 0 <= metrics["val/preference_accuracy_before"] <= 1
+    assert (run / "model.safetensors").is_file() and (run / "tokenizer.json").is_file()
+
+
+def test_a_bad_file_stops_train_py_with_one_line_and_exit_code_2(workdir, tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [*as_strings(), {"prompt": "Q", "rejected": "no"}])
+    done = run_train(
+        "experiment=dpo", "init_from=gpt", f"data.path={path}", f"hydra.run.dir={tmp_path}/run", cwd=workdir
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{path}, row 4: no 'chosen' key" in errors[0]
+
+
+def test_conversations_longer_than_the_starting_models_context_are_refused(workdir, tmp_path):
+    done = run_train(
+        "experiment=dpo", "init_from=gpt", "data.max_length=500", f"hydra.run.dir={tmp_path}/run", cwd=workdir
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: data.max_length:") and "192" in errors[0]

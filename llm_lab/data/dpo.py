@@ -20,37 +20,31 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from llm_lab.data.preference import Message, Pair, builtin_pairs, hub_pairs, read_pairs
+from llm_lab.data.templates import JinjaTemplate, Template, choose_template
 from llm_lab.errors import ArgumentError, DataError
+from llm_lab.tokenizers.special import add_special_tokens
 from llm_lab.tokenizers.base import Tokenizer
 
 Encoded = tuple[list[int], list[bool]]  # ids, and which of them are the response's
 
 
-def conversation_ids(tokenizer: Tokenizer, template: str, prompt: Sequence[Message], answer: str) -> Encoded:
-    """The prompt and the assistant's ``answer`` as ids, with the answer's mask.
-
-    The one place that knows the chat format: the book's Alpaca prompt (Raschka ch. 7.2), the answer
-    closed by ``<|endoftext|>``."""
-    if template != "alpaca":
-        raise ArgumentError("template", f"unknown template {template!r}", "use template=alpaca")
-    text = "".join(
-        f"\n\n### Instruction:\n{m['content']}" if m["role"] == "user" else m["content"] for m in prompt
-    )
-    preamble = (
-        "Below is an instruction that describes a task. "
-        "Write a response that appropriately completes the request."
-    )
-    segments = [(preamble + text + "\n\n### Response:\n", False), (answer + "<|endoftext|>", True)]
+def conversation_ids(
+    tokenizer: Tokenizer, template: Template | JinjaTemplate, prompt: Sequence[Message], answer: str
+) -> Encoded:
+    """The prompt's messages and the assistant's ``answer``, rendered by the chat ``template``
+    (``llm_lab.data.templates``) and encoded segment by segment, with the answer's mask."""
     ids: list[int] = []
     mask: list[bool] = []
-    for part, is_response in segments:
+    for part, is_response in template.segments([*prompt, {"role": "assistant", "content": answer}]):
         encoded = tokenizer.encode(part)
         ids += encoded
         mask += [is_response] * len(encoded)
     return ids, mask
 
 
-def encode_pair(tokenizer: Tokenizer, template: str, pair: Pair, max_length: int) -> tuple[Encoded, Encoded]:
+def encode_pair(
+    tokenizer: Tokenizer, template: Template | JinjaTemplate, pair: Pair, max_length: int
+) -> tuple[Encoded, Encoded]:
     """Both sides of ``pair``, each cut to ``max_length`` tokens (the answer's end is what goes); a
     prompt that leaves no room for an answer is a DataError naming the pair."""
     sides = []
@@ -88,7 +82,9 @@ def is_validation(unit: str, val_fraction: float, seed: int) -> bool:
 
 class PreferenceDataModule(L.LightningDataModule):
     """Pairs from ``path`` (a .jsonl file), ``hf_dataset`` (with ``hf_split`` and ``hf_columns``)
-    or, with neither, the built-in ones; split into training and validation by package (built-in) or
+    or, with neither, the built-in ones, written in the chat ``template`` (a Hugging Face
+    ``model_folder``'s own when ``use_model_template``: see ``choose_template``), whose special
+    tokens are added to ``tokenizer``; split into training and validation by package (built-in) or
     by row, ``val_fraction`` of them held out; at most ``max_pairs`` for training. ``corpus`` is
     unused: the pairs are the data."""
 
@@ -97,6 +93,8 @@ class PreferenceDataModule(L.LightningDataModule):
         tokenizer: Tokenizer,
         corpus: Any = None,
         template: str = "alpaca",
+        use_model_template: bool = True,
+        model_folder: str | None = None,
         path: str | None = None,
         hf_dataset: str | None = None,
         hf_split: str = "train",
@@ -112,7 +110,8 @@ class PreferenceDataModule(L.LightningDataModule):
         PreferenceDataModule.check_arguments(
             path, hf_dataset, val_fraction, max_pairs, max_length, batch_size
         )
-        self.tokenizer, self.template = tokenizer, template
+        self.template = choose_template(template, model_folder, use_model_template)
+        self.tokenizer = add_special_tokens(tokenizer, self.template.special_tokens)
         self.path, self.hf_dataset, self.hf_split, self.hf_columns = path, hf_dataset, hf_split, hf_columns
         self.val_fraction, self.max_pairs, self.max_length = val_fraction, max_pairs, max_length
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory, is_logging_step
 from llm_lab.lit.lm import NextTokenLM
+from llm_lab.models.gpt import GPT
 from llm_lab.nn.dpo import DPOLoss, check_dpo_arguments, dpo_loss, sequence_logprob
 
 Batch = dict[str, Tensor]
@@ -86,14 +87,11 @@ class DPO(NextTokenLM):
             raise ArgumentError(
                 "pretrained", "DPO trains a starting model against a frozen copy of it, and none is given"
             )
-        check_vocab = getattr(pretrained, "check_vocab", None)
-        if check_vocab is not None:  # the data's ids must all have a row in the embedding
-            check_vocab(vocab_size)
-        super().__init__(lambda **_: pretrained, vocab_size, tokenizer, optimizer, scheduler)
-        # The starting model is weights, not a setting: never pickled into the checkpoint's hparams.
-        self.save_hyperparameters(
-            ignore=["net", "tokenizer", "optimizer", "scheduler", "pretrained"], logger=False
-        )
+        resize = getattr(pretrained, "resize_vocab", None)
+        if resize is not None:  # the template's special tokens, when the tokenizer had to add them
+            resize(vocab_size)
+        # The net is the starting model itself: model.net's settings (null) build nothing.
+        super().__init__(GPT.from_size, vocab_size, tokenizer, optimizer, scheduler, pretrained)
         self.beta, self.label_smoothing, self.loss_type = beta, label_smoothing, loss_type
         self.reference = copy.deepcopy(self.net).requires_grad_(False).eval()
         self._sums = torch.zeros(len(SUMS), dtype=torch.float64)
@@ -101,6 +99,17 @@ class DPO(NextTokenLM):
     @staticmethod
     def check_arguments(beta: float = 0.1, label_smoothing: float = 0.0, loss_type: str = "sigmoid") -> None:
         check_dpo_arguments(beta, label_smoothing, loss_type)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        longest = getattr(self.trainer.datamodule, "max_length", None)
+        context = getattr(getattr(self.net, "config", None), "context_length", None)
+        if isinstance(longest, int) and isinstance(context, int) and longest > context:
+            raise ArgumentError(
+                "max_length",
+                f"conversations of up to {longest} tokens, and the starting model reads {context}",
+                f"use max_length={context} or less",
+            )
 
     def train(self, mode: bool = True) -> DPO:
         super().train(mode)
