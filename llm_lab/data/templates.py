@@ -290,5 +290,42 @@ def choose_template(
         if own is not None:
             return own
     if name not in TEMPLATES:
-        raise ArgumentError("name", f"unknown template {name!r}", f"use one of {', '.join(TEMPLATES)}")
+        raise ArgumentError("template", f"unknown template {name!r}", f"use one of {', '.join(TEMPLATES)}")
     return TEMPLATES[name]
+
+
+def template_record(template: Template | JinjaTemplate) -> dict[str, Any]:
+    """What a run folder's ``template.json`` keeps of its template: a lab template's name, or a
+    Hugging Face folder's Jinja source and special tokens."""
+    if isinstance(template, Template):
+        return {"name": template.name}
+    return {
+        "name": "hf",
+        "chat_template": template.source,
+        "special": template.special,
+        "added_tokens": list(template.added_tokens),
+    }
+
+
+def read_template(path: str | Path) -> Template | JinjaTemplate:
+    """The template a ``template.json`` names (see :func:`template_record`), checked as data."""
+    from llm_lab.tokenizers.base import read_json
+
+    record = read_json(path, "a template.json written by train.py experiment=instruct")
+    name = record.get("name") if isinstance(record, dict) else None
+    if name in TEMPLATES:
+        return TEMPLATES[name]
+    source, special, added = (record.get(k) for k in ("chat_template", "special", "added_tokens"))
+    if (
+        name != "hf"
+        or not isinstance(source, str)
+        or not isinstance(special, dict)
+        or not all(isinstance(v, str) for v in special.values())
+        or not isinstance(added, list)
+        or not all(isinstance(t, str) for t in added)
+    ):
+        raise DataError(
+            f"{path}: not a template record (a name among {', '.join(TEMPLATES)}, or hf with its "
+            "chat_template)"
+        )
+    return JinjaTemplate(source, special, added, str(path))

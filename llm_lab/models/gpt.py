@@ -424,6 +424,7 @@ class GPT(nn.Module):
         eos_id: int | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        kv_cache: list[KVCache] | None = None,
     ) -> Iterator[Tensor]:
         """Sample up to ``max_new_tokens`` tokens after ``idx`` (B, T), yielding each step's (B,)
         new ids as it is made (what a caller shows progress or streams text from).
@@ -441,6 +442,8 @@ class GPT(nn.Module):
         Once the sequence would exceed ``context_length`` the cache is dropped and, like the
         uncached path always does, each step re-encodes the last ``context_length`` tokens (with
         learned positions a sliding cache would shift every position, so it cannot be reused).
+        A ``kv_cache`` passed in holds the keys and values of the first tokens of ``idx`` already (a
+        chat's earlier turns): only the rest is encoded, and the cache keeps growing in place.
         """
         if idx.dim() != 2 or idx.shape[1] == 0:
             raise ArgumentError(
@@ -451,7 +454,7 @@ class GPT(nn.Module):
         ctx = self.config.context_length
         was_training = self.training
         self.eval()
-        caches = [KVCache() for _ in self.blocks] if use_cache else None
+        caches = kv_cache if kv_cache is not None else [KVCache() for _ in self.blocks] if use_cache else None
         finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         try:
             for _ in range(max_new_tokens):
