@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from llm_lab.data.dpo import PreferenceDataModule, collate, encode_pair
 from llm_lab.data.preference import Pair, builtin_pairs, read_pairs
+from llm_lab.data.stdlib_pairs import module_split, stdlib_pairs
 from llm_lab.data.templates import ALPACA
 from llm_lab.errors import DataError
 from llm_lab.eval.heldout import is_heldout
@@ -103,17 +104,18 @@ def test_the_mask_covers_the_answer_and_its_end_of_turn_only(tokenizer):
     assert cut == ids[:-1] and cut_mask == mask[:-1]  # a long answer loses its end, not its prompt
 
 
-def test_the_builtin_pairs_leave_out_the_evaluation_modules_and_split_by_package(tokenizer):
+def test_the_builtin_pairs_are_the_instruct_questions_held_out_by_the_same_modules(tokenizer):
     pairs = builtin_pairs()
     assert len(pairs) > 1000
-    assert not any(is_heldout(p.where) for p in pairs)
-    assert all(p.chosen != p.rejected and p.where.split(".")[0] == p.group for p in pairs)
+    assert not any(is_heldout(p.group) for p in pairs)
+    questions = {(q.instruction, q.output) for q in stdlib_pairs()}
+    assert all((p.prompt[0]["content"], p.chosen) in questions and p.chosen != p.rejected for p in pairs)
     data = PreferenceDataModule(tokenizer, max_length=256, seed=42)
     data.setup("fit")
-    train, val = {p.group for p in data.train_pairs}, {p.group for p in data.val_pairs}
-    assert train and val and not train & val
-    sentences = {p.chosen for p in data.train_pairs} | {p.rejected for p in data.train_pairs}
-    assert not sentences & {p.chosen for p in data.val_pairs}  # held-out answers were never trained on
+    assert {module_split(p.group) for p in data.val_pairs} == {"test"}
+    assert "test" not in {module_split(p.group) for p in data.train_pairs}
+    packages = {p.group.split(".")[0] for p in data.train_pairs}
+    assert not packages & {p.group.split(".")[0] for p in data.val_pairs}  # whole packages held out
 
 
 def tiny_dpo(tokenizer, tmp_path: Path, **kwargs) -> tuple[DPO, PreferenceDataModule, L.Trainer]:
@@ -213,7 +215,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_readme_command_trains_from_the_pretrained_run_and_reports_both_accuracies(workdir):
     """README's command, shrunk by debug=fast, in a process of its own as a user starts it."""
-    words = command("train.py", "experiment=dpo", "init_from=gpt", "data.max_length=192", "debug=fast")
+    words = command(
+        "train.py",
+        "experiment=dpo",
+        "init_from=gpt",
+        "data.max_length=192",
+        "debug=fast",
+        "data.max_pairs=16",
+    )
     done = subprocess.run(words, cwd=workdir, capture_output=True, text=True, timeout=600, env=ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = (workdir / "outputs" / "dpo" / "runs").iterdir()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -20,10 +21,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from llm_lab.data.preference import Message, Pair, builtin_pairs, hub_pairs, read_pairs
-from llm_lab.data.templates import JinjaTemplate, Template, choose_template
+from llm_lab.data.stdlib_pairs import module_split
+from llm_lab.data.templates import JinjaTemplate, Template, choose_template, read_template
 from llm_lab.errors import ArgumentError, DataError
-from llm_lab.tokenizers.special import add_special_tokens
 from llm_lab.tokenizers.base import Tokenizer
+from llm_lab.tokenizers.special import add_special_tokens
 
 Encoded = tuple[list[int], list[bool]]  # ids, and which of them are the response's
 
@@ -42,6 +44,10 @@ def conversation_ids(
     return ids, mask
 
 
+class PromptTooLong(DataError):
+    """A prompt that leaves no room in the context for an answer."""
+
+
 def encode_pair(
     tokenizer: Tokenizer, template: Template | JinjaTemplate, pair: Pair, max_length: int
 ) -> tuple[Encoded, Encoded]:
@@ -52,7 +58,7 @@ def encode_pair(
         ids, mask = conversation_ids(tokenizer, template, pair.prompt, answer)
         prompt_length = mask.index(True) if True in mask else len(mask)
         if prompt_length >= max_length:
-            raise DataError(
+            raise PromptTooLong(
                 f"{pair.where}: the prompt is {prompt_length} tokens, and the model reads "
                 f"{max_length} (data.max_length): shorten it, or drop the pair"
             )
@@ -73,8 +79,22 @@ def collate(batch: Sequence[tuple[Encoded, Encoded]]) -> dict[str, Tensor]:
     return {"ids": ids, "mask": mask}
 
 
+def starting_template(
+    name: str, model_folder: str | None, use_model_template: bool = True
+) -> Template | JinjaTemplate:
+    """The template the starting model was tuned with: the ``template.json`` an instruct run keeps
+    beside its checkpoints (``model_folder``: that run folder or one of its .ckpt files), else what
+    :func:`~llm_lab.data.templates.choose_template` picks (a Hugging Face folder's own, or ``name``)."""
+    if model_folder is not None and use_model_template:
+        folder = Path(model_folder).expanduser()
+        run = folder.parent.parent if folder.is_file() else folder
+        if (run / "template.json").is_file():
+            return read_template(run / "template.json")
+    return choose_template(name, model_folder, use_model_template)
+
+
 def is_validation(unit: str, val_fraction: float, seed: int) -> bool:
-    """Whether a split unit (a package of the built-in pairs, a row of a file) is a validation one:
+    """Whether a split unit (a row of a file or dataset) is a validation one:
     a hash of the seed and its name, stable across runs and machines."""
     digest = hashlib.blake2b(f"{seed}:{unit}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64 < val_fraction
@@ -82,11 +102,11 @@ def is_validation(unit: str, val_fraction: float, seed: int) -> bool:
 
 class PreferenceDataModule(L.LightningDataModule):
     """Pairs from ``path`` (a .jsonl file), ``hf_dataset`` (with ``hf_split`` and ``hf_columns``)
-    or, with neither, the built-in ones, written in the chat ``template`` (a Hugging Face
-    ``model_folder``'s own when ``use_model_template``: see ``choose_template``), whose special
-    tokens are added to ``tokenizer``; split into training and validation by package (built-in) or
-    by row, ``val_fraction`` of them held out; at most ``max_pairs`` for training. ``corpus`` is
-    unused: the pairs are the data."""
+    or, with neither, the built-in ones, written in the starting model's chat template
+    (:func:`starting_template`; ``template`` when it has none), whose special tokens are added to
+    ``tokenizer``. Validation: the built-in pairs of the instruct stage's test modules, or
+    ``val_fraction`` of a file's rows; at most ``max_pairs`` for training. ``corpus`` is unused:
+    the pairs are the data."""
 
     def __init__(
         self,
@@ -110,7 +130,7 @@ class PreferenceDataModule(L.LightningDataModule):
         PreferenceDataModule.check_arguments(
             path, hf_dataset, val_fraction, max_pairs, max_length, batch_size
         )
-        self.template = choose_template(template, model_folder, use_model_template)
+        self.template = starting_template(template, model_folder, use_model_template)
         self.tokenizer = add_special_tokens(tokenizer, self.template.special_tokens)
         self.path, self.hf_dataset, self.hf_split, self.hf_columns = path, hf_dataset, hf_split, hf_columns
         self.val_fraction, self.max_pairs, self.max_length = val_fraction, max_pairs, max_length
@@ -149,29 +169,38 @@ class PreferenceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_pairs:
             return
-        pairs = self.pairs()
-        for pair in pairs:
-            side = (
-                self.val_pairs
-                if is_validation(pair.group, self.val_fraction, self.seed)
-                else self.train_pairs
+        builtin = self.path is None and self.hf_dataset is None
+        for pair in self.pairs():
+            # The built-in pairs are held out as the instruct stage holds out its test modules: the
+            # starting model was tuned on neither side's modules.
+            held_out = (
+                module_split(pair.group) == "test"
+                if builtin
+                else is_validation(pair.group, self.val_fraction, self.seed)
             )
-            side.append(pair)
+            (self.val_pairs if held_out else self.train_pairs).append(pair)
+        source = self.path or self.hf_dataset or "built-in pairs"
         if not self.train_pairs or not self.val_pairs:
             raise DataError(
-                f"{self.path or self.hf_dataset or 'built-in pairs'}: {len(pairs)} pairs leave "
-                f"{len(self.train_pairs)} for training and {len(self.val_pairs)} for validation "
-                "(give more pairs, or change data.val_fraction)"
+                f"{source}: {len(self.train_pairs)} pairs for training and {len(self.val_pairs)} for "
+                "validation (give more pairs, or change data.val_fraction)"
             )
         random.Random(self.seed).shuffle(self.train_pairs)  # max_pairs draws from every module
         self.train_pairs = self.train_pairs[: self.max_pairs]
-        self._encoded = {
-            "train": [self._encode(p) for p in self.train_pairs],
-            "val": [self._encode(p) for p in self.val_pairs],
-        }
+        self._encoded = {}
+        for name in ("train", "val"):
+            pairs = self.train_pairs if name == "train" else self.val_pairs
+            # A built-in pair whose prompt the context cannot hold is left out; a user's is refused.
+            encoded = [self._encode(p, skip_long=builtin) for p in pairs]
+            self._encoded[name] = [e for e in encoded if e is not None]
 
-    def _encode(self, pair: Pair) -> tuple[Encoded, Encoded]:
-        return encode_pair(self.tokenizer, self.template, pair, self.max_length)
+    def _encode(self, pair: Pair, skip_long: bool) -> tuple[Encoded, Encoded] | None:
+        try:
+            return encode_pair(self.tokenizer, self.template, pair, self.max_length)
+        except PromptTooLong:
+            if skip_long:
+                return None
+            raise
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

@@ -16,15 +16,14 @@ response's tokens are scored (their mask), as in instruction tuning.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_lab.data.stdlib_pairs import stdlib_pairs
 from llm_lab.errors import DataError
-from llm_lab.eval.builtin import first_sentence
 from llm_lab.eval.files import read_jsonl
-from llm_lab.eval.heldout import documented, is_heldout
 
 Message = dict[str, str]
 KEYS = ("prompt", "chosen", "rejected")
@@ -35,7 +34,7 @@ EXAMPLE = '{"prompt": "What is 2+2?", "chosen": "4.", "rejected": "5."}'
 class Pair:
     """One preference: the conversation so far (``prompt``, ending with the user's turn) and the
     assistant's two answers. ``where`` names the file and row (or module) it came from; ``group``
-    is the unit a training/validation split keeps whole (a row of a file, a package of the built-in
+    is the unit a training/validation split keeps whole (a row of a file, a module of the built-in
     pairs)."""
 
     prompt: tuple[Message, ...]
@@ -137,39 +136,22 @@ def hub_pairs(name: str, split: str = "train", columns: dict[str, str] | None = 
     return pairs_from_rows(renamed, name)
 
 
-# The packages the built-in pairs come from: well-known, pure-Python parts of the standard library,
-# none of them held out for evaluation (llm_lab/eval/heldout.py; checked in builtin_pairs).
-_PACKAGES = """abc ast asyncio base64 bdb binascii bisect bz2 cmd code codecs collections colorsys concurrent
-    contextlib copy dataclasses datetime decimal dis doctest enum fnmatch functools getopt getpass glob
-    graphlib gzip hashlib heapq hmac html importlib inspect io itertools keyword linecache locale
-    logging lzma multiprocessing netrc numbers operator os pathlib pickle pkgutil platform pprint
-    profile pstats pydoc queue quopri random re reprlib runpy sched secrets selectors shelve shlex
-    signal socket socketserver sqlite3 ssl string struct subprocess symtable sysconfig tempfile
-    threading timeit token tokenize trace traceback tracemalloc types typing unittest warnings wave
-    weakref zipimport"""
-TRAINING_PACKAGES: tuple[str, ...] = tuple(_PACKAGES.split())
-
-
-def builtin_pairs(packages: Sequence[str] = TRAINING_PACKAGES, seed: int = 0) -> list[Pair]:
-    """ "What does ``asyncio.tasks.all_tasks`` do?" — chosen: the first sentence of its docstring;
-    rejected: the first sentence of another object of the same package, drawn with ``seed`` (same
-    style and vocabulary, so only knowing the function tells them apart). Grouped by package: a
-    split holds out whole packages, whose sentences training never saw, chosen or rejected."""
-    held = [p for p in packages if is_heldout(p)]
-    if held:
-        raise DataError(f"built-in pairs: {', '.join(held)} are held out for evaluation (leave them out)")
-    answers: dict[str, list[tuple[str, str, str]]] = {}
-    for obj in documented(tuple(packages)):
-        sentence = first_sentence(obj.doc)
-        if sentence is not None:
-            answers.setdefault(obj.package, []).append((obj.module, f"{obj.module}.{obj.qualname}", sentence))
+def builtin_pairs(seed: int = 0) -> list[Pair]:
+    """The instruction set's "What does ``asyncio.tasks.all_tasks`` do?" questions
+    (``llm_lab.data.stdlib_pairs``, the same modules, none held out for evaluation) as pairs —
+    chosen: the first sentence of its docstring, the instruct stage's answer; rejected: the first
+    sentence of another object of the same package, drawn with ``seed`` (same style and vocabulary,
+    so only knowing the function tells them apart). ``group`` is the module, whose split
+    (:func:`~llm_lab.data.stdlib_pairs.module_split`) is the instruct stage's."""
+    questions = [p for p in stdlib_pairs() if p.instruction.startswith("What does `")]
+    by_package: dict[str, list[str]] = {}
+    for question in questions:
+        by_package.setdefault(question.module.split(".")[0], []).append(question.output)
     rng = random.Random(seed)
     pairs = []
-    for package in sorted(answers):
-        entries = answers[package]
-        for module, name, sentence in entries:
-            others = sorted({s for _, _, s in entries if s != sentence})
-            if others:
-                prompt = ({"role": "user", "content": f"What does `{name}` do?"},)
-                pairs.append(Pair(prompt, sentence, rng.choice(others), module, package))
+    for question in questions:
+        others = sorted(set(by_package[question.module.split(".")[0]]) - {question.output})
+        if others:
+            prompt = ({"role": "user", "content": question.instruction},)
+            pairs.append(Pair(prompt, question.output, rng.choice(others), question.module, question.module))
     return pairs

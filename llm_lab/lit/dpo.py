@@ -102,7 +102,7 @@ class DPO(NextTokenLM):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        longest = getattr(self.trainer.datamodule, "max_length", None)
+        longest = getattr(getattr(self.trainer, "datamodule", None), "max_length", None)
         context = getattr(getattr(self.net, "config", None), "context_length", None)
         if isinstance(longest, int) and isinstance(context, int) and longest > context:
             raise ArgumentError(
