@@ -104,7 +104,7 @@ class PreferenceDataModule(L.LightningDataModule):
     """Pairs from ``path`` (a .jsonl file), ``hf_dataset`` (with ``hf_split`` and ``hf_columns``)
     or, with neither, the built-in ones, written in the starting model's chat template
     (:func:`starting_template`; ``template`` when it has none), whose special tokens are added to
-    ``tokenizer``. Validation: the built-in pairs of the instruct stage's test modules, or
+    ``tokenizer``. Validation: the built-in pairs of the modules the instruct stage held out, or
     ``val_fraction`` of a file's rows; at most ``max_pairs`` for training. ``corpus`` is unused:
     the pairs are the data."""
 
@@ -171,10 +171,10 @@ class PreferenceDataModule(L.LightningDataModule):
             return
         builtin = self.path is None and self.hf_dataset is None
         for pair in self.pairs():
-            # The built-in pairs are held out as the instruct stage holds out its test modules: the
-            # starting model was tuned on neither side's modules.
+            # The built-in pairs of the modules the instruct stage held out (its validation and test
+            # modules): the starting model was tuned on none of them.
             held_out = (
-                module_split(pair.group) == "test"
+                module_split(pair.group) != "train"
                 if builtin
                 else is_validation(pair.group, self.val_fraction, self.seed)
             )
