@@ -23,7 +23,8 @@ with starting():  # Ctrl-C while torch loads is one line too
     from omegaconf import DictConfig
     from torch import Tensor
 
-    from llm_lab.app.preflight import Setting, device_problems, preflight
+    from llm_lab.app.preflight import Setting, device_problems, memory_problem, preflight
+    from llm_lab.console import for_terminal
     from llm_lab.errors import ArgumentError, ConfigError, DataError, Interrupted
     from llm_lab.models import GPT, load_hf
     from llm_lab.run_dir import checkpoint_path, checkpoint_step, load_net
@@ -124,6 +125,14 @@ def generate(cfg: DictConfig) -> list[str]:
     prompt_ids = tokenizer.encode(cfg.prompt)
     if not prompt_ids:
         raise ConfigError("prompt", "the prompt encodes to no tokens", 'give some text, e.g. "The"')
+    too_big = memory_problem(
+        "num_samples",
+        cfg.num_samples * model.generation_bytes(len(prompt_ids) + cfg.max_new_tokens),
+        device,
+        "lower num_samples or max_new_tokens",
+    )
+    if too_big is not None:
+        raise too_big
     idx = torch.tensor([prompt_ids] * cfg.num_samples, device=device)
     generator = torch.Generator(device).manual_seed(cfg.seed)
     steps = model.stream(
@@ -172,10 +181,12 @@ def main(cfg: DictConfig) -> None:
 
 
 def show(texts: list[str]) -> None:
+    """The texts on stdout: control characters escaped on a terminal (a model's or a prompt's
+    escape sequences would act on it), raw into a file or a pipe."""
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- sample {i}")
-        print(text)
+        print(for_terminal(text, sys.stdout))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The flow is the same for every stage (README "Architecture"), and :func:`train` 
 bottom:
 
 0. **preflight** — every problem of the composed config at once, before anything heavy starts;
-1. **corpus** — the ``data.*`` corpus keys say where the text is; it is read and split by document
+1. **corpus** — the ``corpus`` group says where the text is; it is read and split by document
    (``llm_lab.data.corpus``);
 2. **starting model** — ``init_from``'s pretrained net and tokenizer (``llm_lab.models.pretrained``),
    or none: random weights;
@@ -80,9 +80,7 @@ SETTINGS = {
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run the configured stage end to end; return its final metrics."""
-    preflight(
-        cfg, SETTINGS, TRAIN_CHECKS, needed_groups(cfg), read_elsewhere={"data": Corpus.setting_names()}
-    )
+    preflight(cfg, SETTINGS, TRAIN_CHECKS, needed_groups(cfg))
     ckpt_path = resume_point(cfg.get("ckpt_path"), Path(cfg.paths.output_dir))
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("torch_threads"):
@@ -94,7 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)  # high: TF32 tensor cores
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # train(cfg) from a notebook
     resolve_earlier_runs(cfg)  # an experiment's name (init_from=gpt) → its newest finished run
-    corpus = read_corpus(cfg) if cfg.get("tokenizer") is not None else None  # step 1
+    corpus: Corpus | None = build(cfg.corpus, cfg) if cfg.get("corpus") is not None else None  # step 1
     if cfg.get("model") is None:  # a tokenizer stage: trained in a plain loop, and done
         return train_tokenizer(cfg, corpus)
     start = starting_model(cfg)  # step 2, then step 3:
@@ -116,12 +114,6 @@ def main(cfg: DictConfig) -> float | None:
     if name not in metrics:
         raise missing_metric(name, metrics)
     return metrics[name]
-
-
-def read_corpus(cfg: DictConfig) -> Corpus:
-    """Step 1: the corpus the ``data.*`` corpus keys describe (streamed, split by document)."""
-    with keyed(cfg.data, cfg):
-        return Corpus.from_settings(plain(cfg.data))
 
 
 def tokenizer_step(cfg: DictConfig, corpus: Corpus, ckpt_path: str | None) -> Tokenizer:
@@ -186,8 +178,7 @@ def build_run(cfg: DictConfig, corpus: Corpus | None, tokenizer: Tokenizer | Non
     """Step 4: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
     sized by the data and handed the starting model, loggers, callbacks and Trainer."""
     if tokenizer is not None:
-        # The DataModule takes the corpus itself (the corpus keys were read in step 1).
-        datamodule = call(cfg.data, cfg, Corpus.setting_names(), corpus=corpus, tokenizer=tokenizer)
+        datamodule = call(cfg.data, cfg, corpus=corpus, tokenizer=tokenizer)
     else:
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):

@@ -106,7 +106,7 @@ def main() -> None:
         tokenizer.save(folder / "tokenizer.json")
         overrides = [
             "experiment=gpt",
-            f"data.path={folder / 'corpus'}",
+            f"corpus.path={folder / 'corpus'}",
             f"tokenizer.path={folder / 'tokenizer.json'}",
             f"data.num_proc={args.num_proc}",
             f"paths.cache_dir={folder / 'cache'}",

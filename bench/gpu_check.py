@@ -98,7 +98,7 @@ SMOKE = Sizes(
         "data.context_length=32",
         "data.stride=32",  # gpt.yaml's stride of 64 is refused for 32-token windows
         "data.batch_size=16",
-        "data.max_documents=8",
+        "corpus.max_documents=8",
         "tokenizer.vocab_size=300",
     ],
     tokens=16 * 32,
@@ -115,7 +115,7 @@ SMOKE = Sizes(
         "model.net.size=lab-tiny",
         "data.context_length=32",
         "data.stride=32",  # gpt.yaml's stride of 64 is refused for 32-token windows
-        "data.max_documents=8",
+        "corpus.max_documents=8",
         "tokenizer.vocab_size=300",
     ],
     device="cpu",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,19 +155,18 @@ def takes_any_keyword(parameters: Mapping[str, inspect.Parameter]) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
-def type_problems(node: Any, exclude: Sequence[str] = ()) -> Iterator[ArgumentError]:
+def type_problems(node: Any) -> Iterator[ArgumentError]:
     """What the ``_target_``'s signature rules out, in this node and the nodes below it, each as an
     ArgumentError naming the argument: a value of the wrong type (``model.embed_dim=abc``: a word
     where an integer belongs) and a key it takes no argument for (``+data.foo=1``). Hydra would pass
-    either on and the constructor fail somewhere inside. Keys in ``exclude`` are read by the lab
-    itself, not passed on."""
+    either on and the constructor fail somewhere inside."""
     if not isinstance(node, DictConfig):
         return
     target = node.get("_target_")
     parameters = parameters_of(target) if isinstance(target, str) else {}
     open_ended = takes_any_keyword(parameters)
     for key in map(str, node):
-        if key.startswith("_") or key in exclude:
+        if key.startswith("_"):
             continue
         if parameters and not open_ended and key not in parameters:
             close = difflib.get_close_matches(key, list(parameters), n=1)
@@ -185,9 +184,9 @@ def type_problems(node: Any, exclude: Sequence[str] = ()) -> Iterator[ArgumentEr
                 yield wrong
 
 
-def check_types(node: Any, exclude: Sequence[str] = ()) -> None:
+def check_types(node: Any) -> None:
     """Raise the first of :func:`type_problems`."""
-    for problem in type_problems(node, exclude):
+    for problem in type_problems(node):
         raise problem
 
 
@@ -208,20 +207,17 @@ def build_each(cfg: DictConfig, group: str) -> list[Any]:
     return built
 
 
-def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: Any) -> Any:
+def build(node: Any, root: Any = None, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate(node, **kwargs)`` with the lab's errors brought to the surface.
 
     Hydra wraps a constructor's exception in an InstantiationException: a :class:`LabError` comes
     out as itself and a library :class:`ArgumentError` as a ConfigError naming the key (see
-    :func:`keyed`), so the shell can print one line. Keys in ``exclude`` are not passed on.
+    :func:`keyed`), so the shell can print one line.
     """
-    target = node
-    if exclude:
-        target = OmegaConf.create({k: v for k, v in plain(node).items() if k not in exclude})
     with keyed(node, root):
-        check_types(node, exclude)
+        check_types(node)
         try:
-            return instantiate(target, **kwargs)
+            return instantiate(node, **kwargs)
         except InstantiationException as err:
             cause: BaseException | None = err
             while cause is not None and not isinstance(cause, LabError | ArgumentError):
@@ -238,18 +234,16 @@ def build(node: Any, root: Any = None, exclude: Sequence[str] = (), **kwargs: An
             ) from None
 
 
-def call(node: Any, root: Any = None, read_elsewhere: Sequence[str] = (), **objects: Any) -> Any:
+def call(node: Any, root: Any = None, **objects: Any) -> Any:
     """Construct the ``_target_`` of a flat config node from its plain values and Python
-    ``objects`` (which Hydra's instantiate would try to turn into configs: a dataclass, say). Keys
-    in ``read_elsewhere`` (the corpus keys of a ``data/*.yaml``) were read by the lab itself: passed
-    on only to a target that takes them too. Errors surface as in :func:`build`."""
+    ``objects`` (which Hydra's instantiate would try to turn into configs: a dataclass, say).
+    Errors surface as in :func:`build`."""
     from hydra.utils import get_class
 
+    values = plain(node)
+    # Objects go only to a target that takes them (a classifier's data takes no corpus).
     accepted = parameters_of(node._target_)
-    exclude = [k for k in read_elsewhere if k not in accepted]
-    values = {k: v for k, v in plain(node).items() if k not in exclude}
-    # Objects too go only to a target that takes them (a classifier's data takes no corpus).
     given = {k: v for k, v in objects.items() if k in accepted or takes_any_keyword(accepted)}
     with keyed(node, root):
-        check_types(node, exclude)
+        check_types(node)
         return get_class(values.pop("_target_"))(**values, **given)

@@ -143,9 +143,30 @@ def number(value: float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+# Characters that act on a terminal rather than show: C0 and C1 controls (ESC starts the sequences
+# that move the cursor, clear the screen, retitle the window), DEL, and the bidirectional overrides
+# that make text read in another order than it is. Newline and tab stay: they are the text's layout.
+_ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def escaped(text: str) -> str:
+    """``text`` with every character that would act on a terminal written as its escape
+    (``\\x1b``, ``\\u202e``): shown, not obeyed."""
+    return _ACTING.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def for_terminal(text: str, stream: TextIO) -> str:
+    """``text`` :func:`escaped` when ``stream`` is a terminal; as it is for a file or a pipe,
+    where the raw text is what the user keeps."""
+    return escaped(text) if stream.isatty() else text
+
+
 def print_and_log(message: str, level: int = logging.ERROR) -> None:
     """``message`` on stderr, where a command's last words belong (the console handler writes to
-    stdout), and in the run's ``train.log``, so that the run folder says why the run stopped."""
+    stdout), and in the run's ``train.log``, so that the run folder says why the run stopped. A
+    message quotes values the user gave (a prompt, a path): their control characters are shown
+    escaped, not obeyed by the terminal."""
+    message = escaped(message)
     print(message, file=sys.stderr, flush=True)
     logging.getLogger("train").log(level, message, extra=LOG_FILE_ONLY_RECORD)
 

@@ -38,7 +38,7 @@ from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
 from llm_lab.config import plain
 
 # The config groups whose plain values a run is compared by (callbacks, paths, logger are not).
-GROUPS = ("data", "tokenizer", "model", "optimizer", "scheduler", "trainer", "stage")
+GROUPS = ("corpus", "data", "tokenizer", "model", "optimizer", "scheduler", "trainer", "stage")
 
 # What tells runs of one stage apart: how big a model, how fast it learns, on what batches, with
 # which tokens (five at most: the HParams tab ticks five columns). Of each tuple the first key a

@@ -11,6 +11,7 @@ lab's own config class — never by instantiating a class a file names.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import zipfile
 from dataclasses import asdict, fields, is_dataclass
@@ -27,6 +28,8 @@ from llm_lab.models.gpt import GPT, GPTConfig
 # The nets a checkpoint may name, with their config class: the only code a run folder can reach.
 NETS: dict[str, tuple[type[nn.Module], type]] = {"GPT": (GPT, GPTConfig)}
 PLAIN = (int, float, str, bool, type(None))
+log = logging.getLogger(__name__)
+_said: set[tuple[str, int]] = set()  # unreadable checkpoints already named (path, mtime)
 
 
 def checkpoint_path(path: str | Path) -> Path:
@@ -39,11 +42,29 @@ def checkpoint_path(path: str | Path) -> Path:
                 f"{path} is not a run folder (no checkpoints/ in it)",
                 "give a train.py run folder, outputs/<experiment>/runs/<time>, or a .ckpt file",
             )
-        newest = newest_checkpoint(path / "checkpoints")
+        steps = checkpoint_steps(path / "checkpoints")
+        newest = newest_of(steps)
+        unreadable = [f for f, step in steps.items() if step is None]
+        if newest is None and unreadable:
+            try:
+                read_checkpoint(unreadable[0])
+            except DataError as err:
+                raise DataError(
+                    f"{err}; no other checkpoint of {path} is readable (move it aside to train "
+                    "the run again from step 0)"
+                ) from None
         if newest is None:
             raise ArgumentError(
                 "ckpt_path", f"{path} holds no checkpoint", "it stopped before its first step"
             )
+        later = [f for f in unreadable if f.stat().st_mtime_ns >= newest[0].stat().st_mtime_ns]
+        for file in later:  # said once per file, though the preflight and the run both ask
+            if (str(file), file.stat().st_mtime_ns) not in _said:
+                _said.add((str(file), file.stat().st_mtime_ns))
+                log.warning(
+                    f"{file} cannot be read (truncated or damaged): using {newest[0]} (step {newest[1]}) "
+                    f"instead; the steps after step {newest[1]} are lost (a resumed run trains them again)"
+                )
         return newest[0]
     if not path.is_file():
         raise ArgumentError("ckpt_path", f"no checkpoint at {path}", "give a .ckpt file or a run directory")
@@ -63,6 +84,26 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(checkpoint, dict):
         raise DataError(f"{path} is not a checkpoint (it holds a {type(checkpoint).__name__})")
     return checkpoint
+
+
+def non_finite_tensor(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or infinity (None: all finite)."""
+    return next(
+        (
+            name
+            for name, t in tensors.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ),
+        None,
+    )
+
+
+def refuse_non_finite(tensors: dict[str, Any], file: Path) -> None:
+    """A DataError naming ``file`` and the tensor when weights are NaN or infinite: a model that
+    can only produce NaN (and a resume that would train it) is refused where it is read."""
+    bad = non_finite_tensor(tensors)
+    if bad is not None:
+        raise DataError(f"{file}: tensor {bad} holds NaN or infinite values; these weights cannot be used")
 
 
 def net_record(net: nn.Module) -> dict[str, Any] | None:
@@ -106,6 +147,7 @@ def load_net(path: str | Path) -> tuple[nn.Module, Path]:
         raise DataError(f"{file} is not a Lightning checkpoint of llm_lab (it has no state_dict)")
     net = net_from_record(checkpoint.get("net"), file)
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    refuse_non_finite(weights, file)
     result = net.load_state_dict(weights, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise DataError(
@@ -131,9 +173,19 @@ def checkpoint_step(file: Path) -> int | None:
         return None
 
 
+def checkpoint_steps(folder: Path) -> dict[Path, int | None]:
+    """Every checkpoint file in ``folder`` and its step (None: the file cannot be read as one)."""
+    return {f: checkpoint_step(f) for f in sorted(folder.glob("*.ckpt"))}
+
+
 def newest_checkpoint(folder: Path) -> tuple[Path, int] | None:
     """The checkpoint in ``folder`` with the highest step, and that step (``last.ckpt`` wins a tie)."""
-    steps = {f: checkpoint_step(f) for f in sorted(folder.glob("*.ckpt"))}
+    return newest_of(checkpoint_steps(folder))
+
+
+def newest_of(steps: dict[Path, int | None]) -> tuple[Path, int] | None:
+    """Of checkpoints and their steps, the readable one with the highest step (``last.ckpt`` wins
+    a tie), and its step."""
     found = [(step, f.name == "last.ckpt", f) for f, step in steps.items() if step is not None]
     if not found:
         return None
@@ -146,6 +198,7 @@ def check_fits(file: Path, module: nn.Module) -> None:
     that differ (or, for a net without saved settings, the first tensors that do not fit)."""
     checkpoint = read_checkpoint(file)
     theirs, ours = checkpoint.get("state_dict", {}), module.state_dict()
+    refuse_non_finite(theirs, file)
     wrong = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
     wrong += [k for k in theirs if k not in ours]
     if not wrong:

@@ -36,7 +36,7 @@ register_resolvers()  # the ${choice:...} and ${cwd:} of conf/, for configs comp
 TINY_GPT = [
     "experiment=gpt",
     "model.net.size=lab-tiny",
-    "data.max_documents=8",
+    "corpus.max_documents=8",
     "tokenizer.vocab_size=300",
     "data.context_length=32",
     "data.stride=32",  # gpt.yaml's stride of 64 would skip tokens of 32-token windows
@@ -234,7 +234,7 @@ def readme_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     )
     args = line.split("#")[0].split()[2:]
     cwd = tmp_path_factory.mktemp("readme_sweep")
-    result = run_train(*args, "debug=fast", "data.max_documents=40", cwd=cwd)
+    result = run_train(*args, "debug=fast", "corpus.max_documents=40", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return Sweep(cwd / "outputs", result)
 

@@ -170,7 +170,7 @@ def test_heatmap_darkens_with_weight() -> None:
 
 # ---------------------------------------------------------------- experiments end to end
 TINY_RUN = [
-    "data.max_documents=40",
+    "corpus.max_documents=40",
     "trainer.max_steps=3",
     "trainer.val_check_interval=2",
     "trainer.limit_val_batches=2",

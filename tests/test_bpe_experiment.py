@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 from llm_lab.data.corpus import Corpus
 from llm_lab.tokenizers.bpe import BPETokenizer
 
-TINY = ["experiment=bpe", "data.max_documents=40", "stage.merges_per_step=8", "stage.val_every_n_steps=2"]
+TINY = ["experiment=bpe", "corpus.max_documents=40", "stage.merges_per_step=8", "stage.val_every_n_steps=2"]
 
 
 def scalars(run_dir: Path) -> dict[str, list[float]]:

@@ -198,7 +198,7 @@ def test_bpe_cbow_pipeline_learns_vectors_for_bpe_tokens(tmp_path: Path):
 
     out = tmp_path / "run"
     run_in_process(
-        out, "bpe_cbow", "data.max_documents=40", "tokenizer.vocab_size=400", "trainer.max_epochs=1"
+        out, "bpe_cbow", "corpus.max_documents=40", "tokenizer.vocab_size=400", "trainer.max_epochs=1"
     )
     words, vectors = load_word2vec_text(out / "vectors.txt")
     # the CBoW vocabulary is made of the BPE tokenizer's tokens: retrain it the same way and compare

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from llm_lab.console import ConsoleHandler
 
-CBOW = ["experiment=cbow", "data.max_documents=60", "model.embed_dim=16"]
+CBOW = ["experiment=cbow", "corpus.max_documents=60", "model.embed_dim=16"]
 # Lightning's routine notices: the console leaves them to train.log.
 NOTICES = [
     "GPU available:",

@@ -56,7 +56,7 @@ def test_a_folder_corpus_leaves_out_run_folders_and_hidden_folders(tmp_path: Pat
 def test_a_run_folder_inside_the_corpus_folder_is_refused(tmp_path: Path):
     (tmp_path / "a.txt").write_text(" ".join(builtin_corpus()[:5]), encoding="utf-8")
     proc = run_train(
-        "experiment=cbow", "debug=fast", f"data.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"
+        "experiment=cbow", "debug=fast", f"corpus.path={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert (
@@ -222,8 +222,8 @@ def test_a_run_on_a_few_documents_warns_once_about_the_validation_share(tmp_path
     proc = run_train(
         *TINY_GPT,
         "trainer.max_steps=1",
-        f"data.path={corpus}",
-        "data.val_fraction=0.05",
+        f"corpus.path={corpus}",
+        "corpus.val_fraction=0.05",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

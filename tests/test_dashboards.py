@@ -296,7 +296,7 @@ def test_bpe_merges_come_with_a_legend_for_byte_symbols(tmp_path: Path):
     run = tmp_path / "run"
     result = run_train(
         "experiment=bpe",
-        "data.max_documents=20",
+        "corpus.max_documents=20",
         "tokenizer.vocab_size=300",
         "logger=tensorboard",
         f"hydra.run.dir={run}",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_GPT, final_weights, run_process
+from conftest import TINY_GPT, final_weights, run_process, run_train
 
 LM = [*TINY_GPT, "model.net.dropout=0.0", "trainer.max_steps=4", "callbacks.text_samples=null"]
 
@@ -29,7 +29,7 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path: Pa
     # Both processes need the tokenizer and the ids; only the first made them, the second reused them.
     assert ddp.stdout.count("training the bpe tokenizer") == 1
     assert ddp.stderr.count("prepare train:") == 1
-    single = run_process(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
+    single = run_train(*LM, "data.batch_size=8", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
     # Validation is the mean over every window once, whichever rank scored it: the same number.
     ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())

@@ -193,7 +193,7 @@ def test_training_widens_the_margin_and_leaves_the_reference_frozen(tokenizer, t
 TINY_GPT_RUN = [
     "experiment=gpt",
     "model.net.size=lab-tiny",
-    "data.max_documents=8",
+    "corpus.max_documents=8",
     "tokenizer.vocab_size=300",
     "data.context_length=192",
     "trainer.max_steps=2",

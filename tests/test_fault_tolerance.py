@@ -65,7 +65,7 @@ def _losses(run: Path) -> list[str]:
 def test_two_runs_with_the_same_seed_have_identical_loss_curves(tmp_path: Path):
     args = [
         "experiment=cbow",
-        "data.max_documents=40",
+        "corpus.max_documents=40",
         "trainer.max_epochs=1",
         "model.embed_dim=8",
         "logger=csv",

@@ -20,7 +20,7 @@ from llm_lab.models import GPT
 TINY_RUN = [
     "experiment=gpt",
     "model.net.size=lab-tiny",
-    "data.max_documents=8",
+    "corpus.max_documents=8",
     "tokenizer.vocab_size=300",
     "data.context_length=32",
     "data.stride=32",

@@ -102,7 +102,7 @@ def test_mlp_lm_reports_loss_and_perplexity(tmp_path: Path) -> None:
     metrics = run_in_process(
         tmp_path / "run",
         "mlp_lm",
-        "data.max_documents=40",
+        "corpus.max_documents=40",
         "trainer.max_steps=20",
         "trainer.val_check_interval=20",
         "trainer.limit_val_batches=5",

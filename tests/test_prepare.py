@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xxhash
 from conftest import ROOT
 
 from llm_lab.data.prepare import PreparedCorpus, prepare
@@ -178,6 +179,63 @@ def test_a_damaged_directory_is_never_trusted_but_prepared_again(tmp_path, damag
     assert again.directory == directory and len(seen) == len(TRAIN)
     assert np.asarray(again.train).tolist() == expected_ids(TRAIN)
     assert not list(directory.glob(".*.tmp"))
+
+
+def _rewrite_index(directory: Path, change) -> None:
+    index = json.loads((directory / "index.json").read_text())
+    change(index)
+    (directory / "index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("damage", ["same-size garbage", "ids outside the vocabulary", "absolute path"])
+def test_a_shard_that_is_not_what_was_written_is_moved_aside_and_rebuilt(tmp_path, damage, caplog):
+    cache_dir, outside = tmp_path / "cache", tmp_path / "outside.bin"
+    directory = prep(cache_dir, shard_tokens=20_000).directory
+    shard = directory / "train-00001.bin"
+    written = shard.read_bytes()
+    if damage == "same-size garbage":  # right size, other ids: only the checksum can tell
+        shard.write_bytes(np.random.default_rng(0).integers(0, 800, len(written) // 2, np.uint16).tobytes())
+    elif damage == "ids outside the vocabulary":  # index rewritten to match, as a careless tool would
+        shard.write_bytes(np.full(len(written) // 2, 65_000, np.uint16).tobytes())
+
+        def claim_the_new_bytes(index):
+            entry = index["splits"]["train"]["shards"][1]
+            entry["xxh3"], entry["max_id"] = xxhash.xxh3_64(shard.read_bytes()).hexdigest(), 65_000
+
+        _rewrite_index(directory, claim_the_new_bytes)
+    else:  # an index that names a file outside the cache, with its true size and checksum
+        outside.write_bytes(written)
+
+        def point_outside(index):
+            index["splits"]["train"]["shards"][1]["file"] = str(outside)
+
+        _rewrite_index(directory, point_outside)
+    with pytest.raises(DataError, match=re.escape(str(directory))):
+        PreparedCorpus.open(directory)
+    seen: list[int] = []
+    with caplog.at_level("WARNING"):
+        again = prep(cache_dir, counted(TRAIN, seen), VAL, shard_tokens=20_000)
+    assert again.directory == directory and len(seen) == len(TRAIN)  # rebuilt once
+    assert shard.read_bytes() == written and np.asarray(again.train).tolist() == expected_ids(TRAIN)
+    aside = directory.with_name(f"{directory.name}.damaged")
+    assert aside.is_dir() and [r for r in caplog.records if str(directory) in r.getMessage()]
+    if damage == "absolute path":
+        assert outside.read_bytes() == written  # never mapped nor touched
+    assert prep(cache_dir, never_read(), never_read(), shard_tokens=20_000).directory == directory
+
+
+def test_a_read_only_cache_with_a_good_entry_is_used_without_writing(tmp_path):
+    directory = prep(tmp_path, shard_tokens=20_000).directory
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    for path in [tmp_path, *before]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        again = prep(tmp_path, never_read(), never_read(), shard_tokens=20_000)
+    finally:
+        for path in [tmp_path, *before]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert again.directory == directory and np.asarray(again.val).tolist() == expected_ids(VAL)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing new, nothing changed
 
 
 # A script run as separate processes: prepares the built-in corpus, slowly, with a marker file

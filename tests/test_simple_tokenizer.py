@@ -12,7 +12,7 @@ from llm_lab.tokenizers.simple import ENDOFTEXT, UNK, SimpleTokenizer
 
 def test_simple_tokenizer_experiment_builds_the_vocabulary_and_measures_unknowns(tmp_path):
     out = tmp_path / "run"
-    metrics = run_in_process(out, "simple_tokenizer", "data.max_documents=60", "tokenizer.min_count=2")
+    metrics = run_in_process(out, "simple_tokenizer", "corpus.max_documents=60", "tokenizer.min_count=2")
     vocab = set(SimpleTokenizer.load(out / "tokenizer.json").vocab.itos)
     # recompute both numbers from the same split (seed 42, 10 %), counting words directly
     split = Corpus(max_documents=60, seed=42).load()

@@ -43,7 +43,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # A CBoW run small enough for a test: 20 documents, tiny vectors, no word-vector evaluation.
 TINY = [
     "experiment=cbow",
-    "data.max_documents=20",
+    "corpus.max_documents=20",
     "model.embed_dim=8",
     "logger=tensorboard",
     "model.similarity_file=null",

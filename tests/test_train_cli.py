@@ -49,7 +49,7 @@ def test_every_stage_of_readmes_table_runs_in_table_order_as_written(tmp_path: P
         text = (
             []
             if command[0] in ("experiment=perceptron", "experiment=mlp_scratch", "experiment=mlp")
-            else ["data.max_documents=30"]
+            else ["corpus.max_documents=30"]
         )
         proc = run_train(*command, "debug=fast", *text, cwd=tmp_path)
         assert proc.returncode == 0, (command, proc.stderr[-2000:])
@@ -72,7 +72,7 @@ def test_cbow_runs_end_to_end_and_tensorboard_has_everything(tmp_path: Path):
     run = tmp_path / "run"
     proc = run_train(
         "experiment=cbow",
-        "data.max_documents=60",
+        "corpus.max_documents=60",
         "data.batch_size=128",
         "trainer.max_epochs=2",
         "trainer.log_every_n_steps=5",
@@ -124,7 +124,9 @@ def refused(tmp_path: Path, *overrides: str) -> list[str]:
 
 
 def test_the_command_line_says_a_bad_value_in_one_line_with_exit_code_2(tmp_path: Path):
-    proc = run_train("experiment=cbow", "data.max_documents=20", "data.window=0", f"hydra.run.dir={tmp_path}")
+    proc = run_train(
+        "experiment=cbow", "corpus.max_documents=20", "data.window=0", f"hydra.run.dir={tmp_path}"
+    )
     _fails(proc, "data.window", tmp_path)
 
 
@@ -146,7 +148,7 @@ def test_three_independent_mistakes_are_named_at_once_before_any_work(tmp_path: 
         ("data.window=0", "data.window"),
         ("data.min_count=100000", "data.min_count"),
         ("model.embed_dim=-3", "model.embed_dim"),
-        ("data.path=/no/such/file.txt", "data.path"),
+        ("corpus.path=/no/such/file.txt", "corpus.path"),
         ("data.num_workers=2", "data.num_workers"),
         # torch.optim's own checks, tried before anything is built, under the key they speak of
         ("optimizer=adamw optimizer.lr=-1", "optimizer.lr"),
@@ -176,14 +178,14 @@ def test_three_independent_mistakes_are_named_at_once_before_any_work(tmp_path: 
 )
 def test_a_bad_value_is_refused_under_its_key(override: str, key: str, tmp_path: Path):
     # experiment=cbow trains by word2vec's SGD; optimizer=adamw brings torch's optimizer.
-    assert refused(tmp_path, "experiment=cbow", "data.max_documents=20", *override.split()) == [key]
+    assert refused(tmp_path, "experiment=cbow", "corpus.max_documents=20", *override.split()) == [key]
 
 
 # The hostile tester's base command: a GPT run of 3 steps on 20 documents.
 GPT_3_STEPS = [
     "experiment=gpt",
     "trainer.max_steps=3",
-    "data.max_documents=20",
+    "corpus.max_documents=20",
     "trainer.limit_val_batches=2",
 ]
 
@@ -194,7 +196,7 @@ GPT_3_STEPS = [
         # tokens between two windows would never be trained on (gpt.yaml's stride is 64)
         ("data.stride=1000", "data.stride"),
         ("data.max_tokens=10", "data.max_tokens"),
-        ("data.val_fraction=0.99", "data.val_fraction"),
+        ("corpus.val_fraction=0.99", "corpus.val_fraction"),
         # library checks, each with its fix
         ("model.net.n_head=0", "model.net.n_head"),
         ("model.net.dropout=1.5", "model.net.dropout"),
@@ -288,12 +290,12 @@ def test_settings_of_another_tokenizer_kind_are_named_at_once_with_a_fix_that_wo
 def test_bad_corpus_files(tmp_path: Path):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("caf\xe9 ".encode("latin-1") * 50)
-    proc = run_train("experiment=cbow", f"data.path={latin}", f"hydra.run.dir={tmp_path / 'a'}")
+    proc = run_train("experiment=cbow", f"corpus.path={latin}", f"hydra.run.dir={tmp_path / 'a'}")
     _fails(proc, "UTF-8", tmp_path / "a")
     short = tmp_path / "short.txt"
     short.write_text("just a few words here\n" * 2)
     proc = run_train(
-        "experiment=cbow", f"data.path={short}", "data.min_count=1", f"hydra.run.dir={tmp_path / 'b'}"
+        "experiment=cbow", f"corpus.path={short}", "data.min_count=1", f"hydra.run.dir={tmp_path / 'b'}"
     )
     _fails(proc, "data.window", tmp_path / "b")
 
@@ -323,7 +325,7 @@ def test_every_trainer_config_composes_and_its_strategy_builds(name: str, tmp_pa
 
 def test_logger_none_runs_without_any_logger(tmp_path: Path):
     metrics = run_in_process(
-        tmp_path / "run", "cbow", "logger=none", "data.max_documents=30", "trainer.max_epochs=1"
+        tmp_path / "run", "cbow", "logger=none", "corpus.max_documents=30", "trainer.max_epochs=1"
     )
     assert metrics["val/loss"] > 0 and not (tmp_path / "run" / "tensorboard").exists()
 

@@ -21,6 +21,21 @@ from llm_lab.errors import LabError
 MOVED = {
     "trainer.gradient_clip_backend": "gradient_clip_backend",
     "trainer.float32_matmul_precision": "float32_matmul_precision",
+    # Where the text comes from is the corpus group's; the data group batches it.
+    **{
+        f"data.{key}": f"corpus.{key}"
+        for key in (
+            "path",
+            "hf_dataset",
+            "hf_config",
+            "hf_split",
+            "hf_data_files",
+            "hf_streaming",
+            "text_column",
+            "max_documents",
+            "val_fraction",
+        )
+    },
 }
 
 # Strings Hydra reads back unchanged without quotes (not null/true/false/inf/nan, nor a number
@@ -81,9 +96,12 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
     if unknown_key:
         key = unknown_key.group(1)
         unknown, keys = _unknown_keys(key, overrides, config_dir, config_name)
+        moved = [k for k in unknown if k in MOVED]
+        if moved:  # every moved key with its new place (the unknown ones come after)
+            rest = [k for k in unknown if k not in MOVED]
+            tail = f"; {', '.join(rest)}: no such config key" if rest else ""
+            return "; ".join(f"{k}: moved to {MOVED[k]} (use {MOVED[k]}=...)" for k in moved) + tail
         others = f"; {', '.join(unknown[1:])}: no such config key either" if unknown[1:] else ""
-        if key in MOVED:
-            return f"{key}: moved to {MOVED[key]} (use {MOVED[key]}=...){others}"
         if f"~{key}" in overrides:  # deleted, then set: the order of the words matters
             return f"{key}: removed by ~{key} before it is set (leave one of the two out){others}"
         group, _, sub = key.partition(".")
@@ -104,7 +122,39 @@ def composition_error(err: Exception, overrides: Sequence[str], config_dir: Path
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
         return f"{group}={option}: no such option (one of: {', '.join(options)})"
+    unreadable = _unparsable(overrides)
+    if unreadable is not None:
+        from hydra.core.override_parser.types import Quote, QuotedString
+
+        def quote(text: str) -> str:
+            return QuotedString(text=text, quote=Quote.double).with_quotes()
+
+        name, _, value = unreadable.partition("=")
+        if value.startswith("[") and value.endswith("]"):  # a list: each element quoted
+            value_text = "[" + ",".join(quote(e.strip()) for e in value[1:-1].split(",") if e.strip()) + "]"
+        else:
+            value_text = quote(value)
+        quoted = shlex.quote(f"{name}={value_text}")
+        return (
+            f"{name.lstrip('+~')}: Hydra's override grammar cannot read the value {value!r} as "
+            f"written (quote the value: {quoted})"
+        )
     return " ".join(text.split())
+
+
+def _unparsable(overrides: Sequence[str]) -> str | None:
+    """The first ``key=value`` word Hydra's override parser refuses (brackets, parentheses, quotes
+    or control characters in an unquoted value), or None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for word in overrides:
+        try:
+            parser.parse_overrides([word])
+        except OverrideParseException:
+            return word if "=" in word else None
+    return None
 
 
 def plugin_error(err: Exception) -> str:

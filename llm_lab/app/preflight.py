@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -52,18 +53,17 @@ def preflight(
     settings: Mapping[str, Setting],
     checks: Sequence[Check] = (),
     needed: Sequence[str] = (),
-    read_elsewhere: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Run every check on ``cfg``; raise one :class:`ConfigError` for one problem, or
     :class:`ConfigErrors` listing all of them. ``needed``: the config groups the script cannot do
-    without (``model=[]`` would quietly turn a GPT run into another stage); ``read_elsewhere``: keys
-    of a node that the script reads itself, not its ``_target_`` (``data.path``: the corpus)."""
+    without (``model=[]`` would quietly turn a GPT run into another stage)."""
     problems: list[ConfigError] = []
     builtin: list[Check] = [
         lambda c: command_line_problems(c, needed),
         missing_values,
         lambda c: setting_problems(c, settings),
-        lambda c: node_problems(c, read_elsewhere or {}),
+        node_problems,
+        non_finite_numbers,
     ]
     for check in (*builtin, *checks):
         try:
@@ -76,7 +76,7 @@ def preflight(
             problems.append(as_config_error(err, cfg))
     unique: list[ConfigError] = []
     for problem in problems:
-        # Once per key; a key whose value is just another key's (data.seed: ${seed}) shares its problem.
+        # Once per key; a key whose value is just another key's (corpus.seed: ${seed}) shares its problem.
         if problem.key not in {p.key for p in unique} and follows(cfg, problem.key) not in {
             p.key for p in unique
         }:
@@ -88,7 +88,7 @@ def preflight(
 
 
 def follows(cfg: DictConfig, key: str) -> str | None:
-    """The key whose value ``key`` takes as it is (``data.seed: ${seed}`` → ``seed``), or None."""
+    """The key whose value ``key`` takes as it is (``corpus.seed: ${seed}`` → ``seed``), or None."""
     parent, _, name = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     if not isinstance(node, DictConfig) or name not in node:
@@ -179,6 +179,32 @@ def setting_problems(cfg: DictConfig, table: Mapping[str, Setting]) -> list[Conf
     return problems
 
 
+def non_finite_numbers(cfg: DictConfig) -> list[ConfigError]:
+    """Every number of the config that is NaN or infinite (``optimizer.lr=nan``,
+    ``model.net.dropout=inf``, ``optimizer.betas=[nan,0.9]``): no setting of the lab means one, and
+    each would pass a range check (NaN compares false) to fail far from the command line."""
+    problems = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, child in value.items():
+                walk(child, f"{key}.{name}" if key else str(name))
+        elif isinstance(value, list):
+            for child in value:
+                walk(child, key)
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(ConfigError(key, f"{value} is not a finite number", "give a finite number"))
+
+    for key in map(str, cfg):  # the top-level values are setting_problems' to check
+        node = cfg._get_node(key)
+        if key != "hydra" and isinstance(node, DictConfig) and not OmegaConf.is_missing(cfg, key):
+            try:
+                walk(plain(node), key)
+            except Exception:  # noqa: BLE001 - a value that does not resolve is another check's to say
+                continue
+    return problems
+
+
 def built_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
     """The nodes a script builds objects from, by key: every top-level node with a ``_target_``
     and every entry of the ``callbacks`` and ``logger`` collections."""
@@ -198,15 +224,15 @@ def built_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
     return nodes
 
 
-def node_problems(cfg: DictConfig, read_elsewhere: Mapping[str, Sequence[str]]) -> list[ConfigError]:
+def node_problems(cfg: DictConfig) -> list[ConfigError]:
     """For every node with a ``_target_``: what its signature rules out (a word where a number
     belongs, a key it takes no argument for), else what its ``check_arguments`` refuses (the class's
     own range checks, run on the values alone: nothing is built)."""
     from hydra.utils import get_object
 
     problems = []
-    for key, node in built_nodes(cfg).items():
-        wrong = [as_config_error(p, node, cfg) for p in type_problems(node, read_elsewhere.get(key, ()))]
+    for node in built_nodes(cfg).values():
+        wrong = [as_config_error(p, node, cfg) for p in type_problems(node)]
         for sub in map(str, node):
             child = node._get_node(sub)
             if isinstance(child, DictConfig) and "_target_" in child and not wrong:
@@ -254,6 +280,32 @@ def device_problems(cfg: DictConfig) -> list[ConfigError]:
 
 
 # --------------------------------------------------------------------------- the checks of train.py
+
+
+def available_bytes(device: Any) -> int | None:
+    """Memory free for new tensors on ``device`` (a CUDA device's free memory, else the machine's
+    MemAvailable); None where it cannot be told."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        meminfo = Path("/proc/meminfo").read_text(encoding="ascii")
+    except OSError:
+        return None
+    found = [line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:")]
+    return int(found[0]) * 1024 if found else None
+
+
+def memory_problem(key: str, needed: int, device: Any, fix: str) -> ConfigError | None:
+    """A setting (``num_samples``) whose tensors would need more memory than ``device`` has free:
+    refused with the estimate, before torch tries and the machine swaps or the process is killed."""
+    free = available_bytes(device)
+    if free is None or needed <= free:
+        return None
+    return ConfigError(
+        key, f"needs about {needed / 2**30:,.1f} GiB, and {device} has {free / 2**30:,.1f} GiB free", fix
+    )
 
 
 def is_number(value: Any) -> bool:
@@ -376,7 +428,8 @@ def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
     values = plain(node)
     problems = []
     ranges = {
-        "lr": (0.0, math.inf),
+        # Above float32's largest number the update itself overflows (torch: "cannot be converted").
+        "lr": (0.0, float(torch.finfo(torch.float32).max)),
         "eps": (0.0, math.inf),
         "weight_decay": (0.0, math.inf),
         "momentum": (0.0, 1.0),
@@ -390,7 +443,7 @@ def optimizer_problems(cfg: DictConfig) -> list[ConfigError]:
         ):
             problems.append(
                 ConfigError(
-                    f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a finite {key} >= 0"
+                    f"optimizer.{key}", f"{value} is not in [{low:g}, {high:g}]", f"use a {key} in that range"
                 )
             )
     betas = values.get("betas")
@@ -472,7 +525,6 @@ def metric_problems(cfg: DictConfig) -> list[ConfigError]:
 def resume_problems(cfg: DictConfig) -> list[ConfigError]:
     """A checkpoint that is not there, or that has nothing left to train, reported now, not after
     minutes of reading and tokenizing (a truncated or foreign file is a DataError naming it)."""
-    from pathlib import Path
 
     from llm_lab.app.run_folder import resume_point
     from llm_lab.run_dir import read_checkpoint
@@ -506,37 +558,63 @@ def resume_problems(cfg: DictConfig) -> list[ConfigError]:
 
 
 def corpus_problems(cfg: DictConfig) -> list[ConfigError]:
-    """The ``data.*`` keys that say where the text is (read by :class:`~llm_lab.data.corpus.Corpus`,
-    not by the DataModule): their types and values, and a run folder inside the corpus folder, which
-    every later run would read back as text."""
-    from dataclasses import fields
-    from pathlib import Path
+    """The ``corpus`` group's values (its types were checked with every node), and a run folder
+    inside the corpus folder, which every later run would read back as text."""
 
     from llm_lab.data.corpus import Corpus
 
-    data = cfg.get("data")
-    if cfg.get("tokenizer") is None or not isinstance(data, DictConfig):
+    corpus = cfg.get("corpus")
+    if not isinstance(corpus, DictConfig):
         return []
-    wrong = [type_error(f.name, data[f.name], f.type) for f in fields(Corpus) if f.name in data]
-    problems = [as_config_error(err, data, cfg) for err in wrong if err is not None]
-    if problems:
-        return problems
+    settings = {k: v for k, v in plain(corpus).items() if not k.startswith("_")}
     try:
-        Corpus.from_settings(plain(data))
+        Corpus(**settings)
     except ArgumentError as err:
-        return [as_config_error(err, data, cfg)]
-    source = data.get("path")
+        return [as_config_error(err, corpus, cfg)]
+    except TypeError:
+        return []  # an argument Corpus does not take: already named by node_problems
+    source = corpus.get("path")
     if isinstance(source, str) and Path(source).expanduser().is_dir():
         run_dir = Path(cfg.paths.output_dir).resolve()
         if run_dir.is_relative_to(Path(source).expanduser().resolve()):
-            problems.append(
+            return [
                 ConfigError(
                     "hydra.run.dir",
-                    f"{run_dir} is inside the corpus folder data.path={source}",
+                    f"{run_dir} is inside the corpus folder corpus.path={source}",
                     "write runs outside it, e.g. to the default outputs/<experiment>/runs/",
                 )
-            )
-    return problems
+            ]
+    return []
+
+
+def end_of_text_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A trained tokenizer whose ``special_tokens`` leave out the end-of-text token that the data
+    separates documents with (a DataModule with ``NEEDS_END_OF_TEXT``): refused by that key now,
+    not after the tokenizer was trained."""
+    import shlex
+
+    from hydra.utils import get_object
+
+    from llm_lab.tokenizers.simple import ENDOFTEXT
+
+    data, tokenizer = cfg.get("data"), cfg.get("tokenizer")
+    if not isinstance(data, DictConfig) or not isinstance(tokenizer, DictConfig) or tokenizer.get("path"):
+        return []
+    special = tokenizer.get("special_tokens")
+    try:
+        needs = getattr(get_object(str(data.get("_target_"))), "NEEDS_END_OF_TEXT", False)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    if not needs or special is None or ENDOFTEXT in list(special):
+        return []
+    return [
+        ConfigError(
+            "tokenizer.special_tokens",
+            f"{list(special)} leaves out {ENDOFTEXT}, which separates the documents of a language "
+            "model's stream",
+            f"keep it: {shlex.quote(f'tokenizer.special_tokens=[{chr(34)}{ENDOFTEXT}{chr(34)}]')}",
+        )
+    ]
 
 
 def window_problems(cfg: DictConfig) -> list[ConfigError]:
@@ -557,12 +635,11 @@ def window_problems(cfg: DictConfig) -> list[ConfigError]:
 
 def needed_groups(cfg: DictConfig) -> list[str]:
     """The config groups a run cannot be left without an option of (``model=[]``, ``~data``). The
-    others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage whose
-    data is not a corpus, or the optimizer of the perceptron, which learns by its own rule; an
+    others may be empty (``logger=[]``, ``callbacks=[]``), and so may the tokenizer of a stage that
+    reads no corpus, or the optimizer of the perceptron, which learns by its own rule; an
     optimizer the experiment tunes (``optimizer.lr`` left without its ``_target_``) is needed."""
-    data = cfg.get("data")
     needed = ["data", "model", "trainer", "paths"]
-    if isinstance(data, DictConfig) and ("path" in data or "hf_dataset" in data):
+    if cfg.get("corpus") is not None:  # text is read only to be tokenized
         needed.append("tokenizer")
     for group in ("optimizer", "scheduler"):
         node = cfg.get(group)
@@ -654,6 +731,7 @@ TRAIN_CHECKS: tuple[Check, ...] = (
     metric_problems,
     resume_problems,
     corpus_problems,
+    end_of_text_problems,
     window_problems,
     earlier_run_problems,
     init_from_problems,

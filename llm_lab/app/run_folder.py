@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from llm_lab.app.overrides import command_word, format_value
+from llm_lab.app.sweeps import same_sweep
 from llm_lab.errors import ConfigError, Refusal, refused
 from llm_lab.locks import try_hold
 from llm_lab.run_dir import checkpoint_path, newest_checkpoint
@@ -183,12 +184,13 @@ class OneRunPerDirectory(Callback):
             earlier = sweep_dir.is_dir() and (
                 holds_results(sweep_dir) or any(holds_results(job) for job in sweep_dir.iterdir())
             )
-            if grid and earlier:
+            if grid and earlier and not same_sweep(sweep_dir, list(config.hydra.overrides.task)):
                 raise Refusal(
                     ConfigError(
                         "hydra.sweep.dir",
                         f"{sweep_dir} holds an earlier run or sweep",
-                        "choose a new hydra.sweep.dir, or leave it out: each sweep gets a folder of its own",
+                        "choose a new hydra.sweep.dir, or leave it out: each sweep gets a folder of its own "
+                        "(the same sweep command completes the sweep there)",
                     )
                 )
             return

@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llm_lab.console import configure_console, in_sweep, print_and_log
-from llm_lab.errors import ArgumentError, Interrupted, LabError, Refusal, StorageError
+from llm_lab.console import configure_console, escaped, in_sweep, print_and_log
+from llm_lab.errors import ArgumentError, DivergedError, Interrupted, LabError, Refusal, StorageError
 
 Flow = Callable[[Any], Any]  # an entry point's flow: the composed config in, its result out
 
@@ -208,7 +208,7 @@ def _command(task: Callable[[], Any], conf_dir: Path, config_name: str) -> None:
 def fail(text: str) -> None:
     """The end of a command refused before any job ran: an ``error:`` line per problem, exit code 2."""
     for line in text.splitlines():
-        print(f"error: {line}", file=sys.stderr, flush=True)
+        print(f"error: {escaped(line)}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
 
@@ -252,8 +252,17 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
         sweeps.OUTCOME.hydra = copy.deepcopy(hydra_cfg)  # to say what is left, if stopped
         sweeps.OUTCOME.objective = (cfg.get("optimized_metric"), cfg.get("optimized_direction"))
     try:
+        if label is not None and run_folder:
+            done = complete_sweep_job(cfg, hydra_cfg)
+            if done is not False:
+                return done
         result = flow(cfg)
         raise_pending()
+        if label is None and run_folder:
+            metric, direction = cfg.get("optimized_metric"), cfg.get("optimized_direction")
+            summary = sweeps.refresh_summary(Path(cfg.paths.output_dir), metric, direction)
+            if summary is not None:
+                print_and_log(f"the sweep's summary is up to date again: {summary}", logging.INFO)
         return result
     except Interrupted as stop:
         # Not a failure: what was made is kept (a checkpoint, the text so far).
@@ -287,6 +296,8 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
                 (Path(cfg.paths.output_dir) / sweeps.FAILED_MARKER).write_text(
                     "".join(f"{line}\n" for line in lines)
                 )
+        if isinstance(err, DivergedError) and run_folder and label is None:
+            print_and_log(lower_rate_advice(cfg), logging.WARNING)  # the error stays the last line
         for line in lines:
             print_and_log(f"error: {line}" if label is None else f"error: {label}: {line}")
         if label is None:
@@ -296,6 +307,27 @@ def _job(cfg: Any, flow: Flow, run_folder: bool) -> Any:
         # once every job has run (see _command).
         sweeps.OUTCOME.failed.append(hydra_cfg.job.num)
         return None
+
+
+def complete_sweep_job(cfg: Any, hydra_cfg: Any) -> Any:
+    """A job of a grid sweep run again into its earlier folder (the same sweep command, to complete
+    a sweep that was interrupted): a job that finished there is kept (its metric returned, nothing
+    trained), one that was cut off resumes from its checkpoint; False: the job runs as usual."""
+    from omegaconf import open_dict
+
+    from llm_lab.app import sweeps
+
+    if not str(hydra_cfg.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return False  # an Optuna study resumes by itself, each trial in a folder of its own
+    output_dir = Path(cfg.paths.output_dir)
+    done = sweeps.finished_earlier(output_dir, cfg.get("optimized_metric"))
+    if done is not False:
+        print_and_log(f"{sweeps.job_label()}: finished earlier in {output_dir}, kept", logging.INFO)
+        return done
+    if has_checkpoint(output_dir) and cfg.get("ckpt_path") is None:
+        with open_dict(cfg):
+            cfg.ckpt_path = str(output_dir)
+    return False
 
 
 def error_line(err: BaseException, cfg: Any) -> str:
@@ -355,19 +387,38 @@ def how_to_go_on(cfg: Any, resumable: bool) -> str:
     return f"resume with:\n  {resume_command(Path(cfg.paths.output_dir))}"
 
 
-def resume_command(output_dir: Path) -> str:
-    """The command line that resumes this run in its own directory from its newest checkpoint."""
+def resume_command(output_dir: Path, changes: dict[str, Any] | None = None, resume: bool = True) -> str:
+    """The command line that resumes this run in its own directory from its newest checkpoint
+    (``resume=False``: that starts it again there), with the overrides ``changes`` in place of
+    the command line's own values of those keys."""
     from hydra.core.hydra_config import HydraConfig
 
     from llm_lab.app.overrides import command_word
 
+    changes = changes or {}
     output_dir = output_dir.resolve()
     run_dir = output_dir.relative_to(Path.cwd()) if output_dir.is_relative_to(Path.cwd()) else output_dir
-    kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(("hydra.run.dir=", "ckpt_path="))]
+    replaced = ("hydra.run.dir=", "ckpt_path=", *(f"{key}=" for key in changes))
+    kept = [o for o in HydraConfig.get().overrides.task if not o.startswith(replaced)]
     words = [shlex.quote(w) for w in ["python", sys.argv[0], *kept]]
-    return " ".join(
-        [*words, command_word("hydra.run.dir", str(run_dir)), command_word("ckpt_path", str(run_dir))]
-    )
+    words += [command_word(key, value) for key, value in changes.items()]
+    words.append(command_word("hydra.run.dir", str(run_dir)))
+    return " ".join([*words, command_word("ckpt_path", str(run_dir))] if resume else words)
+
+
+def lower_rate_advice(cfg: Any) -> str:
+    """After a diverged run: the command that goes on from its newest (finite) checkpoint, or
+    starts it again where it has none, at a tenth of its learning rate. A resumed run trains at
+    the rate its command line gives (llm_lab/lit/resume.py), so the command does what it says."""
+    from omegaconf import OmegaConf
+
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if not isinstance(lr, int | float) or isinstance(lr, bool):
+        return "lower the learning rate or set trainer.gradient_clip_val, then resume with ckpt_path"
+    resumable = has_checkpoint(Path(cfg.paths.output_dir))
+    command = resume_command(Path(cfg.paths.output_dir), {"optimizer.lr": float(f"{lr / 10:.3g}")}, resumable)
+    what = "resume from the last good checkpoint" if resumable else "start again"
+    return f"{what} at a tenth of the learning rate (or set trainer.gradient_clip_val):\n  {command}"
 
 
 def stop_sweep(label: str | None, started: bool) -> None:

@@ -368,6 +368,42 @@ class SweepSummary(Callback):
         print(f"\n{table}\nwritten to {sweep_dir / self.filename}")
 
 
+def refresh_summary(run_dir: Path, metric: str | None, direction: str | None) -> Path | None:
+    """After a single run that finished in a sweep's folder (a job run by the command the
+    interrupted sweep printed): that sweep's ``summary.md`` rebuilt from its jobs as they are now,
+    and its path; None when the run's folder is not a job of a sweep with a summary."""
+    summary = run_dir.parent / "summary.md"
+    if not metric or not summary.is_file():
+        return None
+    jobs = read_jobs(run_dir.parent, metric)
+    summary.write_text(summary_table(jobs, metric, direction or "minimize"))
+    return summary
+
+
+def finished_earlier(output_dir: Path, metric: str | None) -> float | None | bool:
+    """A grid sweep's job whose folder holds the results of a finished run (the same sweep command
+    run again, to complete it): its optimized metric (None without one); False when it must run."""
+    metrics_file = output_dir / "metrics.json"
+    if not metrics_file.is_file() or (output_dir / FAILED_MARKER).is_file():
+        return False
+    try:
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    value = metrics.get(metric) if metric and isinstance(metrics, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def same_sweep(sweep_dir: Path, task: Sequence[str]) -> bool:
+    """Whether ``sweep_dir`` holds a grid sweep of the same command-line overrides (its
+    ``multirun.yaml``, which Hydra writes when a sweep starts): running it again completes it."""
+    try:
+        earlier = OmegaConf.load(sweep_dir / "multirun.yaml")
+        return list(OmegaConf.select(earlier, "hydra.overrides.task") or []) == list(task)
+    except (OSError, ValueError):
+        return False
+
+
 def summary_so_far() -> None:
     """At an interrupted sweep (no ``on_multirun_end`` comes): ``summary.md`` of the jobs run so
     far, the one cut off listed as unfinished, from the latest job's record in :data:`OUTCOME`;

@@ -38,6 +38,10 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, *args: Any, every_minutes: float | None = 10.0, **kwargs: Any) -> None:
         kwargs.setdefault("save_last", True)
+        # A run folder is one run's (llm_lab/app/run_folder.py: claim): a name that exists is this
+        # run's older save, replaced. With Lightning's version counter a run resumed in a moved
+        # folder (whose checkpoint remembers the old path) wrote last-v1.ckpt beside a stale last.ckpt.
+        kwargs.setdefault("enable_version_counter", False)
         super().__init__(*args, **kwargs)
         if every_minutes is not None and every_minutes <= 0:
             raise ArgumentError(

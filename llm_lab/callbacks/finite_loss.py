@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 
 from llm_lab.errors import DivergedError
 from llm_lab.lit.base import is_logging_step
+from llm_lab.lit.checkpoint_io import last_good
 
 
 class FiniteLoss(L.Callback):
@@ -52,7 +54,9 @@ class FiniteLoss(L.Callback):
         step = int(self._first_bad) if self._first_bad is not None else 0
         if step > 0:
             self._first_bad = None
-            last = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+            # Only a file that was written: a save the guard stopped is named by Lightning already.
+            folder = getattr(trainer.checkpoint_callback, "dirpath", None)
+            last = last_good(Path(folder)) if folder else "none (no checkpoints are kept)"
             raise DivergedError(
                 f"train/loss became NaN or infinite in step {step}; last good checkpoint: {last} "
                 "(lower optimizer.lr or set trainer.gradient_clip_val, then resume with ckpt_path)"

@@ -1,7 +1,7 @@
 """Where text comes from: the built-in corpus, local files, or a Hugging Face dataset, streamed.
 
-A :class:`Corpus` says where the text is and how it is split (the ``data.path``,
-``data.hf_dataset``, … ``data.val_fraction`` keys); it is the first step of every text stage's flow
+A :class:`Corpus` says where the text is and how it is split (the ``corpus.path``,
+``corpus.hf_dataset``, … ``corpus.val_fraction`` keys); it is the first step of every text stage's flow
 (corpus → tokenizer → ids → DataModule, see README "Architecture"). A corpus is a stream of
 documents (str), read again for each pass and never held in memory as a whole: a local file is one
 document, or several when ``<|endoftext|>`` separates them (TinyStories' layout); a dataset row is
@@ -198,7 +198,7 @@ def hf_documents(
         raise ArgumentError(
             "hf_dataset",
             f"{name!r} is a hub dataset, and the hub ({_hub_endpoint()}) cannot be reached",
-            "connect to the internet, or use local files (data.path=...); a dataset already in the "
+            "connect to the internet, or use local files (corpus.path=...); a dataset already in the "
             "local cache loads with HF_HUB_OFFLINE=1",
         )
     try:

@@ -105,13 +105,11 @@ class PreferenceDataModule(L.LightningDataModule):
     or, with neither, the built-in ones, written in the starting model's chat template
     (:func:`starting_template`; ``template`` when it has none), whose special tokens are added to
     ``tokenizer``. Validation: the built-in pairs of the modules the instruct stage held out, or
-    ``val_fraction`` of a file's rows; at most ``max_pairs`` for training. ``corpus`` is unused:
-    the pairs are the data."""
+    ``val_fraction`` of a file's rows; at most ``max_pairs`` for training."""
 
     def __init__(
         self,
         tokenizer: Tokenizer,
-        corpus: Any = None,
         template: str = "alpaca",
         use_model_template: bool = True,
         model_folder: str | None = None,

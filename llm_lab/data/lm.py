@@ -33,6 +33,8 @@ class LMDataModule(TextDataModule):
     model its ``vocab_size``.
     """
 
+    NEEDS_END_OF_TEXT = True  # documents are separated by it (the preflight checks the tokenizer)
+
     def __init__(
         self,
         corpus: Corpus,

@@ -18,9 +18,15 @@ to a ``uint16`` array the same way) and the files are memory-mapped from then on
   the ids of the whole document. Only the lab's byte-level BPE is cut (its GPT-2 pre-tokenizer is
   the one whose boundaries are known); other tokenizers encode each document whole.
 - Crash safety: shards are written under temporary names and renamed when complete, and the index
-  is written last. A directory without a valid index, or whose files do not match it, is never
-  trusted: it is removed and prepared again. A file lock (:mod:`llm_lab.locks`) makes concurrent processes
-  (DDP ranks, two runs at once) prepare once; the others wait and reuse the result.
+  is written last. A file lock (:mod:`llm_lab.locks`) makes concurrent processes (DDP ranks, two
+  runs at once) prepare once; the others wait and reuse the result.
+- Integrity: the index records each file's size, its xxh3 checksum (computed from the bytes as they
+  are written: xxh3 hashes at memory speed, ~20 GB/s) and each shard's largest id, and names files
+  of its own folder only. Opening checks all of it: a same-size shard of other bytes, an id outside
+  the vocabulary, an index naming ``/etc/passwd`` or ``../x`` are found before any id is read. A
+  reused directory that fails is moved aside (``<key>.damaged``) with one warning line naming it,
+  and prepared again; one that a killed run left without its index is just removed. A read-only
+  cache that holds a good entry is read without writing anything.
 - ``PreparedCorpus.open(directory)`` maps the shards: ``.train`` and ``.val`` index like one array
   (what a windows dataset slices), ``document_ends()`` gives the document boundaries.
 """
@@ -30,6 +36,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -40,6 +47,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import numpy as np
+import xxhash
 
 from llm_lab.data.windows import id_dtype
 from llm_lab.errors import ArgumentError, DataError
@@ -51,9 +59,10 @@ from llm_lab.tokenizers.pretokenize import chunk_text
 from llm_lab.tokenizers.simple import ENDOFTEXT
 from llm_lab.tokenizers.workers import imap_bounded
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: checksums and largest ids in the index
 INDEX = "index.json"
 SPLITS = ("train", "val")
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -123,13 +132,14 @@ class PreparedCorpus:
 
     def _map(self, split: dict[str, Any]) -> TokenShards:
         shards = [np.memmap(self.directory / s["file"], dtype=self.dtype, mode="r") for s in split["shards"]]
-        ends_file = self.directory / split["document_ends"]
+        ends_file = self.directory / split["document_ends"]["file"]
         ends = np.memmap(ends_file, dtype=np.int64, mode="r") if split["documents"] else np.empty(0, np.int64)
         return TokenShards(shards, ends)
 
     @classmethod
     def open(cls, directory: str | Path) -> PreparedCorpus:
-        """Map a prepared directory; one without a valid, complete index is a :class:`DataError`."""
+        """Map a prepared directory; one without a valid, complete index, or whose files do not
+        match it (:func:`read_index`), is a :class:`DataError`."""
         directory = Path(directory)
         index, problem = read_index(directory)
         if index is None:
@@ -137,9 +147,33 @@ class PreparedCorpus:
         return cls(directory, index)
 
 
+def checksum(path: Path) -> str:
+    """The xxh3 checksum of a file's bytes, read in pieces (a shard may be larger than memory)."""
+    digest = xxhash.xxh3_64()
+    with path.open("rb") as f:
+        while piece := f.read(1 << 24):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _file_problem(directory: Path, entry: dict[str, Any], size: int) -> str | None:
+    """What is wrong with one file of the index: a name outside ``directory``, or a size or
+    checksum other than the index's."""
+    name = entry["file"]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return f"the index names {name!r}, not a file of its own folder"
+    actual = (directory / name).stat().st_size
+    if actual != size:
+        return f"{name} holds {actual} bytes, the index says {size}"
+    if checksum(directory / name) != entry["xxh3"]:
+        return f"{name} does not hold the bytes that were written (checksum mismatch)"
+    return None
+
+
 def read_index(directory: Path) -> tuple[dict[str, Any] | None, str]:
-    """The directory's index if it is complete and every file it names has the size it says,
-    else ``None`` and what is wrong."""
+    """The directory's index if it is complete and every file it names is in the directory, with
+    the size and checksum it says, and every id below the vocabulary size; else ``None`` and what
+    is wrong."""
     try:
         index = json.loads((directory / INDEX).read_text(encoding="utf-8"))
         if index.get("format") != FORMAT_VERSION:
@@ -147,16 +181,17 @@ def read_index(directory: Path) -> tuple[dict[str, Any] | None, str]:
         itemsize = np.dtype(index["dtype"]).itemsize
         for name in SPLITS:
             split = index["splits"][name]
-            files = [(s["file"], s["tokens"] * itemsize) for s in split["shards"]]
+            files = [(s, s["tokens"] * itemsize) for s in split["shards"]]
             files.append((split["document_ends"], split["documents"] * 8))
-            for file, size in files:
-                if (directory / file).stat().st_size != size:
-                    return (
-                        None,
-                        f"{file} holds {(directory / file).stat().st_size} bytes, the index says {size}",
-                    )
+            for entry, size in files:
+                problem = _file_problem(directory, entry, size)
+                if problem is not None:
+                    return None, problem
             if sum(s["tokens"] for s in split["shards"]) != split["tokens"]:
                 return None, f"the {name} shards do not add up to {split['tokens']} tokens"
+            for shard in split["shards"]:
+                if shard["tokens"] and not 0 <= shard["max_id"] < index["vocab_size"]:
+                    return None, f"{shard['file']} holds id {shard['max_id']}, outside its vocabulary"
     except FileNotFoundError as e:
         return None, f"{Path(e.filename).name} is missing"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -173,14 +208,14 @@ class _ShardWriter:
         self.directory, self.split, self.dtype, self.shard_tokens = directory, split, dtype, shard_tokens
         self.shards: list[dict[str, Any]] = []
         self.tokens = self.documents = 0
-        self._file: Any = None
-        self._in_shard = 0
+        self._file: _AtomicFile | None = None
+        self._in_shard = self._max_id = 0
         self._ends = _AtomicFile(directory / f"{split}-documents.bin")
 
     def write(self, ids: np.ndarray, ends: np.ndarray) -> None:
         """Append ``ids``; ``ends`` are the positions in ``ids`` after each document that ends
         there (a document may have begun in an earlier call)."""
-        (np.asarray(ends, dtype=np.int64) + self.tokens).tofile(self._ends.file)
+        self._ends.write(np.asarray(ends, dtype=np.int64) + self.tokens)
         self.tokens += len(ids)
         self.documents += len(ends)
         ids = ids.astype(self.dtype, copy=False)
@@ -188,43 +223,54 @@ class _ShardWriter:
             if self._file is None:
                 self._file = _AtomicFile(self.directory / f"{self.split}-{len(self.shards):05d}.bin")
             room = self.shard_tokens - self._in_shard
-            ids[:room].tofile(self._file.file)
-            self._in_shard += min(room, len(ids))
+            piece = ids[:room]
+            self._file.write(piece)
+            self._max_id = max(self._max_id, int(piece.max()))
+            self._in_shard += len(piece)
             ids = ids[room:]
             if self._in_shard == self.shard_tokens:
                 self._close_shard()
 
     def _close_shard(self) -> None:
-        self._file.commit()
-        self.shards.append({"file": self._file.path.name, "tokens": self._in_shard})
-        self._file, self._in_shard = None, 0
+        assert self._file is not None
+        entry = self._file.commit() | {"tokens": self._in_shard, "max_id": self._max_id}
+        self.shards.append(entry)
+        self._file, self._in_shard, self._max_id = None, 0, 0
 
     def close(self) -> dict[str, Any]:
         """Commit the last shard and the document ends; the split's entry of the index."""
         if self._file is not None:
             self._close_shard()
-        self._ends.commit()
         return {
             "tokens": self.tokens,
             "documents": self.documents,
             "shards": self.shards,
-            "document_ends": self._ends.path.name,
+            "document_ends": self._ends.commit(),
         }
 
 
 class _AtomicFile:
-    """A file written as ``.<name>.tmp`` and renamed to ``name`` once flushed to disk."""
+    """A file written as ``.<name>.tmp`` and renamed to ``name`` once flushed to disk; its checksum
+    is computed from the bytes as they are written (no second read)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._tmp = path.with_name(f".{path.name}.tmp")
         self.file: BinaryIO = self._tmp.open("wb")
+        self._digest = xxhash.xxh3_64()
 
-    def commit(self) -> None:
+    def write(self, array: np.ndarray) -> None:
+        data = np.ascontiguousarray(array).data
+        self._digest.update(data)
+        self.file.write(data)
+
+    def commit(self) -> dict[str, str]:
+        """Flush, rename; the index's entry of the file (its name and checksum)."""
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self._tmp, self.path)
+        return {"file": self.path.name, "xxh3": self._digest.hexdigest()}
 
 
 def _write_index(directory: Path, index: dict[str, Any]) -> None:
@@ -432,15 +478,17 @@ def prepare(
     token_hash = tokenizer_hash(tokenizer)
     split = dict(split or {})
     directory = Path(cache_dir) / cache_key(fingerprint, token_hash, split, max_tokens)
-    if read_index(directory)[0] is not None:
-        return PreparedCorpus.open(directory)
+    found, _ = read_index(directory)
+    if found is not None and found["vocab_size"] == tokenizer.vocab_size:
+        return PreparedCorpus(directory, found)  # nothing written: a read-only cache serves too
     directory.parent.mkdir(parents=True, exist_ok=True)
     waiting = f"waiting for another process preparing {directory}"
     with exclusive(directory.with_suffix(".lock"), on_wait=lambda: print(waiting, file=stream, flush=True)):
-        if read_index(directory)[0] is not None:  # another process prepared it while we waited
-            return PreparedCorpus.open(directory)
+        found, problem = read_index(directory)
+        if found is not None and found["vocab_size"] == tokenizer.vocab_size:
+            return PreparedCorpus(directory, found)  # another process prepared it while we waited
         batch_encoder = BatchEncoder(tokenizer, encoder)  # checked here: reuse needs no encoder
-        shutil.rmtree(directory, ignore_errors=True)  # what a killed run left is never trusted
+        set_aside(directory, problem if found is None else "made for another vocabulary size")
         directory.mkdir()
         dtype = np.dtype(id_dtype(tokenizer.vocab_size))
         index: dict[str, Any] = {
@@ -464,4 +512,18 @@ def prepare(
             shown.close()
             index["splits"][name] = writer.close() | {"truncated": truncated}
         _write_index(directory, index)
-    return PreparedCorpus.open(directory)
+    return PreparedCorpus(directory, index)
+
+
+def set_aside(directory: Path, problem: str) -> None:
+    """Clear the way for preparing ``directory`` again. What a killed run left (no index yet) is
+    removed; a complete entry that fails its checks is moved to ``<key>.damaged`` (replacing an
+    older one there), to look at, with one warning line: it is never trusted, and never fails
+    the runs after it."""
+    if not (directory / INDEX).exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    aside = directory.with_name(f"{directory.name}.damaged")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(directory, aside)
+    log.warning(f"prepared corpus {directory} is damaged ({problem}): moved to {aside}, preparing it again")

@@ -22,6 +22,7 @@ from torch import nn
 
 from llm_lab.errors import ArgumentError
 from llm_lab.lit.fsdp import FSDP2Strategy
+from llm_lab.lit.resume import RECORD, adopt_settings, training_record
 from llm_lab.lit.schedules import time_spent
 from llm_lab.nn.clipping import clip_grad_norm
 
@@ -105,6 +106,21 @@ class LabModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # How the run was trained, so that a resume with other settings can say what changed.
+        if self.trainer.optimizers:
+            checkpoint[RECORD] = training_record(self.trainer.optimizers[0], self.scheduler_factory)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Before Lightning restores the optimizer and scheduler from ``checkpoint``: the configured
+        # settings replace the checkpoint's, and each change is said (llm_lab/lit/resume.py).
+        if self.optimizer_factory is None or self.trainer.state.fn != "fit":
+            return
+        fresh = self.optimizer_factory(self.param_groups())
+        for line in adopt_settings(checkpoint, fresh, self.scheduler_factory):
+            if self.trainer.is_global_zero:
+                log.warning(line)
 
     def configure_gradient_clipping(
         self,

@@ -196,5 +196,6 @@ class CBoWModule(LabModule):
         save_word2vec_text(path, *self.word_table())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         # The vocabulary is part of the model: without it the vectors mean nothing.
         checkpoint["vocab"] = {"itos": self.vocab.itos, "counts": self.vocab.counts}

@@ -189,6 +189,7 @@ class NextTokenLM(LabModule):
                 save_file(tensors, str(tmp))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         # The net's settings as plain values, so that the checkpoint alone rebuilds the model
         # (generate.py) without instantiating anything a file names.
         if self.net_settings is not None:

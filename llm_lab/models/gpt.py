@@ -405,6 +405,15 @@ class GPT(nn.Module):
         t = seq_len or cfg.context_length
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_dim * t
 
+    def generation_bytes(self, length: int) -> int:
+        """About the memory one row of :meth:`stream` needs for ``length`` tokens: every layer's
+        cached keys and values, and the logits of a forward over (up to) a context's positions."""
+        cfg = self.config
+        itemsize = next(self.parameters()).element_size()
+        cached = min(length, cfg.context_length) * 2 * cfg.n_layer * cfg.kv_heads * cfg.head_dim
+        logits = min(length, cfg.context_length) * cfg.vocab_size
+        return (cached + logits + length) * itemsize
+
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, **sampling: Any) -> Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to ``idx`` (B, T); return (B, T + n): the

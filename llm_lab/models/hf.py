@@ -404,15 +404,25 @@ def load_hf(path_or_name: str | Path) -> GPT:
         tensors = load_file(str(weights_file))
     except (SafetensorError, OSError) as err:
         raise DataError(f"{weights_file}: not a readable safetensors file ({err})") from None
+    model = GPT(config)
+    # The shapes the config asks for, under the file's own names: the lab's model, exported.
+    expected = (state_dict_to_gpt2 if model_type == "gpt2" else state_dict_to_llama)(model)
+    for name, tensor in tensors.items():
+        want = expected.get(name, expected.get(f"transformer.{name}"))
+        if want is not None and tuple(tensor.shape) != tuple(want.shape):
+            raise DataError(
+                f"{weights_file}: tensor {name} has shape {tuple(tensor.shape)}, and {config_file} "
+                f"asks for {tuple(want.shape)} (the weights and the config are of different models)"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise DataError(
+                f"{weights_file}: tensor {name} holds NaN or infinite values; the model cannot be used"
+            )
     from_hf = state_dict_from_gpt2 if model_type == "gpt2" else state_dict_from_llama
     weights = from_hf(tensors, config, weights_file)
     if config.tie_embeddings:  # one matrix, two names in our state dict
         weights["lm_head.weight"] = weights["tok_emb.weight"]
-    model = GPT(config)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:  # a tensor whose shape does not fit the config
-        raise DataError(f"{weights_file}: the weights do not fit {config_file}: {err}") from None
+    model.load_state_dict(weights)
     return model
 
 

@@ -6,7 +6,7 @@ application resolving an experiment's name to its newest finished run) and ``eva
 - a run folder of ``train.py experiment=gpt`` (its newest checkpoint) or one of its ``.ckpt``
   files: the GPT is rebuilt from the plain settings saved in the checkpoint
   (:func:`llm_lab.run_dir.load_net`), the tokenizer is the run's ``tokenizer.json``, and the corpus
-  is the run's own (its ``data`` settings in ``.hydra/config.yaml``), so ``bpb`` scores the run's
+  is the run's own (its ``corpus`` settings in ``.hydra/config.yaml``), so ``bpb`` scores the run's
   validation split and the unigram baseline is fitted on its training split;
 - a Hugging Face GPT-2 or Llama folder (``config.json``, ``model.safetensors``, ``tokenizer.json``)
   or, online, a hub name: the weights are read into the lab's GPT (:mod:`llm_lab.models.hf`) and
@@ -57,13 +57,14 @@ def start_token(folder: Path) -> str:
 
 
 def run_corpus(run_dir: Path) -> Corpus:
-    """The corpus a run trained on, from the ``data`` settings of its ``.hydra/config.yaml``."""
+    """The corpus a run trained on, from the ``corpus`` settings of its ``.hydra/config.yaml``."""
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
         return Corpus()  # a checkpoint copied without its run folder: the built-in corpus
     try:
         saved = OmegaConf.load(config)
-        settings = {key: OmegaConf.select(saved, f"data.{key}") for key in Corpus.setting_names()}
+        group = "corpus" if "corpus" in saved else "data"  # runs made before the corpus group
+        settings = {key: OmegaConf.select(saved, f"{group}.{key}") for key in Corpus.setting_names()}
         return Corpus.from_settings({k: v for k, v in settings.items() if v is not None})
     except (OmegaConfBaseException, ArgumentError) as err:
         raise DataError(f"{config}: the run's corpus settings cannot be used here ({err})") from None

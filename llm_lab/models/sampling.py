@@ -10,6 +10,8 @@ from torch import Tensor
 
 from llm_lab.errors import ArgumentError
 
+MIN_TEMPERATURE = 1e-6  # logits of ~1e3 divided by it stay far below float32's largest number
+
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
     """Set all but the ``k`` largest logits of each row to -inf (Fan et al. 2018, §5.4)."""
@@ -43,6 +45,13 @@ def sample_next(
     """
     if temperature < 0:
         raise ArgumentError("temperature", f"must be ≥ 0, got {temperature}", "0 means greedy")
+    if 0 < temperature < MIN_TEMPERATURE:  # float32 logits divided by it overflow to inf, then NaN
+        raise ArgumentError(
+            "temperature",
+            f"{temperature} is too small to divide logits by (below {MIN_TEMPERATURE:g}, sampling is "
+            "greedy anyway)",
+            "use 0 for greedy decoding, or a temperature of at least 1e-6",
+        )
     if top_k is not None and top_k < 1:
         raise ArgumentError("top_k", f"must be ≥ 1 or null, got {top_k}", "e.g. 40, or null for every token")
     if top_p is not None and not 0.0 < top_p <= 1.0:

@@ -6,6 +6,14 @@ tokenizer it returns to the data, the model and the callbacks. A tokenizer *trai
 training documents and its settings, so it is stored under ``cache_dir`` keyed by both: a second
 run, every trial of a sweep and every DDP rank load it instead of training it again. A tokenizer
 given as a file (``path``) or a Hugging Face name is simply loaded.
+
+A cache entry is a folder ``<kind>-<hash>/`` with the ``tokenizer.json`` and, written last, a
+``key.json`` recording what the entry is (kind, settings, corpus fingerprint, vocabulary size) and
+the xxh3 checksum of the ``tokenizer.json`` bytes. An entry is used only when all of it matches;
+one that does not (truncated, replaced, another size in the slot) is moved aside to
+``<entry>.damaged`` with one warning line naming it, and the tokenizer is trained again: a
+damaged entry costs one rebuild, never a wrong tokenizer nor a failure of every later run. A good
+entry is read without a lock or any write, so a read-only shared cache serves it.
 """
 
 from __future__ import annotations
@@ -13,9 +21,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, DataError, UnknownArgument
@@ -26,7 +39,9 @@ from llm_lab.tokenizers.hf import HFTokenizer
 from llm_lab.tokenizers.simple import SimpleTokenizer
 
 KINDS = ("simple", "bpe", "hf")
-CACHE_VERSION = 1  # bump when a tokenizer trained from the same settings would come out different
+CACHE_VERSION = 2  # bump when a tokenizer trained from the same settings would come out different
+KEY_FILE = "key.json"  # 2: what the entry is, and the checksum of its tokenizer.json
+log = logging.getLogger(__name__)
 
 
 def train_tokenizer(kind: str, documents: Iterable[str], **settings: Any) -> Tokenizer:
@@ -91,9 +106,52 @@ def cache_key(kind: str, settings: dict[str, Any], fingerprint: str) -> str:
     return f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def _save_atomically(tokenizer: Tokenizer, path: Path) -> None:
-    with replacing(path) as tmp:
+def _entry_key(kind: str, settings: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """What a cache entry must be, as its ``key.json`` records it (JSON's view of the settings)."""
+    return json.loads(
+        json.dumps({"kind": kind, "settings": settings, "fingerprint": fingerprint}, default=str)
+    )
+
+
+def _save_entry(tokenizer: Tokenizer, entry: Path, key: dict[str, Any]) -> None:
+    """Write ``tokenizer.json``, then the ``key.json`` that vouches for it (each atomically)."""
+    entry.mkdir(parents=True, exist_ok=True)
+    with replacing(entry / "tokenizer.json") as tmp:
         tokenizer.save(tmp)
+    record = key | {
+        "vocab_size": tokenizer.vocab_size,
+        "xxh3": xxhash.xxh3_64((entry / "tokenizer.json").read_bytes()).hexdigest(),
+    }
+    with replacing(entry / KEY_FILE) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def _load_entry(entry: Path, key: dict[str, Any]) -> tuple[Tokenizer | None, str | None]:
+    """The cached tokenizer if the entry is complete and all of it matches ``key``; else None and
+    what is wrong (None too when there is no complete entry: nothing to set aside)."""
+    if not (entry / KEY_FILE).is_file():
+        return None, None
+    try:
+        record = json.loads((entry / KEY_FILE).read_text(encoding="utf-8"))
+        data = (entry / "tokenizer.json").read_bytes()
+        if {name: record.get(name) for name in key} != key:
+            return None, f"{KEY_FILE} records another kind, settings or corpus"
+        if xxhash.xxh3_64(data).hexdigest() != record.get("xxh3"):
+            return None, "tokenizer.json is not the file that was written (checksum mismatch)"
+        tokenizer = load_tokenizer(entry / "tokenizer.json")
+    except (OSError, ValueError, AttributeError, DataError) as err:
+        return None, f"unreadable ({err})"
+    if tokenizer.vocab_size != record.get("vocab_size"):
+        return None, f"it holds {tokenizer.vocab_size} tokens, {KEY_FILE} says {record.get('vocab_size')}"
+    return tokenizer, None
+
+
+def _set_aside(entry: Path, problem: str) -> None:
+    """Move a damaged entry to ``<entry>.damaged`` (to look at), saying so in one line."""
+    aside = entry.with_name(f"{entry.name}.damaged")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(entry, aside)
+    log.warning(f"cached tokenizer {entry} is damaged ({problem}): moved to {aside}, training it again")
 
 
 def build_tokenizer(
@@ -132,14 +190,19 @@ def build_tokenizer(
     if cache_dir is None:
         return train_tokenizer(kind, documents(), **settings)
     folder = Path(cache_dir) / "tokenizers"
-    key = cache_key(kind, settings, fingerprint)
-    cached = folder / key / "tokenizer.json"
-    with exclusive(folder / f"{key}.lock"):
-        if cached.is_file():
-            return load_tokenizer(cached)
+    name, key = cache_key(kind, settings, fingerprint), _entry_key(kind, settings, fingerprint)
+    entry = folder / name
+    cached, _ = _load_entry(entry, key)
+    if cached is not None:
+        return cached  # no lock, nothing written: a read-only cache serves too
+    with exclusive(folder / f"{name}.lock"):
+        cached, problem = _load_entry(entry, key)  # another process may have trained it meanwhile
+        if cached is not None:
+            return cached
+        if problem is not None:
+            _set_aside(entry, problem)
         if on_train is not None:
             on_train()
         tokenizer = train_tokenizer(kind, documents(), **settings)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        _save_atomically(tokenizer, cached)
+        _save_entry(tokenizer, entry, key)
     return tokenizer
