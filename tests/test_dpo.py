@@ -236,6 +236,7 @@ def test_the_readme_command_trains_from_the_pretrained_run_and_reports_both_accu
         assert name in metrics, sorted(metrics)
     assert 0 <= metrics["val/preference_accuracy_before"] <= 1
     assert (run / "model.safetensors").is_file() and (run / "tokenizer.json").is_file()
+    assert json.loads((run / "template.json").read_text()) == {"name": "chatml"}  # for the chat
 
 
 def test_a_bad_file_stops_train_py_with_one_line_and_exit_code_2(workdir, tmp_path):

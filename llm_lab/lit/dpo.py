@@ -24,12 +24,15 @@ each validation; the last ones in ``metrics.json``):
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from llm_lab.atomic import replacing
+from llm_lab.data.templates import template_record
 from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory, is_logging_step
 from llm_lab.lit.lm import NextTokenLM
@@ -101,8 +104,16 @@ class DPO(NextTokenLM):
         check_dpo_arguments(beta, label_smoothing, loss_type)
 
     def setup(self, stage: str) -> None:
+        """Refuse conversations longer than the model reads; beside the checkpoints, as an instruct
+        run does: the tokenizer with the template's tokens and the template (the chat reads both)."""
         super().setup(stage)
-        longest = getattr(getattr(self.trainer, "datamodule", None), "max_length", None)
+        data = getattr(self.trainer, "datamodule", None)
+        template, tokenizer = getattr(data, "template", None), getattr(data, "tokenizer", None)
+        if stage == "fit" and self.trainer.is_global_zero and template is not None and tokenizer is not None:
+            tokenizer.save(self.run_dir / "tokenizer.json")
+            with replacing(self.run_dir / "template.json") as tmp:
+                tmp.write_text(json.dumps(template_record(template), indent=2), encoding="utf-8")
+        longest = getattr(data, "max_length", None)
         context = getattr(getattr(self.net, "config", None), "context_length", None)
         if isinstance(longest, int) and isinstance(context, int) and longest > context:
             raise ArgumentError(
