@@ -15,7 +15,7 @@ from conftest import ENV, command, run_train
 from safetensors.torch import load_file
 
 from llm_lab.data.dpo import PreferenceDataModule, collate, encode_pair
-from llm_lab.data.preference import Pair, builtin_pairs, read_pairs
+from llm_lab.data.preference import Pair, builtin_pairs, hub_pairs, read_pairs
 from llm_lab.data.stdlib_pairs import module_split, stdlib_pairs
 from llm_lab.data.templates import ALPACA
 from llm_lab.errors import DataError
@@ -62,6 +62,23 @@ def test_a_file_of_strings_and_one_of_chat_messages_give_the_same_pairs(tmp_path
         (p.prompt, p.chosen, p.rejected) for p in messages
     ]
     assert strings[1].prompt == ({"role": "user", "content": "Name a prime."},)
+
+
+def test_a_hugging_face_dataset_with_its_own_column_names_gives_the_same_pairs(tmp_path):
+    from datasets import Dataset
+
+    rows = as_messages()
+    renamed = {"question": [r["prompt"] for r in rows], "good": [r["chosen"] for r in rows]}
+    Dataset.from_dict({**renamed, "bad": [r["rejected"] for r in rows]}).save_to_disk(str(tmp_path / "hub"))
+    columns = {"prompt": "question", "chosen": "good", "rejected": "bad"}
+    from_hub = hub_pairs(str(tmp_path / "hub"), columns=columns)
+    from_file = read_pairs(write_jsonl(tmp_path / "m.jsonl", rows))
+    assert [(p.prompt, p.chosen, p.rejected) for p in from_hub] == [
+        (p.prompt, p.chosen, p.rejected) for p in from_file
+    ]
+    with pytest.raises(DataError) as err:
+        hub_pairs(str(tmp_path / "hub"))  # its columns are not prompt/chosen/rejected
+    assert "question" in str(err.value) and "columns=" in str(err.value)
 
 
 @pytest.mark.parametrize(

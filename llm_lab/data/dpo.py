@@ -101,7 +101,7 @@ def is_validation(unit: str, val_fraction: float, seed: int) -> bool:
 
 
 class PreferenceDataModule(L.LightningDataModule):
-    """Pairs from ``path`` (a .jsonl file), ``hf_dataset`` (with ``hf_split`` and ``hf_columns``)
+    """Pairs from ``path`` (a .jsonl file), ``hf_dataset`` (with ``hf_split`` and ``columns``)
     or, with neither, the built-in ones, written in the starting model's chat template
     (:func:`starting_template`; ``template`` when it has none), whose special tokens are added to
     ``tokenizer``. Validation: the built-in pairs of the modules the instruct stage held out, or
@@ -116,7 +116,7 @@ class PreferenceDataModule(L.LightningDataModule):
         path: str | None = None,
         hf_dataset: str | None = None,
         hf_split: str = "train",
-        hf_columns: dict[str, str] | None = None,
+        columns: dict[str, str] | None = None,
         val_fraction: float = 0.1,
         max_pairs: int | None = None,
         max_length: int = 128,
@@ -130,7 +130,7 @@ class PreferenceDataModule(L.LightningDataModule):
         )
         self.template = starting_template(template, model_folder, use_model_template)
         self.tokenizer = add_special_tokens(tokenizer, self.template.special_tokens)
-        self.path, self.hf_dataset, self.hf_split, self.hf_columns = path, hf_dataset, hf_split, hf_columns
+        self.path, self.hf_dataset, self.hf_split, self.columns = path, hf_dataset, hf_split, columns
         self.val_fraction, self.max_pairs, self.max_length = val_fraction, max_pairs, max_length
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_pairs: list[Pair] = []
@@ -161,7 +161,7 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.path is not None:
             return read_pairs(self.path)
         if self.hf_dataset is not None:
-            return hub_pairs(self.hf_dataset, self.hf_split, self.hf_columns)
+            return hub_pairs(self.hf_dataset, self.hf_split, self.columns)
         return builtin_pairs(seed=self.seed)
 
     def setup(self, stage: str | None = None) -> None:

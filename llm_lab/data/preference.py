@@ -130,7 +130,8 @@ def hub_pairs(name: str, split: str = "train", columns: dict[str, str] | None = 
     if missing:
         raise DataError(
             f"{name}: no column {', '.join(repr(mapping[k]) for k in missing)} for {', '.join(missing)} "
-            f"(its columns: {', '.join(rows.column_names)}; map them with data.hf_columns)"
+            f"(its columns: {', '.join(rows.column_names)}; name yours with columns={{prompt: ..., "
+            "chosen: ..., rejected: ...}})"
         )
     renamed = ({"_row": i, **{key: row[mapping[key]] for key in KEYS}} for i, row in enumerate(rows))
     return pairs_from_rows(renamed, name)
