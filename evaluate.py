@@ -9,6 +9,7 @@ folder (``hydra.run.dir``) and print the table, each metric beside its baseline.
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -22,12 +23,16 @@ with starting():  # Ctrl-C while torch loads is one line too
     from llm_lab.app.preflight import Setting, device_problems, earlier_run_problems, preflight
     from llm_lab.app.resolvers import register_resolvers
     from llm_lab.app.run_folder import resolve_earlier_runs
+    from llm_lab.atomic import replacing
     from llm_lab.config import keyed, plain
-    from llm_lab.errors import ConfigError
+    from llm_lab.data.labelled import read_labelled
+    from llm_lab.errors import ArgumentError, ConfigError
+    from llm_lab.eval.classification import classify_file
     from llm_lab.eval.report import Results, format_table, write_results
     from llm_lab.eval.scoring import LabLM, Scorer
     from llm_lab.eval.tasks import Evaluation, task_name
-    from llm_lab.models.pretrained import load_model
+    from llm_lab.models.classifier import GPTClassifier
+    from llm_lab.models.pretrained import Loaded, load_model
 
 register_resolvers()  # conf/paths' ${cwd:}
 
@@ -36,6 +41,8 @@ SETTINGS = {
     "batch_size": Setting("int", "e.g. batch_size=16", at_least=1),
     "limit": Setting("int | None", "e.g. limit=100, or null for every item", at_least=1),
     "torch_threads": Setting("int | None", "e.g. torch_threads=1", at_least=1),
+    "text_column": Setting("str | int | None", "a classifier's text column, e.g. text_column=text"),
+    "label_column": Setting("str | int | None", "a classifier's label column, e.g. label_column=label"),
 }
 
 
@@ -59,6 +66,8 @@ def evaluate(cfg: DictConfig) -> Results:
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     loaded = load_model(cfg.init_from, cfg.tokenizer_path)
+    if isinstance(loaded.net, GPTClassifier):  # a classifier run: predictions for each file
+        return classify(cfg, loaded)
     with tqdm(unit=" rows", file=sys.stderr, disable=None) as bar:  # no bar when not a terminal
         model = LabLM(loaded.net.to(cfg.device))
         scorer = Scorer(
@@ -77,6 +86,42 @@ def evaluate(cfg: DictConfig) -> Results:
             results[task_name(spec)] = evaluation.run(spec)
     settings = {key: cfg[key] for key in ("init_from", "tasks", "stride", "limit")}
     write_results(Path(cfg.paths.output_dir), results, str(cfg.init_from), settings)
+    return results
+
+
+def classify(cfg: DictConfig, loaded: Loaded) -> Results:
+    """A classifier's predictions for the texts of each task file, in ``predictions.csv`` (the
+    text, the predicted label, one probability column per class), and its accuracy and macro-F1
+    where the file has labels; the columns are the run's unless text_column/label_column say."""
+    net, labels = loaded.net, loaded.labels
+    assert isinstance(net, GPTClassifier) and labels is not None, "a classifier run has labels.json"
+    text_column = cfg.text_column if cfg.text_column is not None else loaded.columns[0]
+    label_column = cfg.label_column if cfg.label_column is not None else loaded.columns[1]
+    results: Results = {}
+    table: list[dict[str, object]] = []
+    for spec in cfg.tasks:
+        with keyed(cfg, cfg):
+            try:
+                rows = read_labelled(spec, text_column, label_column)
+            except ArgumentError as err:  # a file of new texts, without their labels
+                if err.arg != "label_column":
+                    raise
+                rows = read_labelled(spec, text_column, None)
+        predictions, results[task_name(spec)] = classify_file(
+            net, loaded.tokenizer, labels, rows, cfg.batch_size, cfg.device
+        )
+        table += (
+            [{"task": task_name(spec), **row} for row in predictions] if len(cfg.tasks) > 1 else predictions
+        )
+    folder = Path(cfg.paths.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with replacing(folder / "predictions.csv") as tmp, tmp.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    settings = {key: cfg[key] for key in ("init_from", "tasks")}
+    write_results(folder, results, str(cfg.init_from), settings)
+    print(f"predictions: {folder / 'predictions.csv'}")
     return results
 
 

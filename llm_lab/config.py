@@ -101,7 +101,19 @@ def as_config_error(err: ArgumentError, node: Any, root: Any = None) -> ConfigEr
     if isinstance(err, UnknownArgument):
         keys = [config_key(name, node, root) for name in err.names]
         return ConfigError(", ".join(keys), err.problem, leave_out(*keys))
-    return ConfigError(config_key(err.arg, node, root), err.problem, err.fix)
+    return ConfigError(source_key(config_key(err.arg, node, root), root), err.problem, err.fix)
+
+
+def source_key(key: str, root: Any) -> str:
+    """The key a user sets for ``key``: the one it copies when its value is only ``${that.key}``
+    (``model.trainable: ${finetune.trainable}`` → ``finetune.trainable``), else ``key`` itself."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(root, parent) if isinstance(root, DictConfig) and parent else root
+    if not isinstance(node, DictConfig) or name not in node:
+        return key
+    text = str(node._get_node(name)._value())  # type: ignore[union-attr]
+    plain_copy = text.startswith("${") and text.endswith("}") and ":" not in text and text.count("$") == 1
+    return text[2:-1] if plain_copy else key
 
 
 def added_by(key: str) -> str | None:

@@ -23,10 +23,14 @@ from torch import nn
 
 from llm_lab.atomic import replacing
 from llm_lab.errors import ArgumentError, DataError
+from llm_lab.models.classifier import ClassifierConfig, GPTClassifier
 from llm_lab.models.gpt import GPT, GPTConfig
 
 # The nets a checkpoint may name, with their config class: the only code a run folder can reach.
-NETS: dict[str, tuple[type[nn.Module], type]] = {"GPT": (GPT, GPTConfig)}
+NETS: dict[str, tuple[type[nn.Module], type]] = {
+    "GPT": (GPT, GPTConfig),
+    "GPTClassifier": (GPTClassifier, ClassifierConfig),
+}
 PLAIN = (int, float, str, bool, type(None))
 log = logging.getLogger(__name__)
 _said: set[tuple[str, int]] = set()  # unreadable checkpoints already named (path, mtime)
@@ -146,6 +150,11 @@ def load_net(path: str | Path) -> tuple[nn.Module, Path]:
     if not isinstance(checkpoint.get("state_dict"), dict):
         raise DataError(f"{file} is not a Lightning checkpoint of llm_lab (it has no state_dict)")
     net = net_from_record(checkpoint.get("net"), file)
+    lora = checkpoint.get("lora")
+    if isinstance(lora, dict):  # a run that trained adapters: put them on, load, and merge them in
+        from llm_lab.nn.lora import add_lora
+
+        add_lora(net, **lora)
     weights = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
     refuse_non_finite(weights, file)
     result = net.load_state_dict(weights, strict=False)
@@ -154,6 +163,10 @@ def load_net(path: str | Path) -> tuple[nn.Module, Path]:
             f"{file}: the weights do not fit the saved model settings "
             f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
         )
+    if isinstance(lora, dict):
+        from llm_lab.nn.lora import merge_lora
+
+        merge_lora(net)
     return net, file.resolve().parent.parent
 
 

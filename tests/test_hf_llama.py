@@ -193,7 +193,12 @@ def test_unusable_config_json_is_a_data_error_naming_file_and_key(
 
 def test_weights_that_do_not_fit_are_a_data_error_naming_the_file(hf_folder: Path, tmp_path: Path) -> None:
     folder = with_config(hf_folder, tmp_path, edited(hf_folder, intermediate_size=128))
-    with pytest.raises(DataError, match="model.safetensors: the weights do not fit .*config.json"):
+    # The file's own tensor name, its shape and the shape the config asks for.
+    with pytest.raises(
+        DataError,
+        match=r"model.safetensors: tensor model\.layers\.0\.mlp\.down_proj\.weight "
+        r"has shape \(64, 96\), and .*config.json asks for \(64, 128\)",
+    ):
         load_hf(folder)
     folder = with_config(hf_folder, tmp_path, edited(hf_folder, num_hidden_layers=3))
     with pytest.raises(DataError, match="model.safetensors: the LLaMA checkpoint lacks"):

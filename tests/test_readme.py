@@ -113,7 +113,8 @@ def user_files(where: Path) -> None:
     """What README's commands expect of where they run: a clone's ``data/`` (its README.md), and
     the folders a user made there for their own text, files saved into them as UTF-8."""
     (where / "data").mkdir()
-    (where / "data" / "README.md").write_bytes((ROOT / "data" / "README.md").read_bytes())
+    for file in (ROOT / "data").iterdir():  # its README.md, the example texts to classify
+        (where / "data" / file.name).write_bytes(file.read_bytes())
     docs = builtin_corpus()[:20]
     for folder in (where / "my_texts", where / "my_corpus", where / "data" / "my_texts"):
         folder.mkdir()

@@ -21,6 +21,7 @@ HEADLINES: dict[str, str | None] = {
     "unk_share": None,
     "acc": "random_acc",
     "acc_norm": "random_acc",
+    "f1_macro": None,  # a classifier's, beside its acc
     "perplexity": "unigram_perplexity",
 }
 

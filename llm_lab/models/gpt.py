@@ -318,6 +318,11 @@ class GPT(nn.Module):
 
     def forward(self, idx: Tensor, kv_cache: list[KVCache] | None = None) -> Tensor:
         """Logits (B, T, V) for ids (B, T); with ``kv_cache`` the ids follow the cached ones."""
+        return self.lm_head(self.hidden_states(idx, kv_cache))
+
+    def hidden_states(self, idx: Tensor, kv_cache: list[KVCache] | None = None) -> Tensor:
+        """The final normalised hidden states (B, T, n_embd): what a head reads (the LM head, or a
+        classifier's, :mod:`llm_lab.models.classifier`)."""
         offset = kv_cache[0].length if kv_cache is not None else 0
         t = idx.shape[1]
         if offset + t > self.config.context_length:
@@ -332,7 +337,7 @@ class GPT(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, rope=self.rope, kv_cache=kv_cache[i] if kv_cache is not None else None)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
 
     def check_vocab(self, vocab_size: int) -> None:
         """Raise an ArgumentError unless a tokenizer of ``vocab_size`` ids fits the model: a larger

@@ -426,18 +426,27 @@ def load_hf(path_or_name: str | Path) -> GPT:
     return model
 
 
-def save_hf(model: GPT, path: str | Path) -> None:
-    """Write ``path/config.json`` and ``path/model.safetensors`` in HF GPT-2 format (a model with
-    learned positions) or HF LLaMA format (rotary positions)."""
+def to_hf(model: GPT) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``config.json``'s settings and the tensors under Hugging Face's names: GPT-2 for a model
+    with learned positions, LLaMA for one with rotary positions."""
     config = model.config
     if config.positions == "learned":
-        hf_config, tensors = config_to_gpt2(config), state_dict_to_gpt2(model)
-    else:
-        d_ff = config.d_ff or swiglu_hidden(config.n_embd)
-        hf_config, tensors = config_to_llama(config, d_ff), state_dict_to_llama(model)
-    folder = Path(path)
+        return config_to_gpt2(config), state_dict_to_gpt2(model)
+    d_ff = config.d_ff or swiglu_hidden(config.n_embd)
+    return config_to_llama(config, d_ff), state_dict_to_llama(model)
+
+
+def write_hf(folder: str | Path, hf_config: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+    """Write ``folder/config.json`` and ``folder/model.safetensors``."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(hf_config, indent=2), encoding="utf-8")
     contiguous = {name: tensor.detach().contiguous() for name, tensor in tensors.items()}
     with replacing(folder / "model.safetensors") as tmp:  # safetensors alone would make it 0600
         save_file(contiguous, str(tmp), metadata={"format": "pt"})
+
+
+def save_hf(model: GPT, path: str | Path) -> None:
+    """Write ``path/config.json`` and ``path/model.safetensors`` in HF GPT-2 format (a model with
+    learned positions) or HF LLaMA format (rotary positions)."""
+    write_hf(path, *to_hf(model))

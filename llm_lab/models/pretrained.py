@@ -15,6 +15,7 @@ application resolving an experiment's name to its newest finished run) and ``eva
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class Loaded:
     corpus: Corpus
     kind: str  # "run" or "hf"
     start_token: str = ENDOFTEXT  # what stands before a document's first token
+    labels: list[str] | None = None  # a classifier's class names (its run's labels.json)
+    columns: tuple[str | int, str | int] = ("text", "label")  # a classifier's text and label columns
 
 
 def start_token(folder: Path) -> str:
@@ -132,4 +135,23 @@ def load_model(init_from: str | Path, tokenizer_path: str | Path | None = None) 
         net.check_vocab(tokenizer.vocab_size)
     except ArgumentError as err:
         raise ArgumentError("tokenizer_path", err.problem, err.fix) from None
-    return Loaded(net, tokenizer, corpus, kind, start_token(path) if kind == "hf" else ENDOFTEXT)
+    if kind == "hf":
+        return Loaded(net, tokenizer, corpus, kind, start_token(path))
+    return Loaded(net, tokenizer, corpus, kind, ENDOFTEXT, *classifier_record(run_dir))
+
+
+def classifier_record(run_dir: Path) -> tuple[list[str] | None, tuple[str | int, str | int]]:
+    """A classifier run's class names (``labels.json``) and the columns its data was read from
+    (``data.text_column``, ``data.label_column`` of ``.hydra/config.yaml``), read as plain data."""
+    labels_file, columns = run_dir / "labels.json", ("text", "label")
+    labels = json.loads(labels_file.read_text(encoding="utf-8")) if labels_file.is_file() else None
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise DataError(f"{labels_file}: not a list of class names")
+    try:
+        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        found = (OmegaConf.select(saved, "data.text_column"), OmegaConf.select(saved, "data.label_column"))
+        if all(isinstance(c, str | int) for c in found):
+            columns = found
+    except (OSError, OmegaConfBaseException):
+        pass
+    return labels, columns
