@@ -191,8 +191,9 @@ def test_before_training_the_policy_is_the_reference_and_its_accuracy_is_counted
     assert metrics["val/chosen_nll_before"] == pytest.approx(nll / tokens, rel=1e-5)
 
 
-def test_training_widens_the_margin_and_leaves_the_reference_frozen(tokenizer, tmp_path):
-    module, data, trainer = tiny_dpo(tokenizer, tmp_path)
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_training_widens_the_margin_and_leaves_the_reference_frozen(tokenizer, tmp_path, loss_type):
+    module, data, trainer = tiny_dpo(tokenizer, tmp_path, loss_type=loss_type)
     frozen = {k: v.clone() for k, v in module.reference.state_dict().items()}
     trainer.fit(module, datamodule=data)
     metrics = trainer.validate(module, datamodule=data, verbose=False)[0]

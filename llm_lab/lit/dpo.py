@@ -90,9 +90,9 @@ class DPO(NextTokenLM):
             raise ArgumentError(
                 "pretrained", "DPO trains a starting model against a frozen copy of it, and none is given"
             )
-        resize = getattr(pretrained, "resize_vocab", None)
-        if resize is not None:  # the template's special tokens, when the tokenizer had to add them
-            resize(vocab_size)
+        rows = getattr(getattr(pretrained, "config", None), "vocab_size", None)
+        if isinstance(rows, int) and vocab_size > rows:  # the template's tokens, added to the tokenizer
+            pretrained.resize_vocab(vocab_size)  # type: ignore[operator]
         # The net is the starting model itself: model.net's settings (null) build nothing.
         super().__init__(GPT.from_size, vocab_size, tokenizer, optimizer, scheduler, pretrained)
         self.beta, self.label_smoothing, self.loss_type = beta, label_smoothing, loss_type
