@@ -60,7 +60,7 @@ def encode_pair(
         if prompt_length >= max_length:
             raise PromptTooLong(
                 f"{pair.where}: the prompt is {prompt_length} tokens, and the model reads "
-                f"{max_length} (data.max_length): shorten it, or drop the pair"
+                f"{max_length} (max_length): shorten the prompt, or drop the pair"
             )
         sides.append((ids[:max_length], mask[:max_length]))
     return sides[0], sides[1]
