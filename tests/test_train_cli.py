@@ -48,7 +48,8 @@ def test_every_stage_of_readmes_table_runs_in_table_order_as_written(tmp_path: P
     for command in commands:
         text = (
             []
-            if command[0] in ("experiment=perceptron", "experiment=mlp_scratch", "experiment=mlp")
+            if command[0]
+            in ("experiment=perceptron", "experiment=mlp_scratch", "experiment=mlp", "experiment=dpo")
             else ["corpus.max_documents=30"]
         )
         proc = run_train(*command, "debug=fast", *text, cwd=tmp_path)

@@ -180,8 +180,10 @@ class NextTokenLM(LabModule):
         state = self.trainer.strategy.lightning_module_state_dict()
         if self.trainer.is_global_zero:
             # Tied weights (GPT's head) share storage, which safetensors refuses: store copies.
-            tensors = {
-                k.removeprefix("net."): v.detach().cpu().clone().contiguous() for k, v in state.items()
+            tensors = {  # the net alone (DPO's frozen reference is not the model it trained)
+                k.removeprefix("net."): v.detach().cpu().clone().contiguous()
+                for k, v in state.items()
+                if k.startswith("net.")
             }
             with replacing(self.run_dir / "model.safetensors") as tmp:
                 save_file(tensors, str(tmp))
