@@ -46,11 +46,9 @@ def test_every_stage_of_readmes_table_runs_in_table_order_as_written(tmp_path: P
     names = [c[0].removeprefix("experiment=") for c in commands]
     assert names[:2] == ["simple_tokenizer", "bpe"] and set(names) == set(EXPERIMENTS), names
     for command in commands:
+        reads_no_corpus = ("perceptron", "mlp_scratch", "mlp", "instruct", "dpo")
         text = (
-            []
-            if command[0]
-            in ("experiment=perceptron", "experiment=mlp_scratch", "experiment=mlp", "experiment=dpo")
-            else ["corpus.max_documents=30"]
+            [] if command[0].removeprefix("experiment=") in reads_no_corpus else ["corpus.max_documents=30"]
         )
         proc = run_train(*command, "debug=fast", *text, cwd=tmp_path)
         assert proc.returncode == 0, (command, proc.stderr[-2000:])

@@ -69,7 +69,11 @@ class Template:
     def __post_init__(self) -> None:
         head, _, tail = self.turn["assistant"].partition("{content}")
         if not tail.startswith(self.end_of_turn):
-            raise ArgumentError("turn", f"the assistant's turn must end with {self.end_of_turn!r}")
+            raise ArgumentError(
+                "turn",
+                f"the assistant's turn must end with {self.end_of_turn!r}",
+                "put the end-of-turn token right after {content} in turn.assistant",
+            )
 
     def segments(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> Segments:
         """The conversation as ``[(text, is_response)]``; with ``add_generation_prompt`` it ends

@@ -88,7 +88,9 @@ class DPO(NextTokenLM):
         DPO.check_arguments(beta, label_smoothing, loss_type)
         if pretrained is None:
             raise ArgumentError(
-                "pretrained", "DPO trains a starting model against a frozen copy of it, and none is given"
+                "pretrained",
+                "DPO trains a starting model against a frozen copy of it, and none is given",
+                "start from an instruction-tuned model",
             )
         rows = getattr(getattr(pretrained, "config", None), "vocab_size", None)
         if isinstance(rows, int) and vocab_size > rows:  # the template's tokens, added to the tokenizer
