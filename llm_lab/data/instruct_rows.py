@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_lab.data.corpus import read_text
+from llm_lab.data.hub import load_split
 from llm_lab.data.templates import JinjaTemplate, Message, Template, check_messages
 from llm_lab.errors import ArgumentError, DataError
 
@@ -137,14 +138,7 @@ def examples_of(rows: Sequence[tuple[str, Any]], source: str) -> list[Example]:
 def read_hf_examples(name: str, split: str = "train", columns: dict[str, str] | None = None) -> list[Example]:
     """The examples of a Hugging Face dataset, ``columns`` naming its column for each of our keys
     (``{"instruction": "prompt", "output": "completion"}``; unmapped keys keep their names)."""
-    import datasets
-
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        loaded = datasets.load_from_disk(str(folder))
-        table = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    else:
-        table = datasets.load_dataset(name, split=split)
+    table = load_split(name, split)
     mapping = dict(columns or {})
     unknown = sorted(set(mapping) - {"instruction", "input", "output", "messages"})
     if unknown:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_lab.data.hub import load_split
 from llm_lab.data.stdlib_pairs import stdlib_pairs
 from llm_lab.errors import DataError
 from llm_lab.eval.files import read_jsonl
@@ -117,15 +118,8 @@ def read_pairs(path: str | Path) -> list[Pair]:
 def hub_pairs(name: str, split: str = "train", columns: dict[str, str] | None = None) -> list[Pair]:
     """The pairs of a Hugging Face dataset, a folder ``datasets`` saved or a hub name; ``columns``
     maps ``prompt``, ``chosen`` and ``rejected`` to its own column names."""
-    import datasets
-
     mapping = {key: key for key in KEYS} | dict(columns or {})
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        loaded = datasets.load_from_disk(str(folder))
-        rows = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    else:
-        rows = datasets.load_dataset(name, split=split)
+    rows = load_split(name, split)
     missing = [key for key in KEYS if mapping[key] not in rows.column_names]
     if missing:
         raise DataError(
