@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_lab.data.templates import ALPACA, CHATML, LLAMA3, PHI3, TEMPLATES, hf_chat_template, render
+from llm_lab.data.templates import (
+    ALPACA,
+    CHATML,
+    LLAMA3,
+    PHI3,
+    TEMPLATES,
+    choose_template,
+    hf_chat_template,
+    render,
+    template_record,
+)
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.models.gpt import GPT, GPTConfig
 from llm_lab.tokenizers.bpe import BPETokenizer
@@ -143,3 +153,16 @@ def test_grown_embedding_keeps_old_rows_and_starts_new_ones_at_the_mean(tie: boo
     torch.testing.assert_close(net.tok_emb.weight[50:], old_emb.mean(0).expand(3, -1))
     torch.testing.assert_close(net.lm_head.weight[50:], old_head.mean(0).expand(3, -1))
     assert (net.lm_head.weight is net.tok_emb.weight) == tie
+
+
+def test_a_run_is_tuned_further_in_the_template_its_starting_run_was_tuned_with(tmp_path: Path) -> None:
+    """An instruct or DPO run from an instruct run reads that run's template.json (its checkpoint
+    as well as its folder), whatever ``template=`` says; ``use_model_template=false`` overrides."""
+    run = tmp_path / "instruct_run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "template.json").write_text(json.dumps(template_record(PHI3)))
+    for started_from in (run, run / "checkpoints" / "last.ckpt"):
+        assert choose_template("alpaca", str(started_from)) is PHI3
+    assert choose_template("alpaca", str(run), use_model_template=False) is ALPACA
+    assert choose_template("chatml", str(tmp_path / "no_template_here")) is CHATML

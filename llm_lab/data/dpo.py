@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from llm_lab.data.preference import Message, Pair, builtin_pairs, hub_pairs, read_pairs
 from llm_lab.data.stdlib_pairs import module_split
-from llm_lab.data.templates import JinjaTemplate, Template, choose_template, read_template
+from llm_lab.data.templates import JinjaTemplate, Template, choose_template
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.tokenizers.base import Tokenizer
 from llm_lab.tokenizers.special import add_special_tokens
@@ -79,20 +78,6 @@ def collate(batch: Sequence[tuple[Encoded, Encoded]]) -> dict[str, Tensor]:
     return {"ids": ids, "mask": mask}
 
 
-def starting_template(
-    name: str, model_folder: str | None, use_model_template: bool = True
-) -> Template | JinjaTemplate:
-    """The template the starting model was tuned with: the ``template.json`` an instruct run keeps
-    beside its checkpoints (``model_folder``: that run folder or one of its .ckpt files), else what
-    :func:`~llm_lab.data.templates.choose_template` picks (a Hugging Face folder's own, or ``name``)."""
-    if model_folder is not None and use_model_template:
-        folder = Path(model_folder).expanduser()
-        run = folder.parent.parent if folder.is_file() else folder
-        if (run / "template.json").is_file():
-            return read_template(run / "template.json")
-    return choose_template(name, model_folder, use_model_template)
-
-
 def is_validation(unit: str, val_fraction: float, seed: int) -> bool:
     """Whether a split unit (a row of a file or dataset) is a validation one:
     a hash of the seed and its name, stable across runs and machines."""
@@ -103,7 +88,8 @@ def is_validation(unit: str, val_fraction: float, seed: int) -> bool:
 class PreferenceDataModule(L.LightningDataModule):
     """Pairs from ``path`` (a .jsonl file), ``hf_dataset`` (with ``hf_split`` and ``columns``)
     or, with neither, the built-in ones, written in the starting model's chat template
-    (:func:`starting_template`; ``template`` when it has none), whose special tokens are added to
+    (:func:`~llm_lab.data.templates.choose_template`: an instruct run's ``template.json``;
+    ``template`` when it has none), whose special tokens are added to
     ``tokenizer``. Validation: the built-in pairs of the modules the instruct stage held out, or
     ``val_fraction`` of a file's rows; at most ``max_pairs`` for training."""
 
@@ -128,7 +114,7 @@ class PreferenceDataModule(L.LightningDataModule):
         PreferenceDataModule.check_arguments(
             path, hf_dataset, val_fraction, max_pairs, max_length, batch_size
         )
-        self.template = starting_template(template, model_folder, use_model_template)
+        self.template = choose_template(template, model_folder, use_model_template)
         self.tokenizer = add_special_tokens(tokenizer, self.template.special_tokens)
         self.path, self.hf_dataset, self.hf_split, self.columns = path, hf_dataset, hf_split, columns
         self.val_fraction, self.max_pairs, self.max_length = val_fraction, max_pairs, max_length

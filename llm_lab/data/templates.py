@@ -287,10 +287,11 @@ def hf_chat_template(folder: str | Path) -> JinjaTemplate | None:
 def choose_template(
     name: str, model_folder: str | Path | None = None, use_model_template: bool = True
 ) -> Template | JinjaTemplate:
-    """The template a run uses: a Hugging Face ``model_folder``'s own ``chat_template`` when it has
-    one and ``use_model_template``, else the lab's template ``name`` (one of :data:`TEMPLATES`)."""
-    if model_folder is not None and use_model_template and Path(model_folder).is_dir():
-        own = hf_chat_template(model_folder)
+    """The template a run uses: with ``use_model_template``, the one the starting model was tuned
+    with (:func:`model_template`: an instruct run's ``template.json``, a Hugging Face folder's own
+    ``chat_template``), else the lab's template ``name`` (one of :data:`TEMPLATES`)."""
+    if model_folder is not None and use_model_template:
+        own = model_template(model_folder)
         if own is not None:
             return own
     if name not in TEMPLATES:
