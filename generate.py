@@ -1,4 +1,5 @@
-"""Continue a prompt with a trained GPT: ``python generate.py ckpt_path=<run dir> prompt="..."``.
+"""Continue a prompt with a trained GPT: ``python generate.py ckpt_path=<run dir> prompt="..."``,
+or talk to an instruction-tuned one: ``python generate.py init_from=<run or HF folder> chat=true``.
 
 The model comes from a ``train.py experiment=gpt`` run — ``ckpt_path`` is a run directory (the
 checkpoint of its ``checkpoints/`` with the highest training step, ``last.ckpt`` on a tie) or a
@@ -7,6 +8,12 @@ read with ``weights_only=True`` (see ``llm_lab.run_dir``: nothing in a run folde
 the run's ``tokenizer.json``. Or from a Hugging Face folder (``hf_path=``, with a ``tokenizer.json``
 beside it or given by ``tokenizer_path=``). Sampling settings are those of
 :meth:`llm_lab.models.gpt.GPT.generate`.
+
+``init_from`` takes either kind of folder (or a checkpoint) and the model's chat template with it:
+the ``template.json`` of an ``experiment=instruct`` run, or a Hugging Face folder's own
+``chat_template`` (``template=NAME`` for a model that has neither). With a template, ``prompt=`` is
+one user message answered once, and ``chat=true`` a conversation on the terminal
+(``llm_lab.app.chat``): answers streamed token by token, the KV cache kept across turns.
 """
 
 from __future__ import annotations
@@ -23,14 +30,19 @@ with starting():  # Ctrl-C while torch loads is one line too
     from omegaconf import DictConfig
     from torch import Tensor
 
+    from llm_lab.app.chat import chat_loop
     from llm_lab.app.preflight import Setting, device_problems, memory_problem, preflight
     from llm_lab.console import for_terminal
+    from llm_lab.data.templates import TEMPLATES, JinjaTemplate, Template, model_template
     from llm_lab.errors import ArgumentError, ConfigError, DataError, Interrupted
     from llm_lab.models import GPT, load_hf
+    from llm_lab.models.chat import Chat
+    from llm_lab.models.pretrained import load_model
     from llm_lab.run_dir import checkpoint_path, checkpoint_step, load_net
     from llm_lab.tokenizers.base import Tokenizer
     from llm_lab.tokenizers.build import load_tokenizer
     from llm_lab.tokenizers.simple import ENDOFTEXT
+    from llm_lab.tokenizers.special import add_special_tokens
 
 
 def check_model_folder(key: str, path: Path) -> None:
@@ -58,13 +70,21 @@ def check_model_folder(key: str, path: Path) -> None:
 
 
 def load_model_and_tokenizer(cfg: DictConfig) -> tuple[GPT, Tokenizer]:
-    """The GPT and tokenizer named by ``ckpt_path`` / ``hf_path`` / ``tokenizer_path``."""
-    if (cfg.ckpt_path is None) == (cfg.hf_path is None):
+    """The GPT and tokenizer named by ``init_from`` / ``ckpt_path`` / ``hf_path`` / ``tokenizer_path``."""
+    if sum(cfg[key] is not None for key in ("init_from", "ckpt_path", "hf_path")) != 1:
         raise ConfigError(
-            "ckpt_path",
-            "give exactly one of ckpt_path and hf_path",
-            "ckpt_path=<run dir or .ckpt> or hf_path=<HF GPT-2 folder>",
+            "init_from",
+            "give exactly one of init_from, ckpt_path and hf_path",
+            "init_from=<run folder, .ckpt or Hugging Face folder>",
         )
+    if cfg.init_from is not None:
+        try:
+            start = load_model(cfg.init_from, cfg.tokenizer_path)
+        except ArgumentError as err:
+            raise ConfigError(err.arg, err.problem, err.fix) from None
+        parameters = sum(p.numel() for p in start.net.parameters()) / 1e6
+        print(f"loaded {cfg.init_from}: {parameters:.3g} M parameters", file=sys.stderr, flush=True)
+        return start.net, start.tokenizer
     key = "ckpt_path" if cfg.ckpt_path is not None else "hf_path"
     check_model_folder(key, Path(cfg[key]))
     if cfg.ckpt_path is not None:
@@ -113,15 +133,54 @@ SETTINGS = {
     "seed": Setting("int", "e.g. seed=0"),
     "use_cache": Setting("bool", "use_cache=true or use_cache=false"),
     "progress_every_s": Setting("float", "seconds between progress lines, e.g. 10", at_least=0),
+    "chat": Setting("bool", "chat=true talks on the terminal, chat=false answers prompt= once"),
+    "template": Setting(
+        "str | None", "a template name, or null for the model's own", choices=tuple(TEMPLATES)
+    ),
 }
 
 
+def find_template(cfg: DictConfig) -> Template | JinjaTemplate | None:
+    """``template=NAME``, else the template the model was tuned with (None: plain continuation)."""
+    if cfg.template is not None:
+        return TEMPLATES[cfg.template]
+    model = cfg.init_from or cfg.ckpt_path or cfg.hf_path
+    template = model_template(model) if model is not None else None
+    if template is None and cfg.chat:
+        raise ConfigError(
+            "template",
+            f"{model} has no chat template (no template.json of experiment=instruct, no chat_template)",
+            f"name one: template={'|'.join(TEMPLATES)}",
+        )
+    return template
+
+
+def answers(
+    cfg: DictConfig, model: GPT, tokenizer: Tokenizer, template: Template | JinjaTemplate
+) -> list[str]:
+    """The chat on the terminal (``chat=true``; nothing is returned), or ``num_samples`` answers
+    to ``prompt`` as one user message, in the model's template."""
+    tokenizer = add_special_tokens(tokenizer, template.special_tokens)
+    model.resize_vocab(tokenizer.vocab_size)  # a template new to the model: its tokens start at the mean
+    sampling = {"temperature": cfg.temperature, "top_k": cfg.top_k, "top_p": cfg.top_p}
+    generator = torch.Generator(cfg.device).manual_seed(cfg.seed)
+    chat = Chat(model, tokenizer, template, cfg.max_new_tokens, generator=generator, **sampling)
+    if cfg.chat:
+        chat_loop(chat)
+        return []
+    return [chat.reply([{"role": "user", "content": cfg.prompt}]) for _ in range(cfg.num_samples)]
+
+
 def generate(cfg: DictConfig) -> list[str]:
-    """``num_samples`` continuations of ``cfg.prompt``, decoded to text."""
+    """``num_samples`` continuations of ``cfg.prompt``, decoded to text (answers, for a model with a
+    chat template; none after a ``chat=true`` conversation)."""
     preflight(cfg, SETTINGS, checks=[device_problems])
     model, tokenizer = load_model_and_tokenizer(cfg)
     device = torch.device(cfg.device)
     model.to(device).eval()
+    template = find_template(cfg)
+    if template is not None:
+        return answers(cfg, model, tokenizer, template)
     prompt_ids = tokenizer.encode(cfg.prompt)
     if not prompt_ids:
         raise ConfigError("prompt", "the prompt encodes to no tokens", 'give some text, e.g. "The"')

@@ -28,6 +28,7 @@ SILENCED_WARNINGS = [
     (".*does not have many workers.*", "the lab's datasets live in memory: workers would only copy them"),
     (".*IterableDataset.*has `__len__` defined.*", "CBoW's batches are built in the main process"),
     (".*LeafSpec.*", "a deprecation inside Lightning's use of torch's pytree"),
+    (".*module\\(s\\) in eval mode at the start of training.*", "DPO's frozen reference stays in eval mode"),
 ]
 
 

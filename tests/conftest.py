@@ -46,6 +46,34 @@ TINY_GPT = [
 ]
 
 
+# What a smoke run of a stage leaves out, where its config has the key (and the command does not set
+# it): fewer documents of the corpus, test answers, instruction examples and preference pairs. The
+# numbers shrink the run; they change nothing it does.
+SMOKE_SIZES = {
+    "corpus.max_documents": 40,
+    "model.max_responses": 4,
+    "data.max_examples": 64,
+    "data.max_pairs": 16,
+}
+
+
+def smoke_sizes(args: list[str]) -> list[str]:
+    """The :data:`SMOKE_SIZES` overrides for ``train.py ARGS``, composed as train.py composes it (a
+    sweep's first value stands for all of them: the data is the same in every job)."""
+    from omegaconf import OmegaConf
+
+    single = [re.sub(r"=([^,]*),.*", r"=\1", a) for a in args if not a.startswith(("-", "hydra."))]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=single)
+    given = {a.split("=", 1)[0].lstrip("+~") for a in args}
+    shrunk = []
+    for key, size in SMOKE_SIZES.items():
+        value = OmegaConf.select(cfg, key, default="absent")
+        if key not in given and (value is None or (isinstance(value, int) and value > size)):
+            shrunk.append(f"{key}={size}")
+    return shrunk
+
+
 def needs_fixtures() -> pytest.MarkDecorator:
     return pytest.mark.skipif(
         not FIXTURES.is_dir(),

@@ -12,7 +12,6 @@ from conftest import TINY_GPT, final_weights, run_process, run_train
 LM = [*TINY_GPT, "model.net.dropout=0.0", "trainer.max_steps=4", "callbacks.text_samples=null"]
 
 
-@pytest.mark.slow
 def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path: Path):
     # Rank r takes windows perm[r::2] of the epoch's permutation (DistributedSampler's rule), so the
     # union of the two rank batches at step k is exactly the single process's batch k of size 2b,

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,11 @@ from conftest import TINY_GPT, WORKDIR, command, run_train
 
 from llm_lab.app.overrides import command_word
 from llm_lab.app.run_folder import claim, unused_folder
-from llm_lab.errors import DataError, DivergedError, StorageError
+from llm_lab.data.instruct_rows import read_hf_examples
+from llm_lab.data.labelled import read_labelled
+from llm_lab.data.preference import hub_pairs
+from llm_lab.errors import ArgumentError, DataError, DivergedError, StorageError
+from llm_lab.eval.multiple_choice import read_hub_choices
 from llm_lab.lit.checkpoint_io import AtomicCheckpointIO
 from llm_lab.models.gpt import GPT as GPTModel
 from llm_lab.models.gpt import GPTConfig
@@ -657,6 +662,27 @@ def test_a_hub_dataset_without_a_reachable_hub_is_one_line_naming_the_setting(
     assert proc.returncode == 2, proc.stderr[-2000:]
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("error: corpus.hf_dataset: ") and "127.0.0.1:9" in line and "corpus.path" in line
+
+
+@pytest.mark.parametrize(
+    ("read", "arg"),
+    [
+        (lambda name: read_hf_examples(name), "hf_dataset"),  # experiment=instruct
+        (lambda name: hub_pairs(name), "hf_dataset"),  # experiment=dpo
+        (lambda name: read_labelled(name), "path"),  # experiment=classify
+        (lambda name: read_hub_choices(name), "tasks"),  # evaluate.py tasks=[hf:NAME]
+    ],
+    ids=["instruct", "dpo", "classify", "evaluate"],
+)
+def test_every_reader_of_a_hub_dataset_names_its_argument_when_the_hub_cannot_be_reached(
+    monkeypatch: pytest.MonkeyPatch, read: Callable[[str], object], arg: str
+):
+    """The instruction, preference, labelled and multiple-choice readers share the corpus's rule:
+    an ArgumentError naming the setting, not datasets' ConnectionError after its retries."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ArgumentError) as err:
+        read("someone/some_rows")
+    assert err.value.arg == arg and "127.0.0.1:9" in err.value.problem
 
 
 def test_generate_py_says_which_checkpoint_step_and_tokenizer_it_loaded(gpt_run: Path):

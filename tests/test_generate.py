@@ -256,5 +256,5 @@ def test_generate_py_rejects_a_tokenizer_of_another_size(
     with pytest.raises(ConfigError, match=rf"tokenizer_path: the tokenizer has {size} tokens, the model \d+"):
         load_script("generate.py").generate(cfg)
     cfg.ckpt_path = "somewhere.ckpt"
-    with pytest.raises(ConfigError, match="exactly one of ckpt_path and hf_path"):
+    with pytest.raises(ConfigError, match="exactly one of init_from, ckpt_path and hf_path"):
         load_script("generate.py").generate(cfg)

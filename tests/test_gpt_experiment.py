@@ -53,7 +53,6 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-@pytest.mark.slow
 def test_tiny_run_learns_and_writes_its_artifacts(tiny_run: Path) -> None:
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["val/perplexity"] == pytest.approx(2.718281828 ** metrics["val/loss"], rel=1e-4)
@@ -68,7 +67,6 @@ def test_tiny_run_learns_and_writes_its_artifacts(tiny_run: Path) -> None:
     assert any(tag.startswith("samples/") for tag in events.Tags()["tensors"])
 
 
-@pytest.mark.slow
 def test_generate_py_continues_a_prompt_from_the_checkpoint(tiny_run: Path) -> None:
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
     result = run_train(
@@ -86,14 +84,12 @@ def test_generate_py_continues_a_prompt_from_the_checkpoint(tiny_run: Path) -> N
     assert all(s.split("\n", 1)[1].startswith("The function") for s in samples)
 
 
-@pytest.mark.slow
 def test_generate_py_reports_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:
     result = run_train(f"ckpt_path={tmp_path / 'none.ckpt'}", script="generate.py", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-@pytest.mark.slow
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Path) -> None:
     """Interrupt after 6 steps (one batch into the second 5-batch epoch), resume to 12.
 
@@ -125,7 +121,6 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path: Pat
         torch.testing.assert_close(actual[name], tensor, atol=0, rtol=0, msg=name)
 
 
-@pytest.mark.slow
 def test_the_run_exports_its_final_weights_as_safetensors(tiny_run: Path) -> None:
     from safetensors.torch import load_file
 
@@ -137,7 +132,6 @@ def test_the_run_exports_its_final_weights_as_safetensors(tiny_run: Path) -> Non
         torch.testing.assert_close(tensor, final[name], atol=0, rtol=0, msg=name)
 
 
-@pytest.mark.slow
 def test_train_false_evaluates_the_given_checkpoint(tiny_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "checkpoint"
     common = [*TINY_RUN, "train=false", "test=true", "+trainer.limit_test_batches=2"]

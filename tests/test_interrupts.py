@@ -35,7 +35,6 @@ RUN = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM], ids=["SIGTERM"])  # SIGINT: same handler, below
 def test_a_signal_saves_the_current_step_and_the_printed_command_resumes_exactly(signum: int, tmp_path: Path):
     run_dir, straight = tmp_path / "interrupted", tmp_path / "straight"

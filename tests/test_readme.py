@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LIGHTNING_MESSAGES, ROOT, long_numbers, run_train
+from conftest import LIGHTNING_MESSAGES, ROOT, long_numbers, run_train, smoke_sizes
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -38,6 +38,7 @@ NOT_RUN = [
     ("mypy", "a type checker: CI runs it"),
     ("tensorboard --logdir", "a server; tests/test_dashboards.py reads run folders as TensorBoard does"),
     ("python bench/", "a benchmark: minutes of measuring, it prints ratios and neither passes nor fails"),
+    ("chat=true", "a conversation on the terminal: tests/test_chat.py pipes two turns into it"),
     ("trainer=gpu", "needs a CUDA GPU"),
     ("trainer=ddp ", "needs CUDA GPUs"),
     ("trainer=fsdp", "needs CUDA GPUs"),
@@ -53,7 +54,6 @@ NOT_RUN = [
     ),
 ]
 SHRINK = {"train.py": ["debug=fast"], "generate.py": ["max_new_tokens=5"], "evaluate.py": ["limit=20"]}
-TEXT_SHRINK = "corpus.max_documents=40"  # appended where the data is text
 
 
 def blocks(readme: Path) -> list[list[str]]:
@@ -123,15 +123,6 @@ def user_files(where: Path) -> None:
     (where / "data" / "my_texts" / "my_book.txt").write_text("\n\n".join(docs), encoding="utf-8")
 
 
-def reads_text(args: list[str]) -> bool:
-    """Whether ``train.py ARGS`` trains on text (it reads a corpus)."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        # A sweep's first value stands for all of them: the data is the same in every job.
-        single = [re.sub(r"=([^,]*),.*", r"=\1", a) for a in args if not a.startswith(("-", "hydra."))]
-        cfg = compose("train", overrides=single)
-    return cfg.get("corpus") is not None
-
-
 def test_the_translation_shows_the_same_commands():
     assert commands(ROOT / "README.pt-BR.md") == commands(ROOT / "README.md")
 
@@ -162,8 +153,8 @@ def test_every_readme_command_runs_as_written(readme: Path, block: int, tmp_path
             f"a README command this test cannot run: {command}"
         )
         args = words[2:] + SHRINK[words[1]]
-        if words[1] == "train.py" and reads_text(args):
-            args.append(TEXT_SHRINK)
+        if words[1] == "train.py":
+            args += smoke_sizes(args)
         if "hparams_search=" in command:
             args.append("hydra.sweeper.n_trials=2")
         result = run_train(*args, script=words[1], cwd=tmp_path)
@@ -201,7 +192,8 @@ def test_the_quick_start_prints_the_labs_lines_only(tmp_path: Path):
     """README's first command, shrunk as above: Lightning's messages stay in train.log, and every
     number it prints has at most 4 significant digits."""
     quick_start = next(c for c in commands(ROOT / "README.md") if c.startswith("python train.py"))
-    args = shlex.split(quick_start)[2:] + SHRINK["train.py"] + [TEXT_SHRINK]
+    args = shlex.split(quick_start)[2:] + SHRINK["train.py"]
+    args += smoke_sizes(args)
     result = run_train(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     shown = result.stdout + result.stderr

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, load_script, run_in_process, run_train
+from conftest import ROOT, load_script, run_in_process, run_train, smoke_sizes
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -46,12 +46,7 @@ def test_every_stage_of_readmes_table_runs_in_table_order_as_written(tmp_path: P
     names = [c[0].removeprefix("experiment=") for c in commands]
     assert names[:2] == ["simple_tokenizer", "bpe"] and set(names) == set(EXPERIMENTS), names
     for command in commands:
-        text = (
-            []
-            if command[0] in ("experiment=perceptron", "experiment=mlp_scratch", "experiment=mlp")
-            else ["corpus.max_documents=30"]
-        )
-        proc = run_train(*command, "debug=fast", *text, cwd=tmp_path)
+        proc = run_train(*command, "debug=fast", *smoke_sizes(command), cwd=tmp_path)
         assert proc.returncode == 0, (command, proc.stderr[-2000:])
         name = command[0].removeprefix("experiment=")
         assert list((tmp_path / "outputs" / name / "runs").glob("*/metrics.json")), command

@@ -701,6 +701,30 @@ def init_from_problems(cfg: DictConfig) -> list[ConfigError]:
     ]
 
 
+def starting_model_problems(cfg: DictConfig) -> list[ConfigError]:
+    """A stage that trains a given model further (its module's ``needs_starting_model``: DPO) run
+    without ``init_from``: it would start from random weights, and its reference with them."""
+    from hydra.utils import get_object
+
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig) or "_target_" not in model or cfg.get("init_from") is not None:
+        return []
+    try:
+        module = get_object(str(model._target_))
+    except (ImportError, AttributeError, ValueError):
+        return []
+    if not getattr(module, "needs_starting_model", False):
+        return []
+    return [
+        ConfigError(
+            "init_from",
+            f"{module.__name__} trains a starting model against a frozen copy of it, and none is given",
+            "train one with python train.py experiment=instruct first, then add init_from=instruct "
+            "(or a run folder)",
+        )
+    ]
+
+
 TRAIN_CHECKS: tuple[Check, ...] = (
     trainer_problems,
     optimizer_problems,
@@ -711,4 +735,5 @@ TRAIN_CHECKS: tuple[Check, ...] = (
     window_problems,
     earlier_run_problems,
     init_from_problems,
+    starting_model_problems,
 )

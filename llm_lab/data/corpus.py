@@ -16,17 +16,15 @@ import codecs
 import hashlib
 import json
 import logging
-import os
 import re
-import socket
 import sys
-import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from llm_lab.data.hub import check_reachable
 from llm_lab.errors import ArgumentError, DataError
 from llm_lab.eval.heldout import HELDOUT_MODULES, is_heldout
 
@@ -193,14 +191,12 @@ def hf_documents(
     """
     import datasets
 
-    if not _local_builder(name) and not _hub_reachable():
-        # Without this, datasets retries for about 30 s before it says the same.
-        raise ArgumentError(
-            "hf_dataset",
-            f"{name!r} is a hub dataset, and the hub ({_hub_endpoint()}) cannot be reached",
-            "connect to the internet, or use local files (corpus.path=...); a dataset already in the "
-            "local cache loads with HF_HUB_OFFLINE=1",
-        )
+    check_reachable(
+        name,
+        "hf_dataset",
+        "connect to the internet, or use local files (corpus.path=...); a dataset already in the "
+        "local cache loads with HF_HUB_OFFLINE=1",
+    )
     try:
         ds = datasets.load_dataset(name, config, split=split, data_files=data_files, streaming=streaming)
         columns = ds.column_names or []
@@ -221,33 +217,6 @@ def hf_documents(
             f"{name!r} could not be read ({reason[:300]})",
             "check the name, config and split, and the internet connection; offline, use local files",
         ) from None
-
-
-def _hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-
-
-def _local_builder(name: str) -> bool:
-    """Whether ``datasets`` reads ``name`` without the hub: a folder, or one of its own builders
-    (``text``, ``json``, ``csv``, ``parquet``...), or the hub is off by the user's own setting."""
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-
-    offline = any(
-        os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-    return offline or Path(name).expanduser().is_dir() or name in _PACKAGED_DATASETS_MODULES
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a connection to the hub's host opens within ``timeout`` seconds."""
-    url = urllib.parse.urlsplit(_hub_endpoint())
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def _uniform(seed: int, index: int) -> float:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from llm_lab.data.corpus import read_text
+from llm_lab.data.hub import load_split
 from llm_lab.errors import ArgumentError, DataError
 
 Rows = list[tuple[str, str]]  # (text, label); the label is "" when read without one
@@ -105,16 +106,7 @@ def _hf(source: str, split: str, text_column: str | int, label_column: str | int
     label column (integers with names) reads as its names."""
     import datasets
 
-    try:
-        if Path(source).is_dir():
-            loaded = datasets.load_from_disk(source)
-            dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-        else:
-            dataset = datasets.load_dataset(source, split=split)
-    except (KeyError, ValueError, FileNotFoundError, ConnectionError) as err:
-        raise DataError(
-            f"{source}: not a readable Hugging Face dataset with a {split!r} split ({err})"
-        ) from None
+    dataset = load_split(source, split, arg="path")
     for arg, column in (("text_column", text_column), ("label_column", label_column)):
         if str(column) not in dataset.column_names:
             raise _columns_error(source, column, arg, dataset.column_names, False)

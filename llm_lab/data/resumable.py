@@ -12,7 +12,7 @@ Two things make that possible:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -79,9 +79,17 @@ class ResumableLoader(DataLoader):
         seed: int = 0,
         drop_last: bool = False,
         num_workers: int = 0,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         sampler = ResumableSampler(dataset, batch_size, shuffle, seed)
-        super().__init__(dataset, batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers)
+        super().__init__(
+            dataset,
+            batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+        )
         self._yielded = 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]

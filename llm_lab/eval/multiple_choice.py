@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from llm_lab.data.hub import load_split
 from llm_lab.errors import DataError
 from llm_lab.eval.files import field, read_jsonl
 from llm_lab.eval.scoring import Scorer
@@ -71,14 +72,8 @@ def read_hub_choices(
     (``save_to_disk``) or a hub name, its ``columns`` mapping ``ctx``, ``endings`` and ``label`` to
     the dataset's own column names (HellaSwag's by default; a label may be a digit string, as
     HellaSwag's is)."""
-    import datasets
-
     columns = {**COLUMNS, **(columns or {})}
-    if Path(name).expanduser().is_dir():
-        loaded = datasets.load_from_disk(str(Path(name).expanduser()))
-        rows = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    else:
-        rows = datasets.load_dataset(name, config, split=split)
+    rows = load_split(name, split, config, arg="tasks")
     missing = [ours for ours, theirs in columns.items() if theirs not in rows.column_names]
     if missing:
         raise DataError(

@@ -37,7 +37,7 @@ class NextTokenLM(LabModule):
     ``val/loss`` and ``val/perplexity`` (= exp of the mean validation loss). Writes
     ``model.safetensors`` at the end."""
 
-    LOGGED = ("train/loss", "train/grad_norm", "val/loss", "val/perplexity", "test/loss")
+    LOGGED: tuple[str, ...] = ("train/loss", "train/grad_norm", "val/loss", "val/perplexity", "test/loss")
 
     requires_causal = True  # a net that sees later positions would read the answer
     extra_ids = 0  # ids the objective adds to the tokenizer's (the masked objective's [MASK])
@@ -180,8 +180,10 @@ class NextTokenLM(LabModule):
         state = self.trainer.strategy.lightning_module_state_dict()
         if self.trainer.is_global_zero:
             # Tied weights (GPT's head) share storage, which safetensors refuses: store copies.
-            tensors = {
-                k.removeprefix("net."): v.detach().cpu().clone().contiguous() for k, v in state.items()
+            tensors = {  # the net alone (DPO's frozen reference is not the model it trained)
+                k.removeprefix("net."): v.detach().cpu().clone().contiguous()
+                for k, v in state.items()
+                if k.startswith("net.")
             }
             with replacing(self.run_dir / "model.safetensors") as tmp:
                 save_file(tensors, str(tmp))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -350,6 +350,36 @@ class GPT(nn.Module):
                 "use the tokenizer the model was trained with",
             )
 
+    @torch.no_grad()
+    def resize_vocab(self, vocab_size: int) -> None:
+        """Grow the token embedding (and an untied head) to ``vocab_size`` rows, for the special
+        tokens a chat template adds (``llm_lab.tokenizers.special``).
+
+        Each new row is the mean of the trained rows (Hewitt 2021, "Initializing new word
+        embeddings for pretrained language models"): a random row could have a large dot product
+        with the final hidden state and make the model emit the new token everywhere; the mean
+        keeps the new token's logit near the average one until fine-tuning teaches it."""
+        old = self.config.vocab_size
+        if vocab_size < old:
+            raise ArgumentError("vocab_size", f"cannot shrink {old} rows to {vocab_size}", "only grow it")
+        if vocab_size == old:
+            return
+        weight = self.tok_emb.weight
+        grown = torch.cat([weight, weight.mean(0, keepdim=True).expand(vocab_size - old, -1)])
+        self.tok_emb = nn.Embedding(vocab_size, self.config.n_embd, device=weight.device, dtype=weight.dtype)
+        self.tok_emb.weight.copy_(grown)
+        head = self.lm_head.weight
+        self.lm_head = nn.Linear(
+            self.config.n_embd, vocab_size, bias=False, device=head.device, dtype=head.dtype
+        )
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        else:
+            self.lm_head.weight.copy_(
+                torch.cat([head, head.mean(0, keepdim=True).expand(vocab_size - old, -1)])
+            )
+        self.config = replace(self.config, vocab_size=vocab_size)
+
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: decay the linear layers' matrices, not biases, norm gains or embeddings."""
         return weight_decay_groups(self, weight_decay)
@@ -408,6 +438,7 @@ class GPT(nn.Module):
         eos_id: int | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        kv_cache: list[KVCache] | None = None,
     ) -> Iterator[Tensor]:
         """Sample up to ``max_new_tokens`` tokens after ``idx`` (B, T), yielding each step's (B,)
         new ids as it is made (what a caller shows progress or streams text from).
@@ -425,6 +456,8 @@ class GPT(nn.Module):
         Once the sequence would exceed ``context_length`` the cache is dropped and, like the
         uncached path always does, each step re-encodes the last ``context_length`` tokens (with
         learned positions a sliding cache would shift every position, so it cannot be reused).
+        A ``kv_cache`` passed in holds the keys and values of the first tokens of ``idx`` already (a
+        chat's earlier turns): only the rest is encoded, and the cache keeps growing in place.
         """
         if idx.dim() != 2 or idx.shape[1] == 0:
             raise ArgumentError(
@@ -435,7 +468,7 @@ class GPT(nn.Module):
         ctx = self.config.context_length
         was_training = self.training
         self.eval()
-        caches = [KVCache() for _ in self.blocks] if use_cache else None
+        caches = kv_cache if kv_cache is not None else [KVCache() for _ in self.blocks] if use_cache else None
         finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         try:
             for _ in range(max_new_tokens):
