@@ -4,14 +4,13 @@ refusals. The loss itself is tested in test_dpo_loss.py."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ENV, command, run_train
+from conftest import run_train
 from safetensors.torch import load_file
 
 from llm_lab.data.dpo import PreferenceDataModule, collate, encode_pair
@@ -232,16 +231,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_readme_command_trains_from_the_pretrained_run_and_reports_both_accuracies(workdir):
-    """README's command, shrunk by debug=fast, in a process of its own as a user starts it."""
-    words = command(
-        "train.py",
+    """README's command, shrunk by debug=fast, through train.py's own command line."""
+    done = run_train(
         "experiment=dpo",
         "init_from=gpt",
         "data.max_length=192",
         "debug=fast",
         "data.max_pairs=16",
+        cwd=workdir,
     )
-    done = subprocess.run(words, cwd=workdir, capture_output=True, text=True, timeout=600, env=ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = (workdir / "outputs" / "dpo" / "runs").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())

@@ -408,6 +408,7 @@ def test_a_folder_holding_another_run_is_refused_unless_resuming_it(gpt_run: Pat
     assert not list((run / "checkpoints").glob("last-v*.ckpt"))
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_on_one_folder_the_second_is_refused(tmp_path: Path):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")

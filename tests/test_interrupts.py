@@ -74,6 +74,7 @@ def test_a_signal_while_the_tokenizer_trains_says_there_is_nothing_to_resume(sig
     assert not (run_dir / "FAILED").exists() and not (run_dir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_signal_after_training_resumes_from_the_saved_checkpoint(tmp_path: Path):
     # The final validation and the test stage run after the training loop, outside its handler.
     run = ["experiment=gpt", "model.net.size=lab-tiny", "tokenizer.vocab_size=300", "data.context_length=32"]
@@ -114,6 +115,7 @@ def test_a_signal_in_a_grid_sweep_names_the_jobs_that_did_not_run_and_how_to_run
     assert OmegaConf.load(tmp_path / "1" / ".hydra" / "config.yaml").seed == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT], ids=["SIGINT"])  # SIGTERM: the grid sweep test
 def test_a_signal_between_two_jobs_of_a_sweep_names_the_jobs_left(tmp_path: Path, signum: int):
     cbow = ["experiment=cbow", "corpus.max_documents=20", "model.embed_dim=8", "logger=csv"]

@@ -313,6 +313,7 @@ def test_a_preparation_killed_midway_is_prepared_again_cleanly(tmp_path):
 
 
 # -------------------------------------------------------------------- memory, progress, errors
+@pytest.mark.slow
 def test_memory_holds_a_few_batches_not_the_corpus(tmp_path):
     words = [w for doc in builtin_docs()[:20] for w in doc.split()]
 
@@ -369,6 +370,7 @@ def test_bad_arguments_name_themselves(tmp_path):
         prep(tmp_path, tok=SimpleTokenizer.from_corpus(TRAIN[:5]), encoder="tiktoken")
 
 
+@pytest.mark.slow
 def test_one_large_document_is_cut_for_the_processes_and_keeps_the_ids_of_encoding_it_whole(tmp_path):
     from llm_lab.data.prepare import _pieces
 
