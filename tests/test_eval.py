@@ -271,7 +271,7 @@ def test_a_bad_row_is_named_by_file_row_and_fix(tmp_path: Path, row: dict, messa
 def test_an_empty_task_or_unknown_fields_are_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"empty\.jsonl: the task is empty"):
+    with pytest.raises(DataError, match=r"empty\.jsonl: the file is empty"):
         read_task_file(empty)
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"question": "?", "answer": "!"}])
     with pytest.raises(DataError, match=r"odd\.jsonl, row 1: fields question, answer make no task"):

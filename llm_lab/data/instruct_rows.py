@@ -20,6 +20,7 @@ from typing import Any
 
 from llm_lab.data.corpus import read_text
 from llm_lab.data.hub import load_split
+from llm_lab.data.jsonl import read_jsonl
 from llm_lab.data.templates import JinjaTemplate, Message, Template, check_messages
 from llm_lab.errors import ArgumentError, DataError
 
@@ -98,18 +99,10 @@ def read_examples(path: str | Path) -> list[Example]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: no such file (give a .json or .jsonl file of Alpaca or chat rows)")
-    text = read_text(path)
     if path.suffix == ".jsonl":
-        numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-        rows = []
-        for number, line in numbered:
-            try:
-                rows.append((f"{path}, row {number}", json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}, row {number}: not valid JSON ({err.msg}); write one object a line"
-                ) from None
+        rows = [(f"{path}, row {row.pop('_row')}", row) for row in read_jsonl(path)]
     else:
+        text = read_text(path)
         try:
             document = json.loads(text)
         except json.JSONDecodeError as err:

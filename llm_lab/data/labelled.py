@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from llm_lab.data.corpus import read_text
 from llm_lab.data.hub import load_split
+from llm_lab.data.jsonl import read_jsonl
 from llm_lab.errors import ArgumentError, DataError
 
 Rows = list[tuple[str, str]]  # (text, label); the label is "" when read without one
@@ -80,24 +80,13 @@ def _row(path: str | Path, number: int, text: object, label: object = "") -> tup
 
 def _jsonl(path: Path, text_column: str | int, label_column: str | int | None) -> Rows:
     rows = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"{path}, row {number}: not valid JSON ({err.msg}); write one object per line"
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}, row {number}: a JSON {type(record).__name__}, not an object")
+    for record in read_jsonl(path):
+        number = record.pop("_row")
         for arg, column in (("text_column", text_column), ("label_column", label_column)):
             if column is not None and str(column) not in record:
                 raise _columns_error(path, column, arg, list(record), False)
         label = record[str(label_column)] if label_column is not None else _UNLABELLED
         rows.append(_row(path, number, record[str(text_column)], label))
-    if not rows:
-        raise DataError(f"{path}: the file is empty")
     return rows
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from llm_lab.data.hub import load_split
+from llm_lab.data.jsonl import read_jsonl
 from llm_lab.data.stdlib_pairs import stdlib_pairs
 from llm_lab.errors import DataError
-from llm_lab.eval.files import read_jsonl
 
 Message = dict[str, str]
 KEYS = ("prompt", "chosen", "rejected")

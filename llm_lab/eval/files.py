@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from llm_lab.data.corpus import read_text
+from llm_lab.data import jsonl
 from llm_lab.errors import DataError
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a ``.jsonl`` file (blank lines skipped); rows are numbered from 1, as an editor
-    shows lines. A row that is not a JSON object, or a file without rows, is a DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (give a .jsonl task file or a built-in task name)")
-    rows = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"{path}, row {number}: not valid JSON ({err.msg}); write one object per line"
-            ) from None
-        if not isinstance(row, dict):
-            raise DataError(
-                f"{path}, row {number}: a JSON {type(row).__name__}, not an object (write {{...}})"
-            )
-        rows.append({"_row": number, **row})
-    if not rows:
-        raise DataError(f"{path}: the task is empty (write one JSON object a line)")
-    return rows
+    """The rows of a ``.jsonl`` task file (see :func:`llm_lab.data.jsonl.read_jsonl`)."""
+    return jsonl.read_jsonl(path, "a .jsonl task file or a built-in task name")
 
 
 def field(row: dict[str, Any], path: Path, name: str, kind: type, example: str) -> Any:
