@@ -45,6 +45,13 @@ TINY_GPT = [
     "logger=csv",
 ]
 
+# The same GPT with a 128-token window: room for a prompt and its answer, or a task's endings.
+TINY_GPT_128 = [
+    *(o for o in TINY_GPT if not o.startswith(("data.context_length", "data.stride"))),
+    "data.context_length=128",
+    "data.stride=128",
+]
+
 
 # What a smoke run of a stage leaves out, where its config has the key (and the command does not set
 # it): fewer documents of the corpus, test answers, instruction examples and preference pairs. The

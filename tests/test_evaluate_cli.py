@@ -10,18 +10,15 @@ import pytest
 
 from llm_lab.callbacks.evaluation import EvaluationTasks
 from llm_lab.loggers import dashboard_tag
-from tests.conftest import TINY_GPT, WORKDIR, run_process, run_train
+from tests.conftest import TINY_GPT_128, WORKDIR, run_process, run_train
 
 
 @pytest.fixture(scope="module")
 def gpt_run() -> Path:
     """A few steps of a tiny experiment=gpt run, with a window that holds docs_mc's endings."""
     folder = WORKDIR / "eval_gpt_run"
-    overrides = [o for o in TINY_GPT if not o.startswith(("data.context_length", "data.stride"))]
     done = run_train(
-        *overrides,
-        "data.context_length=128",
-        "data.stride=128",
+        *TINY_GPT_128,
         "trainer.max_steps=2",
         f"hydra.run.dir={folder}",
     )

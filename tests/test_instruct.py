@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -155,8 +156,12 @@ def test_the_data_refuses_no_starting_model_and_an_unknown_template() -> None:
     assert err.value.arg == "template"
 
 
-def test_tuning_a_tiny_gpt_lowers_the_response_nll_and_writes_the_answers(tokenizer, tmp_path) -> None:
-    rows = [{"instruction": f"Add {a} and {b}.", "output": f"{a + b}"} for a in range(10) for b in range(10)]
+def tuned_on_sums(
+    tokenizer: Any, tmp_path: Path, n: int, steps: int, lr: float, **module: Any
+) -> tuple[InstructDataModule, InstructLM, L.Trainer]:
+    """A 1-layer GPT tuned ``steps`` steps on "Add a and b." for a, b < ``n`` (ChatML, 48 tokens);
+    ``module``: InstructLM's settings. The run folder is ``tmp_path``."""
+    rows = [{"instruction": f"Add {a} and {b}.", "output": f"{a + b}"} for a in range(n) for b in range(n)]
     data = InstructDataModule(
         tokenizer, "chatml", model_folder="x", path=str(write(tmp_path / "sums.json", rows)), max_length=48,
         batch_size=16,
@@ -164,24 +169,36 @@ def test_tuning_a_tiny_gpt_lowers_the_response_nll_and_writes_the_answers(tokeni
     data.setup("fit")
     torch.manual_seed(0)
     net = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=48, n_layer=1, n_head=2, n_embd=32))
-    module = InstructLM(
+    lit = InstructLM(
         None,  # type: ignore[arg-type]
         0,
         data,
         pretrained=net,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
+        **module,
+    )
+    trainer = L.Trainer(
+        max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(lit, datamodule=data)
+    return data, lit, trainer
+
+
+def test_tuning_a_tiny_gpt_lowers_the_response_nll_and_writes_the_answers(tokenizer, tmp_path) -> None:
+    data, module, trainer = tuned_on_sums(
+        tokenizer,
+        tmp_path,
+        n=10,
+        steps=30,
+        lr=3e-3,
         max_new_tokens=4,
         max_responses=5,
-        optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3),
         judge_init_from=str(judge_folder(tmp_path / "judge")),
     )
     assert (
-        net.config.vocab_size == data.tokenizer.vocab_size == tokenizer.vocab_size + 2
+        module.net.config.vocab_size == data.tokenizer.vocab_size == tokenizer.vocab_size + 2
     )  # <|im_start|>, <|im_end|>
-    trainer = L.Trainer(
-        max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=data)
     trainer.test(module, datamodule=data, verbose=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     assert set(InstructLM.LOGGED) >= set(metrics)
@@ -231,29 +248,17 @@ def test_lora_tuning_saves_an_adapter_peft_loads_on_the_exported_start(tokenizer
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
 
-    rows = [{"instruction": f"Add {a} and {b}.", "output": f"{a + b}"} for a in range(6) for b in range(6)]
-    data = InstructDataModule(
-        tokenizer, "chatml", model_folder="x", path=str(write(tmp_path / "sums.json", rows)), max_length=48
-    )
-    data.setup("fit")
-    torch.manual_seed(0)
-    net = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, context_length=48, n_layer=1, n_head=2, n_embd=32))
-    module = InstructLM(
-        None,  # type: ignore[arg-type]
-        0,
-        data,
-        pretrained=net,
+    data, module, _ = tuned_on_sums(
+        tokenizer,
+        tmp_path,
+        n=6,
+        steps=5,
+        lr=1e-2,
         max_responses=0,
         score_before=False,
         trainable="lora",
         lora={"rank": 4, "alpha": 8, "targets": ["qkv", "fc"]},
-        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2),
     )
-    trainer = L.Trainer(
-        max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=data)
     adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert Path(adapter["base_model_name_or_path"]) == (tmp_path / "base_hf").resolve()
     ids = torch.tensor([data.encoded["test"][0][0]])

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_GPT, WORKDIR, run_train
+from conftest import TINY_GPT_128, WORKDIR, run_train
 
 from llm_lab.lit.instruct import InstructLM
 
@@ -27,11 +27,8 @@ QUICK = [
 def log_dir() -> Path:
     """A folder of runs holding one finished experiment=gpt run (a tiny one, 128-token context)."""
     folder = WORKDIR / "instruct_runs"
-    overrides = [o for o in TINY_GPT if not o.startswith(("data.context_length", "data.stride"))]
     done = run_train(
-        *overrides,
-        "data.context_length=128",
-        "data.stride=128",
+        *TINY_GPT_128,
         "trainer.max_steps=2",
         f"paths.log_dir={folder}",
     )
