@@ -77,7 +77,8 @@ def tokenizer() -> FastBPETokenizer:
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_the_exported_classifier_predicts_what_the_lab_does(kind: str, tmp_path: Path) -> None:
     """On a padded batch of texts of different lengths, transformers' *ForSequenceClassification
-    loaded from the export gives the lab's logits (atol 1e-4), LoRA merged in, labels named."""
+    loaded from the export gives the lab's logits (atol 1e-4), LoRA (the token embedding's too)
+    merged in, labels named. The classifier has no LM head, so its embedding is not tied."""
     tok = tokenizer()
     llama = dict(
         norm="rmsnorm", mlp="swiglu", positions="rope", qkv_bias=False, attn_out_bias=False, mlp_bias=False
@@ -94,10 +95,11 @@ def test_the_exported_classifier_predicts_what_the_lab_does(kind: str, tmp_path:
         )
     )  # type: ignore[arg-type]
     net = GPTClassifier.from_gpt(gpt, n_classes=3).eval()
-    add_lora(net, rank=2, targets=["qkv", "proj"])
+    add_lora(net, rank=2, targets=["qkv", "proj", "tok_emb"])
     with torch.no_grad():
         for layer in lora_layers(net).values():
             layer.lora_B.normal_()
+        net.tok_emb.lora_A.normal_()  # the embedding's adapter starts at A = 0
     save_hf_classifier(net, tok, ["a", "b", "c"], tmp_path)
     data = ClassifyDataModule(tok)
     ids, lengths, _ = data.collate([(tok.encode(t), 0) for _, t in SPAM[:4]])

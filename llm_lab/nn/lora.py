@@ -11,6 +11,11 @@ adapted model starts out exactly as the pretrained one; α / r keeps the size of
 comparable when r changes. A rank-8 adapter on a 768 × 2304 projection trains 24,576 numbers
 instead of 1.8 M. After training, B·A·α/r is added into W (:func:`merge_lora`) and inference costs
 nothing extra; or only A and B are shipped, in peft's format (:func:`save_peft_adapter`).
+
+The token embedding takes an adapter too (:class:`LoRAEmbedding`, the embedding layer of Hu et al.'s
+loralib and of peft): a lookup of row i of W is W·onehot(i), so its update is the same product,
+read by rows. A classifier fine-tuned from a small GPT needs it: the embeddings carry much of what
+the task changes (README, classification).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -65,9 +71,47 @@ class LoRALinear(nn.Module):
         return f"rank={self.rank}, alpha={self.alpha}"
 
 
-def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
-    """Every LoRA layer of ``model`` by its name (``blocks.0.attn.qkv``)."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+class LoRAEmbedding(nn.Module):
+    """A frozen ``base`` embedding plus a trainable low-rank update of its table, ΔW = (B·A)ᵀ·α/r
+    with A (r × num_embeddings) and B (embedding_dim × r), laid out as peft's ``lora_embedding_A``
+    and ``lora_embedding_B``. Token i gets row i of ΔW: column i of A (a lookup, no one-hot), times
+    Bᵀ. Here A starts at zero and B random (normal(0, 1), nn.Embedding's init), the reverse of the
+    linear adapter (loralib and peft do the same): ΔW = 0 at first all the same. There is no
+    dropout: the input is a token id, not a vector to thin out (peft's forward applies none either).
+    """
+
+    def __init__(self, base: nn.Embedding, rank: int = 8, alpha: float = 16.0) -> None:
+        super().__init__()
+        if not isinstance(rank, int) or rank < 1:
+            raise ArgumentError("rank", f"must be a positive integer, got {rank!r}", "e.g. rank=8")
+        self.base = base.requires_grad_(False)
+        self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
+        weight = base.weight
+        self.lora_A = nn.Parameter(
+            torch.zeros(rank, base.num_embeddings, dtype=weight.dtype, device=weight.device)
+        )
+        self.lora_B = nn.Parameter(
+            torch.randn(base.embedding_dim, rank, dtype=weight.dtype, device=weight.device)
+        )
+
+    def forward(self, idx: Tensor) -> Tensor:
+        # Only the looked-up columns of A take part: (…, r) then ·Bᵀ, never the whole table.
+        return self.base(idx) + F.embedding(idx, self.lora_A.t()) @ self.lora_B.t() * self.scaling
+
+    def delta(self) -> Tensor:
+        """The update this adapter adds to the base table: (α / r)·(B·A)ᵀ, shaped like it."""
+        return (self.lora_B @ self.lora_A).t() * self.scaling
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha}"
+
+
+LoRALayer = LoRALinear | LoRAEmbedding
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALayer]:
+    """Every LoRA layer of ``model`` by its name (``blocks.0.attn.qkv``, ``tok_emb``)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear | LoRAEmbedding)}
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -82,28 +126,46 @@ def add_lora(
     dropout: float = 0.0,
     targets: tuple[str, ...] | list[str] = ("qkv", "out_proj"),
 ) -> int:
-    """Wrap every ``nn.Linear`` of ``model`` whose name matches one of ``targets`` in a
-    :class:`LoRALinear`, freeze every other parameter, and return how many parameters now train.
+    """Wrap every ``nn.Linear`` (in a :class:`LoRALinear`) and ``nn.Embedding`` (in a
+    :class:`LoRAEmbedding`) of ``model`` whose name matches one of ``targets``, freeze every other
+    parameter, and return how many parameters now train.
 
     A pattern matches a module's last name (``qkv``, ``out_proj``, ``fc``, ``proj``, ``gate``,
-    ``up``, ``lm_head``) or its whole dotted name (``blocks.3.*``), shell-style. A pattern that
-    matches no linear layer is an ArgumentError: an adapter on nothing would train nothing."""
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and name}
-    linears = {name: m for name, m in linears.items() if ".base" not in f".{name}"}  # already wrapped
-    chosen: dict[str, nn.Linear] = {}
+    ``up``, ``lm_head``, ``tok_emb``) or its whole dotted name (``blocks.3.*``), shell-style. A
+    pattern that matches no layer is an ArgumentError: an adapter on nothing would train nothing.
+    So is an embedding whose table is also another layer's weight (GPT-2's tied output head): the
+    adapter changes the lookup only, while merging it into the shared table would change the output
+    layer too, so the merged model (every export) would not compute what was trained. Untie the
+    head, or adapt the linear layers only."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Embedding) and n}
+    layers = {n: m for n, m in layers.items() if ".base" not in f".{n}"}  # already wrapped
+    chosen: dict[str, nn.Linear | nn.Embedding] = {}
     for pattern in targets:
         found = {
-            n: m for n, m in linears.items() if fnmatch(n, pattern) or fnmatch(n.rsplit(".", 1)[-1], pattern)
+            n: m for n, m in layers.items() if fnmatch(n, pattern) or fnmatch(n.rsplit(".", 1)[-1], pattern)
         }
         if not found:
-            last = sorted({n.rsplit(".", 1)[-1] for n in linears})
+            last = sorted({n.rsplit(".", 1)[-1] for n in layers})
             raise ArgumentError(
-                "targets", f"no linear layer is named {pattern!r}", f"the model's are {', '.join(last)}"
+                "targets", f"no layer is named {pattern!r}", f"the model's are {', '.join(last)}"
             )
         chosen |= found
+    for name, layer in chosen.items():
+        shared = [n for n, m in layers.items() if n != name and getattr(m, "weight", None) is layer.weight]
+        if isinstance(layer, nn.Embedding) and shared:
+            raise ArgumentError(
+                "targets",
+                f"{name} is tied to {shared[0]} (one matrix): a merged adapter would change both",
+                f"untie them (model.net.tie_embeddings=false) or leave {name} out",
+            )
     model.requires_grad_(False)
-    for name, linear in chosen.items():
-        _replace(model, name, LoRALinear(linear, rank, alpha, dropout))
+    for name, layer in chosen.items():
+        wrapped = (
+            LoRAEmbedding(layer, rank, alpha)
+            if isinstance(layer, nn.Embedding)
+            else LoRALinear(layer, rank, alpha, dropout)
+        )
+        _replace(model, name, wrapped)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -126,6 +188,9 @@ def _hf_modules(model: GPT, name: str) -> list[tuple[str, slice, bool]]:
     everything = slice(None)
     if name == "lm_head":
         return [("lm_head", everything, False)]
+    if name == "tok_emb":
+        embedding = "transformer.wte" if config.positions == "learned" else "model.embed_tokens"
+        return [(embedding, everything, False)]
     _, index, local = name.split(".", 2)  # blocks.<i>.<module>
     if config.positions == "learned":
         table = {ours.removesuffix(".weight"): hf.removesuffix(".weight") for hf, ours, _ in GPT2_BLOCK}
@@ -146,19 +211,31 @@ def save_peft_adapter(model: GPT, folder: str | Path, base_model_name_or_path: s
     ``adapter_model.safetensors``) under Hugging Face's names, so that
     ``PeftModel.from_pretrained(<the exported base model>, folder)`` computes what the lab's model
     does. GPT-2's fused ``c_attn`` takes the ``qkv`` adapter as it is; Llama's q, k, v projections
-    share its A and each take their rows of B (q and k reordered as :mod:`llm_lab.models.hf` does)."""
+    share its A and each take their rows of B (q and k reordered as :mod:`llm_lab.models.hf` does);
+    the token embedding's adapter goes to ``wte`` / ``embed_tokens`` as peft's ``lora_embedding_A/B``."""
     layers = lora_layers(model)
     if not layers:
         raise ArgumentError("model", "has no LoRA layers", "call add_lora(model, ...) first")
-    settings = {(layer.rank, layer.alpha, layer.dropout.p) for layer in layers.values()}
-    if len(settings) > 1:
+    # An embedding adapter has no dropout: the linear ones' is the file's.
+    settings = {
+        (layer.rank, layer.alpha, layer.dropout.p if isinstance(layer, LoRALinear) else None)
+        for layer in layers.values()
+    }
+    dropouts = {d for _, _, d in settings if d is not None}
+    if len({(r, a) for r, a, _ in settings}) > 1 or len(dropouts) > 1:
         raise ArgumentError("model", "its adapters differ in rank, alpha or dropout", "use one add_lora call")
-    [(rank, alpha, dropout)] = settings
+    [(rank, alpha)] = {(r, a) for r, a, _ in settings}
+    dropout = dropouts.pop() if dropouts else 0.0
     config = model.config
     tensors: dict[str, Tensor] = {}
     targets: set[str] = set()
     for name, layer in layers.items():
         for hf, rows, reorder in _hf_modules(model, name):
+            if isinstance(layer, LoRAEmbedding):  # peft's names for an embedding's A and B
+                tensors[f"base_model.model.{hf}.lora_embedding_A"] = layer.lora_A.detach().clone()
+                tensors[f"base_model.model.{hf}.lora_embedding_B"] = layer.lora_B.detach().clone()
+                targets.add(hf.rsplit(".", 1)[-1])
+                continue
             b = layer.lora_B[rows]
             if reorder:  # q or k rows, in Llama's rotate-half order
                 b = pairs_to_halves(b, config.n_head if hf.endswith("q_proj") else config.kv_heads)
