@@ -156,7 +156,7 @@ def add_lora(
             raise ArgumentError(
                 "targets",
                 f"{name} is tied to {shared[0]} (one matrix): a merged adapter would change both",
-                f"untie them (model.net.tie_embeddings=false) or leave {name} out",
+                f"leave {name} out, or adapt a model with an untied head (tie_embeddings=false)",
             )
     model.requires_grad_(False)
     for name, layer in chosen.items():
