@@ -54,13 +54,15 @@ TINY_GPT_128 = [
 
 
 # What a smoke run of a stage leaves out, where its config has the key (and the command does not set
-# it): fewer documents of the corpus, test answers, instruction examples and preference pairs. The
-# numbers shrink the run; they change nothing it does.
+# it): fewer documents of the corpus, test answers, instruction examples and preference pairs, and
+# smaller batches (a smoke run takes 5 steps whatever their size). The numbers shrink the run; they
+# change nothing it does.
 SMOKE_SIZES = {
     "corpus.max_documents": 40,
     "model.max_responses": 4,
     "data.max_examples": 64,
     "data.max_pairs": 16,
+    "data.batch_size": 4,
 }
 
 
