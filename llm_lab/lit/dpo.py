@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from llm_lab.atomic import replacing
+from llm_lab.data.dpo import check_fits_context
 from llm_lab.data.templates import template_record
 from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory, is_logging_step
@@ -116,13 +117,8 @@ class DPO(NextTokenLM):
             with replacing(self.run_dir / "template.json") as tmp:
                 tmp.write_text(json.dumps(template_record(template), indent=2), encoding="utf-8")
         longest = getattr(data, "max_length", None)
-        context = getattr(getattr(self.net, "config", None), "context_length", None)
-        if isinstance(longest, int) and isinstance(context, int) and longest > context:
-            raise ArgumentError(
-                "max_length",
-                f"conversations of up to {longest} tokens, and the starting model reads {context}",
-                f"use max_length={context} or less",
-            )
+        if isinstance(longest, int):
+            check_fits_context(longest, self.net)
 
     def train(self, mode: bool = True) -> DPO:
         super().train(mode)
