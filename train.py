@@ -175,10 +175,11 @@ class Run:
 
 
 def build_run(cfg: DictConfig, corpus: Corpus | None, tokenizer: Tokenizer | None, pretrained: Any) -> Run:
-    """Step 4: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
-    sized by the data and handed the starting model, loggers, callbacks and Trainer."""
+    """Step 4: DataModule (from ``corpus`` and ``tokenizer`` when the data is text, and the starting
+    model when it takes one: DPO's pairs of its own answers), LightningModule sized by the data and
+    handed the starting model, loggers, callbacks and Trainer."""
     if tokenizer is not None:
-        datamodule = call(cfg.data, cfg, corpus=corpus, tokenizer=tokenizer)
+        datamodule = call(cfg.data, cfg, corpus=corpus, tokenizer=tokenizer, pretrained=pretrained)
     else:
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):
