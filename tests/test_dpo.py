@@ -155,7 +155,14 @@ def test_own_answers_batched_by_prompt_length_are_the_chats_answers_one_at_a_tim
 
 def own_pairs(tokenizer, rejected: str, net: GPT | None = None) -> PreferenceDataModule:
     data = PreferenceDataModule(
-        tokenizer, template="chatml", max_length=96, max_pairs=8, seed=3, rejected=rejected, pretrained=net
+        tokenizer,
+        template="chatml",
+        max_length=96,
+        max_pairs=8,
+        max_val_pairs=8,
+        seed=3,
+        rejected=rejected,
+        pretrained=net,
     )
     data.setup("fit")
     return data
@@ -167,6 +174,11 @@ def test_rejected_own_pairs_each_question_with_the_starting_models_own_answer(to
     own, both = own_pairs(tokenizer, "own", net), own_pairs(tokenizer, "both", net)
     sibling = own_pairs(tokenizer, "sibling")
     assert net.config.vocab_size == own.tokenizer.vocab_size  # grown by the template's tokens
+    # max_val_pairs draws its held-out pairs before any answer is made: the same ones every time.
+    assert len(own.val_pairs) == len(sibling.val_pairs) == 8
+    assert len({p.group for p in sibling.val_pairs}) > 1  # from several modules, not the first one
+    with pytest.raises(ArgumentError, match="max_val_pairs"):
+        PreferenceDataModule.check_arguments(max_val_pairs=0)
     for split in ("train_pairs", "val_pairs"):
         mine, theirs = getattr(own, split), getattr(sibling, split)
         # The same questions, chosen answers and split by module (a random net never writes a
@@ -297,6 +309,7 @@ def test_the_readme_command_trains_from_the_pretrained_run_and_reports_both_accu
         "data.max_length=192",
         "debug=fast",
         "data.max_pairs=16",
+        "data.max_val_pairs=16",
         cwd=workdir,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -108,7 +108,8 @@ class PreferenceDataModule(L.LightningDataModule):
     (:func:`~llm_lab.data.templates.choose_template`: an instruct run's ``template.json``;
     ``template`` when it has none), whose special tokens are added to
     ``tokenizer``. Validation: the built-in pairs of the modules the instruct stage held out, or
-    ``val_fraction`` of a file's rows; at most ``max_pairs`` for training.
+    ``val_fraction`` of a file's rows; at most ``max_pairs`` for training and ``max_val_pairs``
+    for validation (drawn from every module: a quick run).
 
     The built-in pairs' rejected answer (``rejected``): ``own`` — the starting model's
     (``pretrained``) own answer to the question (``llm_lab.data.own_answers``), sampled at
@@ -128,6 +129,7 @@ class PreferenceDataModule(L.LightningDataModule):
         columns: dict[str, str] | None = None,
         val_fraction: float = 0.1,
         max_pairs: int | None = None,
+        max_val_pairs: int | None = None,
         max_length: int = 128,
         batch_size: int = 8,
         num_workers: int = 0,
@@ -138,12 +140,21 @@ class PreferenceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         PreferenceDataModule.check_arguments(
-            path, hf_dataset, val_fraction, max_pairs, max_length, batch_size, rejected, own_temperature
+            path,
+            hf_dataset,
+            val_fraction,
+            max_pairs,
+            max_val_pairs,
+            max_length,
+            batch_size,
+            rejected,
+            own_temperature,
         )
         self.template = choose_template(template, model_folder, use_model_template)
         self.tokenizer = add_special_tokens(tokenizer, self.template.special_tokens)
         self.path, self.hf_dataset, self.hf_split, self.columns = path, hf_dataset, hf_split, columns
         self.val_fraction, self.max_pairs, self.max_length = val_fraction, max_pairs, max_length
+        self.max_val_pairs = max_val_pairs
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.rejected, self.own_temperature, self.pretrained = rejected, own_temperature, pretrained
         check_fits_context(max_length, pretrained)  # before any answer is generated
@@ -156,6 +167,7 @@ class PreferenceDataModule(L.LightningDataModule):
         hf_dataset: str | None = None,
         val_fraction: float = 0.1,
         max_pairs: int | None = None,
+        max_val_pairs: int | None = None,
         max_length: int = 128,
         batch_size: int = 8,
         rejected: str = "own",
@@ -166,8 +178,9 @@ class PreferenceDataModule(L.LightningDataModule):
             raise ArgumentError("hf_dataset", "both path and hf_dataset are given", "give one of them")
         if not 0 < val_fraction < 1:
             raise ArgumentError("val_fraction", f"{val_fraction} is not in (0, 1)", "e.g. 0.1")
-        if max_pairs is not None and max_pairs < 1:
-            raise ArgumentError("max_pairs", f"{max_pairs} < 1", "use a positive count, or null for all")
+        for name, count in (("max_pairs", max_pairs), ("max_val_pairs", max_val_pairs)):
+            if count is not None and count < 1:
+                raise ArgumentError(name, f"{count} < 1", "use a positive count, or null for all")
         if max_length < 2:
             raise ArgumentError("max_length", f"{max_length} < 2", "use the model's context length")
         if batch_size < 1:
@@ -209,6 +222,10 @@ class PreferenceDataModule(L.LightningDataModule):
             )
         random.Random(self.seed).shuffle(self.train_pairs)  # max_pairs draws from every module
         self.train_pairs = self.train_pairs[: self.max_pairs]
+        if self.max_val_pairs is not None and self.max_val_pairs < len(self.val_pairs):
+            # A sample of every module's pairs, kept in their order (before any own answer is made).
+            kept = sorted(random.Random(self.seed).sample(range(len(self.val_pairs)), self.max_val_pairs))
+            self.val_pairs = [self.val_pairs[i] for i in kept]
         if builtin and self.rejected != "sibling":
             self.train_pairs, self.val_pairs = self._with_own_answers(self.train_pairs, self.val_pairs)
         self._encoded = {}
