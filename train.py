@@ -34,13 +34,7 @@ with starting():  # Ctrl-C while torch and Lightning load is one line too
     from omegaconf import DictConfig, OmegaConf
 
     from llm_lab import tokenizer_stage
-    from llm_lab.app.preflight import (
-        TRAIN_CHECKS,
-        Setting,
-        check_validation_interval,
-        needed_groups,
-        preflight,
-    )
+    from llm_lab.app.preflight import Setting, preflight
     from llm_lab.app.report import finish
     from llm_lab.app.resolvers import register_resolvers
     from llm_lab.app.run_folder import (
@@ -50,6 +44,7 @@ with starting():  # Ctrl-C while torch and Lightning load is one line too
         resume_point,
         starting_model,
     )
+    from llm_lab.app.train_checks import TRAIN_CHECKS, check_validation_interval, needed_groups
     from llm_lab.callbacks.metric_check import OptimizedMetricCheck, missing_metric
     from llm_lab.callbacks.progress import LineProgress, StepProgressBar
     from llm_lab.config import COMMAND_LINE, build, build_each, call, keyed, plain

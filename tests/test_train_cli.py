@@ -350,7 +350,7 @@ def test_time_limit_reads_the_forms_lightning_takes():
 
     from omegaconf import OmegaConf
 
-    from llm_lab.app.preflight import time_limit
+    from llm_lab.app.train_checks import time_limit
 
     assert time_limit("00:01:30:00") == timedelta(hours=1, minutes=30)
     assert time_limit(OmegaConf.create({"minutes": -5})) == timedelta(minutes=-5)
