@@ -27,7 +27,6 @@ with starting():  # Ctrl-C while torch loads is one line too
     from llm_lab.config import keyed, plain
     from llm_lab.data.labelled import read_labelled
     from llm_lab.errors import ArgumentError, ConfigError
-    from llm_lab.eval.classification import classify_file
     from llm_lab.eval.report import Results, format_table, write_results
     from llm_lab.eval.scoring import LabLM, Scorer
     from llm_lab.eval.tasks import Evaluation, task_name
@@ -93,6 +92,9 @@ def classify(cfg: DictConfig, loaded: Loaded) -> Results:
     """A classifier's predictions for the texts of each task file, in ``predictions.csv`` (the
     text, the predicted label, one probability column per class), and its accuracy and macro-F1
     where the file has labels; the columns are the run's unless text_column/label_column say."""
+    # Imported here: torchmetrics and Lightning take seconds to load, and only a classifier needs them.
+    from llm_lab.eval.classification import classify_file
+
     net, labels = loaded.net, loaded.labels
     assert isinstance(net, GPTClassifier) and labels is not None, "a classifier run has labels.json"
     text_column = cfg.text_column if cfg.text_column is not None else loaded.columns[0]

@@ -34,13 +34,7 @@ with starting():  # Ctrl-C while torch and Lightning load is one line too
     from omegaconf import DictConfig, OmegaConf
 
     from llm_lab import tokenizer_stage
-    from llm_lab.app.preflight import (
-        TRAIN_CHECKS,
-        Setting,
-        check_validation_interval,
-        needed_groups,
-        preflight,
-    )
+    from llm_lab.app.preflight import Setting, preflight
     from llm_lab.app.report import finish
     from llm_lab.app.resolvers import register_resolvers
     from llm_lab.app.run_folder import (
@@ -50,6 +44,7 @@ with starting():  # Ctrl-C while torch and Lightning load is one line too
         resume_point,
         starting_model,
     )
+    from llm_lab.app.train_checks import TRAIN_CHECKS, check_validation_interval, needed_groups
     from llm_lab.callbacks.metric_check import OptimizedMetricCheck, missing_metric
     from llm_lab.callbacks.progress import LineProgress, StepProgressBar
     from llm_lab.config import COMMAND_LINE, build, build_each, call, keyed, plain
@@ -175,10 +170,11 @@ class Run:
 
 
 def build_run(cfg: DictConfig, corpus: Corpus | None, tokenizer: Tokenizer | None, pretrained: Any) -> Run:
-    """Step 4: DataModule (from ``corpus`` and ``tokenizer`` when the data is text), LightningModule
-    sized by the data and handed the starting model, loggers, callbacks and Trainer."""
+    """Step 4: DataModule (from ``corpus`` and ``tokenizer`` when the data is text, and the starting
+    model when it takes one: DPO's pairs of its own answers), LightningModule sized by the data and
+    handed the starting model, loggers, callbacks and Trainer."""
     if tokenizer is not None:
-        datamodule = call(cfg.data, cfg, corpus=corpus, tokenizer=tokenizer)
+        datamodule = call(cfg.data, cfg, corpus=corpus, tokenizer=tokenizer, pretrained=pretrained)
     else:
         datamodule = build(cfg.data, cfg)
     with keyed(cfg.data, cfg):

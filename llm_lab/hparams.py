@@ -34,8 +34,8 @@ from omegaconf import DictConfig
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 
-from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
 from llm_lab.config import plain
+from llm_lab.optuna_trial import OPTUNA_KEY
 
 # The config groups whose plain values a run is compared by (callbacks, paths, logger are not).
 GROUPS = ("corpus", "data", "tokenizer", "model", "optimizer", "scheduler", "trainer", "stage")

@@ -54,31 +54,42 @@ TINY_GPT_128 = [
 
 
 # What a smoke run of a stage leaves out, where its config has the key (and the command does not set
-# it): fewer documents of the corpus, test answers, instruction examples and preference pairs. The
-# numbers shrink the run; they change nothing it does.
+# it): fewer documents of the corpus, test answers, instruction examples, training and held-out
+# preference pairs, and smaller batches (a smoke run takes 5 steps whatever their size). The numbers
+# shrink the run; they change nothing it does.
 SMOKE_SIZES = {
     "corpus.max_documents": 40,
     "model.max_responses": 4,
     "data.max_examples": 64,
     "data.max_pairs": 16,
+    "data.max_val_pairs": 16,
+    "data.batch_size": 4,
 }
 
 
 def smoke_sizes(args: list[str]) -> list[str]:
     """The :data:`SMOKE_SIZES` overrides for ``train.py ARGS``, composed as train.py composes it (a
     sweep's first value stands for all of them: the data is the same in every job)."""
+    # Only the group choices (experiment=, model=, ...) decide which of these keys a stage has and
+    # their values; a dotted key the command sets is its own, never shrunk.
+    choices = [re.sub(r"=([^,]*),.*", r"=\1", a) for a in args if "=" in a and "." not in a.split("=")[0]]
+    given = {a.split("=", 1)[0].lstrip("+~") for a in args}
+    return [
+        f"{key}={size}"
+        for key, (size, value) in _smoke_values(tuple(a for a in choices if not a.startswith("-"))).items()
+        if key not in given and (value is None or (isinstance(value, int) and value > size))
+    ]
+
+
+@functools.cache
+def _smoke_values(choices: tuple[str, ...]) -> dict[str, tuple[int, object]]:
+    """Each key of SMOKE_SIZES the config composed with ``choices`` has: its smoke size and value."""
     from omegaconf import OmegaConf
 
-    single = [re.sub(r"=([^,]*),.*", r"=\1", a) for a in args if not a.startswith(("-", "hydra."))]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=single)
-    given = {a.split("=", 1)[0].lstrip("+~") for a in args}
-    shrunk = []
-    for key, size in SMOKE_SIZES.items():
-        value = OmegaConf.select(cfg, key, default="absent")
-        if key not in given and (value is None or (isinstance(value, int) and value > size)):
-            shrunk.append(f"{key}={size}")
-    return shrunk
+        cfg = compose("train", overrides=list(choices))
+    values = {key: (size, OmegaConf.select(cfg, key, default="absent")) for key, size in SMOKE_SIZES.items()}
+    return {key: found for key, found in values.items() if found[1] != "absent"}
 
 
 def needs_fixtures() -> pytest.MarkDecorator:

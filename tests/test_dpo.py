@@ -14,12 +14,14 @@ from conftest import run_train
 from safetensors.torch import load_file
 
 from llm_lab.data.dpo import PreferenceDataModule, collate, encode_pair
+from llm_lab.data.own_answers import own_answers
 from llm_lab.data.preference import Pair, builtin_pairs, hub_pairs, read_pairs
 from llm_lab.data.stdlib_pairs import module_split, stdlib_pairs
-from llm_lab.data.templates import ALPACA
-from llm_lab.errors import DataError
+from llm_lab.data.templates import ALPACA, CHATML
+from llm_lab.errors import ArgumentError, DataError
 from llm_lab.eval.heldout import is_heldout
 from llm_lab.lit.dpo import DPO
+from llm_lab.models.chat import Chat
 from llm_lab.models.gpt import GPT
 from llm_lab.tokenizers.bpe_fast import FastBPETokenizer
 
@@ -126,12 +128,69 @@ def test_the_builtin_pairs_are_the_instruct_questions_held_out_by_the_same_modul
     assert not any(is_heldout(p.group) for p in pairs)
     questions = {(q.instruction, q.output) for q in stdlib_pairs()}
     assert all((p.prompt[0]["content"], p.chosen) in questions and p.chosen != p.rejected for p in pairs)
-    data = PreferenceDataModule(tokenizer, max_length=256, seed=42)
+    data = PreferenceDataModule(tokenizer, max_length=256, seed=42, rejected="sibling")
     data.setup("fit")
     assert {module_split(p.group) for p in data.val_pairs} == {"val", "test"}  # what instruct held out
     assert {module_split(p.group) for p in data.train_pairs} == {"train"}
     packages = {p.group.split(".")[0] for p in data.train_pairs}
     assert not packages & {p.group.split(".")[0] for p in data.val_pairs}  # whole packages held out
+
+
+def test_own_answers_batched_by_prompt_length_are_the_chats_answers_one_at_a_time(tokenizer):
+    """Greedy answers of prompts batched by token length (some share one) equal the chat's, each
+    alone with its own cap; sampled ones repeat with the seed and change with it."""
+    chat_tokenizer = PreferenceDataModule(tokenizer, template="chatml").tokenizer  # with <|im_end|>
+    torch.manual_seed(0)
+    net = GPT.from_size("lab-tiny", vocab_size=chat_tokenizer.vocab_size, context_length=96)
+    prompts = [p.prompt for p in builtin_pairs()[:12]]
+    caps = [3, 9, 1, 0, 12, 5, 7, 2, 9, 4, 6, 8]
+    greedy = own_answers(net, chat_tokenizer, CHATML, prompts, caps, temperature=0.0, batch_size=4)
+    for prompt, cap, answer in zip(prompts, caps, greedy, strict=True):
+        chat = Chat(net, chat_tokenizer, CHATML, max_new_tokens=cap, temperature=0.0)
+        assert answer == chat.reply(list(prompt))
+    sampled = own_answers(net, chat_tokenizer, CHATML, prompts, caps, seed=1)
+    assert sampled == own_answers(net, chat_tokenizer, CHATML, prompts, caps, seed=1)
+    assert sampled != own_answers(net, chat_tokenizer, CHATML, prompts, caps, seed=2)
+
+
+def own_pairs(tokenizer, rejected: str, net: GPT | None = None) -> PreferenceDataModule:
+    data = PreferenceDataModule(
+        tokenizer,
+        template="chatml",
+        max_length=96,
+        max_pairs=8,
+        max_val_pairs=8,
+        seed=3,
+        rejected=rejected,
+        pretrained=net,
+    )
+    data.setup("fit")
+    return data
+
+
+def test_rejected_own_pairs_each_question_with_the_starting_models_own_answer(tokenizer):
+    torch.manual_seed(0)
+    net = GPT.from_size("lab-tiny", vocab_size=tokenizer.vocab_size, context_length=96)
+    own, both = own_pairs(tokenizer, "own", net), own_pairs(tokenizer, "both", net)
+    sibling = own_pairs(tokenizer, "sibling")
+    assert net.config.vocab_size == own.tokenizer.vocab_size  # grown by the template's tokens
+    # max_val_pairs draws its held-out pairs before any answer is made: the same ones every time.
+    assert len(own.val_pairs) == len(sibling.val_pairs) == 8
+    assert len({p.group for p in sibling.val_pairs}) > 1  # from several modules, not the first one
+    with pytest.raises(ArgumentError, match="max_val_pairs"):
+        PreferenceDataModule.check_arguments(max_val_pairs=0)
+    for split in ("train_pairs", "val_pairs"):
+        mine, theirs = getattr(own, split), getattr(sibling, split)
+        # The same questions, chosen answers and split by module (a random net never writes a
+        # docstring's sentence, so no pair is left out); the rejected answer is the model's own.
+        assert [(p.prompt, p.chosen, p.group) for p in mine] == [
+            (p.prompt, p.chosen, p.group) for p in theirs
+        ]
+        assert all(
+            a.rejected != b.rejected and a.rejected != a.chosen for a, b in zip(mine, theirs, strict=True)
+        )
+        # both: the two pairs of every question (the own answers again: the same seed)
+        assert getattr(both, split) == [*theirs, *mine]
 
 
 def tiny_dpo(tokenizer, tmp_path: Path, **kwargs) -> tuple[DPO, PreferenceDataModule, L.Trainer]:
@@ -206,6 +265,18 @@ def test_training_widens_the_margin_and_leaves_the_reference_frozen(tokenizer, t
     torch.testing.assert_close(exported["lm_head.weight"], module.net.lm_head.weight.detach())
 
 
+def test_rpo_keeps_the_chosen_answers_likelier_than_plain_dpo(tokenizer, tmp_path):
+    """model.rpo_alpha adds the chosen answers' NLL to the loss: from the same start, on the same
+    pairs, their held-out NLL ends lower than plain DPO's."""
+    nll = {}
+    for alpha in (0.0, 1.0):
+        (tmp_path / str(alpha)).mkdir()
+        module, data, trainer = tiny_dpo(tokenizer, tmp_path / str(alpha), rpo_alpha=alpha)
+        trainer.fit(module, datamodule=data)
+        nll[alpha] = trainer.validate(module, datamodule=data, verbose=False)[0]["val/chosen_nll"]
+    assert nll[1.0] < nll[0.0]
+
+
 # A pretrained GPT as a user makes one (tiny, 2 steps), with a context that holds the Alpaca prompt.
 TINY_GPT_RUN = [
     "experiment=gpt",
@@ -238,6 +309,7 @@ def test_the_readme_command_trains_from_the_pretrained_run_and_reports_both_accu
         "data.max_length=192",
         "debug=fast",
         "data.max_pairs=16",
+        "data.max_val_pairs=16",
         cwd=workdir,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -272,3 +344,21 @@ def test_conversations_longer_than_the_starting_models_context_are_refused(workd
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: data.max_length:") and "192" in errors[0]
+
+
+def test_an_unknown_source_of_rejected_answers_is_refused_by_its_key_before_any_work(
+    workdir, tmp_path, tokenizer
+):
+    done = run_train(
+        "experiment=dpo",
+        "init_from=gpt",
+        "data.rejected=theirs",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=workdir,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: data.rejected:") and "sibling" in errors[0]
+    with pytest.raises(ArgumentError) as err:  # own answers without a starting model to give them
+        own_pairs(tokenizer, "own")
+    assert err.value.arg == "rejected"

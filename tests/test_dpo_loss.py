@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from llm_lab.errors import ArgumentError
-from llm_lab.nn.dpo import dpo_loss, sequence_logprob
+from llm_lab.nn.dpo import dpo_loss, mean_token_nll, sequence_logprob
 
 
 def reference_losses(pc, pr, rc, rr, beta, eps, loss_type):
@@ -70,6 +70,8 @@ def test_impossible_settings_name_their_argument():
         ({"label_smoothing": 0.5}, "label_smoothing"),
         ({"loss_type": "hinge"}, "loss_type"),
         ({"loss_type": "ipo", "label_smoothing": 0.1}, "label_smoothing"),
+        ({"rpo_alpha": -1.0}, "rpo_alpha"),
+        ({"rpo_alpha": 1.0}, "chosen_nll"),  # RPO without the chosen answers' NLL
     ]:
         with pytest.raises(ArgumentError) as err:
             dpo_loss(x, x, x, x, **kwargs)
@@ -115,16 +117,30 @@ def test_the_loss_equals_trls_on_the_same_model_and_pairs(tmp_path):
     )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
 
-    def logps(model, mean):  # the lab's: [chosen; rejected] rows, as TRL's batch stacks them
+    def scored(model):  # the lab's: summed log-probabilities and token counts, [chosen; rejected] rows
         with torch.no_grad():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        total, count = sequence_logprob(logits, batch["input_ids"], batch["completion_mask"].bool())
-        return (total / count if mean else total).chunk(2)
+        return sequence_logprob(logits, batch["input_ids"], batch["completion_mask"].bool())
 
-    for beta, loss_type in [(0.1, "sigmoid"), (0.5, "sigmoid"), (0.1, "ipo")]:
-        trainer.beta, trainer.loss_types, trainer.loss_weights = beta, [loss_type], [1.0]
+    (policy_sums, counts), (reference_sums, _) = scored(policy), scored(reference)
+    # RPO (rpo_alpha): TRL adds its "sft" loss, weighted, to the preference loss.
+    for beta, loss_type, alpha in [
+        (0.1, "sigmoid", 0),
+        (0.5, "sigmoid", 0),
+        (0.1, "ipo", 0),
+        (0.1, "sigmoid", 0.7),
+    ]:
+        types, weights = ([loss_type, "sft"], [1.0, alpha]) if alpha else ([loss_type], [1.0])
+        trainer.beta, trainer.loss_types, trainer.loss_weights = beta, types, weights
         with torch.no_grad():
             theirs = trainer.compute_loss(trainer.model, batch)
-        mean = loss_type == "ipo"  # TRL's IPO takes per-token means, as ours does
-        ours = dpo_loss(*logps(policy, mean), *logps(reference, mean), beta=beta, loss_type=loss_type)
-        assert ours.loss.item() == pytest.approx(theirs.item(), rel=1e-5, abs=1e-6), (beta, loss_type)
+        scale = counts if loss_type == "ipo" else 1  # TRL's IPO takes per-token means, as ours does
+        ours = dpo_loss(
+            *(policy_sums / scale).chunk(2),
+            *(reference_sums / scale).chunk(2),
+            beta=beta,
+            loss_type=loss_type,
+            rpo_alpha=alpha,
+            chosen_nll=mean_token_nll(policy_sums.chunk(2)[0], counts.chunk(2)[0]),
+        )
+        assert ours.loss.item() == pytest.approx(theirs.item(), rel=1e-5, abs=1e-6), (beta, loss_type, alpha)

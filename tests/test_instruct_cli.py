@@ -58,6 +58,22 @@ def test_the_readme_command_tunes_the_newest_gpt_run_and_scores_it(log_dir: Path
     assert answer.returncode == 0, answer.stderr[-2000:]
 
 
+def test_before_and_after_are_scored_on_the_same_test_batches(log_dir: Path) -> None:
+    """With a learning rate of 0 the weights never move, so the NLL before tuning must equal the
+    one after, also when ``debug=fast`` scores only 2 test batches."""
+    done = run_train(
+        "experiment=instruct",
+        f"paths.log_dir={log_dir}",
+        "optimizer.lr=0",
+        "debug=fast",  # scores 2 test batches (trainer.limit_test_batches=2)
+        "hydra.run.dir=${paths.log_dir}/instruct/unmoved",
+        *QUICK,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((log_dir / "instruct" / "unmoved" / "metrics.json").read_text())
+    assert metrics["test/response_nll_before"] == pytest.approx(metrics["test/response_nll"], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("rows", "words"),
     [

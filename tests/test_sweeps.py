@@ -35,8 +35,9 @@ from llm_lab.app.sweeps import (
     read_jobs,
     summary_table,
 )
-from llm_lab.callbacks.optuna_pruning import PRUNED_MARKER, OptunaPruning
+from llm_lab.callbacks.optuna_pruning import OptunaPruning
 from llm_lab.errors import ConfigError, Refusal
+from llm_lab.optuna_trial import PRUNED_MARKER
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

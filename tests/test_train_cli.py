@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, load_script, run_in_process, run_train, smoke_sizes
+from conftest import ROOT, TINY_GPT, load_script, run_in_process, run_train, smoke_sizes
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -183,6 +183,9 @@ GPT_3_STEPS = [
     "corpus.max_documents=20",
     "trainer.limit_val_batches=2",
 ]
+# The same three steps on the tiny GPT, with debug=fast's short end-of-run reports: for the tests
+# that train (the bad values above are refused before anything is built).
+TINY_3_STEPS = [*TINY_GPT, "debug=fast", "trainer.max_steps=3"]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +222,7 @@ def test_a_bad_gpt_value_is_refused_under_its_key(override: str, key: str, tmp_p
 
 
 def test_a_warm_up_longer_than_the_run_is_one_warning(tmp_path: Path):
-    proc = run_train(*GPT_3_STEPS, "scheduler.warmup_steps=1000", f"hydra.run.dir={tmp_path}")
+    proc = run_train(*TINY_3_STEPS, "scheduler.warmup_steps=1000", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = [line for line in proc.stdout.splitlines() if "scheduler.warmup_steps: 1000" in line]
     assert len(warned) == 1 and "3 optimizer steps" in warned[0], proc.stdout[-2000:]
@@ -229,9 +232,9 @@ def test_a_vocab_size_a_loaded_tokenizer_does_not_have_is_one_warning(tmp_path: 
     """tokenizer=hf loads a tokenizer as it is: a vocab_size setting that differs is said to be
     unused (it had been dropped without a word); an equal one, or none, says nothing."""
     first = tmp_path / "first"
-    assert run_train(*GPT_3_STEPS, f"hydra.run.dir={first}").returncode == 0
+    assert run_train(*TINY_3_STEPS, f"hydra.run.dir={first}").returncode == 0
     size = json.loads((first / "model_config.json").read_text())["config"]["vocab_size"]
-    loaded = [*GPT_3_STEPS, "tokenizer=hf", f"tokenizer.path={first / 'tokenizer.json'}"]
+    loaded = [*TINY_3_STEPS, "tokenizer=hf", f"tokenizer.path={first / 'tokenizer.json'}"]
     for vocab_size, said in ((5000, 1), (size, 0)):
         proc = run_train(
             *loaded, f"tokenizer.vocab_size={vocab_size}", f"hydra.run.dir={tmp_path / str(vocab_size)}"
@@ -273,7 +276,7 @@ def test_settings_of_another_tokenizer_kind_are_named_at_once_with_a_fix_that_wo
     """experiment=gpt sets tokenizer.vocab_size (and bpe its special tokens); the word tokenizer has
     no such settings. All are named in one line, the fix is the command-line words that remove
     them, and following it trains."""
-    command = ["experiment=gpt", *choice, "debug=fast", "trainer.max_steps=1"]
+    command = ["experiment=gpt", *choice, "debug=fast", "trainer.max_steps=1", "model.net.size=lab-tiny"]
     proc = run_train(*command, f"hydra.run.dir={tmp_path / 'a'}")
     _fails(proc, f"{named} of the simple tokenizer (it takes strict,", tmp_path / "a")
     fix = re.search(r"\(remove (?:it|them): (.+) on the command line\)$", proc.stderr.strip())
@@ -347,7 +350,7 @@ def test_time_limit_reads_the_forms_lightning_takes():
 
     from omegaconf import OmegaConf
 
-    from llm_lab.app.preflight import time_limit
+    from llm_lab.app.train_checks import time_limit
 
     assert time_limit("00:01:30:00") == timedelta(hours=1, minutes=30)
     assert time_limit(OmegaConf.create({"minutes": -5})) == timedelta(minutes=-5)

@@ -54,8 +54,8 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from llm_lab.app.overrides import format_value
-from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
 from llm_lab.errors import ConfigError
+from llm_lab.optuna_trial import OPTUNA_KEY
 
 log = logging.getLogger(__name__)
 

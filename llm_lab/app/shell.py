@@ -378,7 +378,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 def how_to_go_on(cfg: Any, resumable: bool) -> str:
     """After an interrupted run: the command that resumes it (an Optuna trial is run again by its
     study), or that there is nothing to resume."""
-    from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY
+    from llm_lab.optuna_trial import OPTUNA_KEY
 
     if not resumable:
         return "nothing to resume"

@@ -30,10 +30,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from llm_lab.app.overrides import command_word
-from llm_lab.callbacks.optuna_pruning import OPTUNA_KEY, PRUNED_MARKER
 from llm_lab.console import number
 from llm_lab.errors import ConfigError, Refusal, refused
 from llm_lab.hparams import varied_overrides
+from llm_lab.optuna_trial import OPTUNA_KEY, PRUNED_MARKER
 
 # Strategies that start one process per device (Lightning's names, and prefixes of their variants
 # such as ``ddp_spawn`` or ``deepspeed_stage_2``).

@@ -20,9 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from llm_lab.errors import ConfigError
-
-OPTUNA_KEY = "optuna"  # the config node the sweeper adds to every trial: storage, study, trial
-PRUNED_MARKER = "PRUNED"  # a file in the run directory of a pruned trial
+from llm_lab.optuna_trial import OPTUNA_KEY, PRUNED_MARKER
 
 
 class OptunaPruning(L.Callback):

@@ -32,12 +32,13 @@ import torch
 from torch import Tensor, nn
 
 from llm_lab.atomic import replacing
+from llm_lab.data.dpo import check_fits_context
 from llm_lab.data.templates import template_record
 from llm_lab.errors import ArgumentError
 from llm_lab.lit.base import OptimizerFactory, SchedulerFactory, is_logging_step
 from llm_lab.lit.lm import NextTokenLM
 from llm_lab.models.gpt import GPT
-from llm_lab.nn.dpo import DPOLoss, check_dpo_arguments, dpo_loss, sequence_logprob
+from llm_lab.nn.dpo import DPOLoss, check_dpo_arguments, dpo_loss, mean_token_nll, sequence_logprob
 
 Batch = dict[str, Tensor]
 REWARDS = ("chosen", "rejected", "margin", "accuracy")
@@ -58,7 +59,8 @@ SUMS = (
 
 class DPO(NextTokenLM):
     """DPO of ``pretrained`` (required) against a frozen copy of it; ``beta``, ``label_smoothing``
-    (conservative DPO) and ``loss_type`` (``sigmoid``: DPO; ``ipo``) are :func:`dpo_loss`'s."""
+    (conservative DPO), ``loss_type`` (``sigmoid``: DPO; ``ipo``) and ``rpo_alpha`` (the weight of
+    the chosen answers' NLL added: RPO) are :func:`dpo_loss`'s."""
 
     LOGGED = (
         "train/loss",
@@ -84,8 +86,9 @@ class DPO(NextTokenLM):
         beta: float = 0.1,
         label_smoothing: float = 0.0,
         loss_type: str = "sigmoid",
+        rpo_alpha: float = 0.0,
     ) -> None:
-        DPO.check_arguments(beta, label_smoothing, loss_type)
+        DPO.check_arguments(beta, label_smoothing, loss_type, rpo_alpha)
         if pretrained is None:
             raise ArgumentError(
                 "pretrained",
@@ -98,12 +101,15 @@ class DPO(NextTokenLM):
         # The net is the starting model itself: model.net's settings (null) build nothing.
         super().__init__(GPT.from_size, vocab_size, tokenizer, optimizer, scheduler, pretrained)
         self.beta, self.label_smoothing, self.loss_type = beta, label_smoothing, loss_type
+        self.rpo_alpha = rpo_alpha
         self.reference = copy.deepcopy(self.net).requires_grad_(False).eval()
         self._sums = torch.zeros(len(SUMS), dtype=torch.float64)
 
     @staticmethod
-    def check_arguments(beta: float = 0.1, label_smoothing: float = 0.0, loss_type: str = "sigmoid") -> None:
-        check_dpo_arguments(beta, label_smoothing, loss_type)
+    def check_arguments(
+        beta: float = 0.1, label_smoothing: float = 0.0, loss_type: str = "sigmoid", rpo_alpha: float = 0.0
+    ) -> None:
+        check_dpo_arguments(beta, label_smoothing, loss_type, rpo_alpha)
 
     def setup(self, stage: str) -> None:
         """Refuse conversations longer than the model reads; beside the checkpoints, as an instruct
@@ -116,13 +122,8 @@ class DPO(NextTokenLM):
             with replacing(self.run_dir / "template.json") as tmp:
                 tmp.write_text(json.dumps(template_record(template), indent=2), encoding="utf-8")
         longest = getattr(data, "max_length", None)
-        context = getattr(getattr(self.net, "config", None), "context_length", None)
-        if isinstance(longest, int) and isinstance(context, int) and longest > context:
-            raise ArgumentError(
-                "max_length",
-                f"conversations of up to {longest} tokens, and the starting model reads {context}",
-                f"use max_length={context} or less",
-            )
+        if isinstance(longest, int):
+            check_fits_context(longest, self.net)
 
     def train(self, mode: bool = True) -> DPO:
         super().train(mode)
@@ -150,6 +151,8 @@ class DPO(NextTokenLM):
             beta=self.beta,
             label_smoothing=self.label_smoothing,
             loss_type=self.loss_type,
+            rpo_alpha=self.rpo_alpha,
+            chosen_nll=mean_token_nll(policy.chunk(2)[0], count.chunk(2)[0]) if self.rpo_alpha else None,
         )
         return out, policy.detach(), reference, count
 

@@ -21,6 +21,7 @@ Text tab.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -211,9 +212,13 @@ class InstructLM(NextTokenLM):
 
     def score_starting_model(self) -> None:
         # The starting model's scores, for the before/after comparison (not on a resumed run: its
-        # weights are no longer the starting ones).
+        # weights are no longer the starting ones), on the batches the test stage scores after
+        # training (``trainer.limit_test_batches``, as Lightning counts it): the same responses.
         if self.score_before and self.test_examples and self.trainer.ckpt_path is None:
-            self.before = self.scores(self.trainer.datamodule.test_dataloader())  # type: ignore[attr-defined]
+            loader = self.trainer.datamodule.test_dataloader()  # type: ignore[attr-defined]
+            limit = self.trainer.limit_test_batches
+            batches = min(len(loader), limit) if isinstance(limit, int) else int(len(loader) * limit)
+            self.before = self.scores(itertools.islice(loader, batches))
 
     # ----------------------------------------------------------------------------- test stage
     def on_test_epoch_start(self) -> None:

@@ -22,6 +22,15 @@ Variants (``loss_type``):
   target instead of pushing it to infinity when preferences are deterministic. As in TRL (checked
   with the IPO authors, their comment says), the log-probabilities fed to it are per-token means,
   so the target does not depend on the response's length.
+
+``rpo_alpha`` α > 0 adds α times the chosen responses' negative log-likelihood per token
+(:func:`mean_token_nll`) to any of them — RPO, the DPO+NLL loss of Pang et al. 2024 ("Iterative
+Reasoning Preference Optimization", §2; TRL's ``loss_type=["sigmoid", "sft"]`` with
+``loss_weights=[1, α]``, its former ``rpo_alpha``): DPO sees only the difference of the two
+log-ratios and may lower both responses' likelihood; the NLL term holds the chosen one up. As in
+TRL, α weighs the NLL term (the paper weighs the DPO term, with α = 1, where the two agree) and the
+NLL is the mean over every chosen token of the batch (the paper divides each sequence's by its
+own length).
 """
 
 from __future__ import annotations
@@ -55,7 +64,9 @@ class DPOLoss:
         return (self.chosen_rewards > self.rejected_rewards).float().mean()
 
 
-def check_dpo_arguments(beta: float = 0.1, label_smoothing: float = 0.0, loss_type: str = "sigmoid") -> None:
+def check_dpo_arguments(
+    beta: float = 0.1, label_smoothing: float = 0.0, loss_type: str = "sigmoid", rpo_alpha: float = 0.0
+) -> None:
     """Refuse impossible settings by their argument's name."""
     if not beta > 0:
         raise ArgumentError("beta", f"{beta} is not positive", "use a positive β, e.g. 0.1 (the paper's)")
@@ -69,6 +80,10 @@ def check_dpo_arguments(beta: float = 0.1, label_smoothing: float = 0.0, loss_ty
         raise ArgumentError("loss_type", f"unknown loss {loss_type!r}", f"use one of {', '.join(LOSS_TYPES)}")
     if loss_type == "ipo" and label_smoothing:
         raise ArgumentError("label_smoothing", "IPO has no label smoothing", "use label_smoothing=0 with ipo")
+    if not rpo_alpha >= 0:
+        raise ArgumentError(
+            "rpo_alpha", f"{rpo_alpha} < 0", "use 0 (no NLL term) or a positive weight, e.g. 1"
+        )
 
 
 def dpo_loss(
@@ -79,10 +94,13 @@ def dpo_loss(
     beta: float = 0.1,
     label_smoothing: float = 0.0,
     loss_type: str = "sigmoid",
+    rpo_alpha: float = 0.0,
+    chosen_nll: Tensor | None = None,
 ) -> DPOLoss:
     """The DPO loss (eq. 7), cDPO's or IPO's, from the policy's and the reference's log-probabilities
-    of the chosen and rejected responses, each of shape (B,)."""
-    check_dpo_arguments(beta, label_smoothing, loss_type)
+    of the chosen and rejected responses, each of shape (B,); with ``rpo_alpha``, plus that many
+    times ``chosen_nll`` (:func:`mean_token_nll` of the chosen responses: RPO)."""
+    check_dpo_arguments(beta, label_smoothing, loss_type, rpo_alpha)
     chosen_logratio = policy_chosen - reference_chosen
     rejected_logratio = policy_rejected - reference_rejected
     margin = chosen_logratio - rejected_logratio  # log-ratio of the pair, h/β
@@ -93,7 +111,20 @@ def dpo_loss(
         )
     else:
         losses = (margin - 1 / (2 * beta)) ** 2
-    return DPOLoss(losses.mean(), beta * chosen_logratio.detach(), beta * rejected_logratio.detach())
+    loss = losses.mean()
+    if rpo_alpha:
+        if chosen_nll is None:
+            raise ArgumentError(
+                "chosen_nll", "rpo_alpha > 0 adds the chosen NLL, and none is given", "pass it"
+            )
+        loss = loss + rpo_alpha * chosen_nll
+    return DPOLoss(loss, beta * chosen_logratio.detach(), beta * rejected_logratio.detach())
+
+
+def mean_token_nll(logprob: Tensor, tokens: Tensor) -> Tensor:
+    """The responses' negative log-likelihood per token over the whole batch, from their summed
+    log-probabilities (B,) and token counts (B,) (:func:`sequence_logprob`'s)."""
+    return -logprob.sum() / tokens.sum().clamp(min=1)
 
 
 def sequence_logprob(logits: Tensor, ids: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor]:
