@@ -57,8 +57,13 @@ def imap_bounded(
         return
     limit = in_flight or 2 * num_workers
     method = start_method()
+    context = mp.get_context(method)
+    if method == "forkserver":
+        # The server imports the job's modules once (torch among them), and every worker forked
+        # from it has them: without this, each worker imports them again to unpickle its job.
+        context.set_forkserver_preload(sorted({func.__module__, _start_worker.__module__}))
     start = partial(_start_worker, initializer, initargs)
-    with mp.get_context(method).Pool(num_workers, start) as pool:
+    with context.Pool(num_workers, start) as pool:
         pending: deque[AsyncResult[Result]] = deque()
         for job in chain(head, jobs):
             pending.append(pool.apply_async(func, (job,)))
