@@ -36,14 +36,18 @@ from llm_lab.models.gpt import GPT
 from llm_lab.models.hf import GPT2_BLOCK, LLAMA_BLOCK, pairs_to_halves
 
 
+def _check_rank(rank: int) -> None:
+    if not isinstance(rank, int) or rank < 1:
+        raise ArgumentError("rank", f"must be a positive integer, got {rank!r}", "e.g. rank=8")
+
+
 class LoRALinear(nn.Module):
     """A frozen ``base`` linear layer plus a trainable low-rank update ``lora_B @ lora_A``, scaled
     by ``alpha / rank``; dropout acts on the update's input only (peft's ``lora_dropout``)."""
 
     def __init__(self, base: nn.Linear, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0) -> None:
         super().__init__()
-        if not isinstance(rank, int) or rank < 1:
-            raise ArgumentError("rank", f"must be a positive integer, got {rank!r}", "e.g. rank=8")
+        _check_rank(rank)
         if not 0.0 <= dropout < 1.0:
             raise ArgumentError("dropout", f"{dropout} is outside [0, 1)", "e.g. 0.05, or 0 for none")
         self.base = base.requires_grad_(False)
@@ -82,8 +86,7 @@ class LoRAEmbedding(nn.Module):
 
     def __init__(self, base: nn.Embedding, rank: int = 8, alpha: float = 16.0) -> None:
         super().__init__()
-        if not isinstance(rank, int) or rank < 1:
-            raise ArgumentError("rank", f"must be a positive integer, got {rank!r}", "e.g. rank=8")
+        _check_rank(rank)
         self.base = base.requires_grad_(False)
         self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
         weight = base.weight
