@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from llm_lab.app.preflight import Check, built_nodes, earlier_run_problems
 from llm_lab.config import as_config_error, parameters_of, plain, type_problems
 from llm_lab.errors import ArgumentError, ConfigError
+from llm_lab.lit.base import limited_batches
 
 
 def is_number(value: Any) -> bool:
@@ -371,11 +372,7 @@ def check_validation_interval(cfg: DictConfig, datamodule: Any) -> None:
         batches = len(datamodule.train_dataloader())
     except TypeError:  # a loader of unknown length: Lightning validates by count within it
         return
-    limit = cfg.trainer.get("limit_train_batches")
-    if isinstance(limit, float):
-        batches = int(batches * limit)
-    elif isinstance(limit, int) and not isinstance(limit, bool):
-        batches = min(batches, limit)
+    batches = limited_batches(batches, cfg.trainer.get("limit_train_batches"))
     if interval > batches:
         raise ConfigError(
             "trainer.val_check_interval",

@@ -49,6 +49,16 @@ def warmup_notice(scheduler: Any, total_steps: float) -> str | None:
     )
 
 
+def limited_batches(batches: int, limit: Any) -> int:
+    """How many of a loader's ``batches`` a ``trainer.limit_*_batches`` value lets run, counted as
+    Lightning counts it: an int caps the count, a float is a fraction of it (rounded down)."""
+    if isinstance(limit, float):
+        return int(batches * limit)
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(batches, limit)
+    return batches
+
+
 def is_logging_step(trainer: L.Trainer, step: int) -> bool:
     """Whether the loggers write the metrics of optimizer step ``step`` (every
     ``trainer.log_every_n_steps``): the steps where reading a value, which waits for the device,

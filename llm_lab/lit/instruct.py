@@ -39,7 +39,7 @@ from llm_lab.errors import ArgumentError
 from llm_lab.eval.answers import exact_match, token_f1
 from llm_lab.eval.export import save_hf_folder
 from llm_lab.eval.judge import Judge
-from llm_lab.lit.base import OptimizerFactory, SchedulerFactory
+from llm_lab.lit.base import OptimizerFactory, SchedulerFactory, limited_batches
 from llm_lab.lit.lm import Batch, NextTokenLM
 from llm_lab.loggers import markdown_table
 from llm_lab.models.chat import Chat
@@ -216,8 +216,7 @@ class InstructLM(NextTokenLM):
         # training (``trainer.limit_test_batches``, as Lightning counts it): the same responses.
         if self.score_before and self.test_examples and self.trainer.ckpt_path is None:
             loader = self.trainer.datamodule.test_dataloader()  # type: ignore[attr-defined]
-            limit = self.trainer.limit_test_batches
-            batches = min(len(loader), limit) if isinstance(limit, int) else int(len(loader) * limit)
+            batches = limited_batches(len(loader), self.trainer.limit_test_batches)
             self.before = self.scores(itertools.islice(loader, batches))
 
     # ----------------------------------------------------------------------------- test stage
