@@ -9,6 +9,7 @@ import pytest
 from conftest import TINY_GPT, run_train
 
 from llm_lab.data.corpus import Corpus, assign, builtin_corpus
+from llm_lab.data.docs_topics import docs_topics, split_by_module
 from llm_lab.errors import ArgumentError, DataError
 
 
@@ -18,6 +19,23 @@ def test_builtin_corpus_is_real_english_prose():
     assert len(docs) > 50 and len(text.split()) > 50_000
     for word in (" the ", " and ", " of "):
         assert word in text
+
+
+def test_docstrings_add_the_classifiers_training_modules_and_no_other(tmp_path: Path):
+    """Task-adaptive pretraining reads every training module of docs_topics, once, after the
+    built-in corpus; no paragraph of a validation or test module, which the classifier is scored on."""
+    split = split_by_module(docs_topics())
+    with_docstrings = list(Corpus(docstrings=True).documents())
+    topics = builtin_corpus()
+    assert with_docstrings[: len(topics)] == topics
+    added = with_docstrings[len(topics) :]
+    assert len(added) == len({e.module for e in split["train"]})
+    paragraphs = {paragraph for document in added for paragraph in document.split("\n\n")}
+    assert paragraphs == {e.text for e in split["train"]}
+    assert not paragraphs & {e.text for e in split["val"] + split["test"]}
+    assert Corpus(docstrings=True).fingerprint() != Corpus().fingerprint()  # a tokenizer of its own
+    with pytest.raises(ArgumentError, match="docstrings"):
+        Corpus(path=str(tmp_path), docstrings=True)
 
 
 def test_reads_a_file_a_folder_and_documents_separated_by_endoftext(tmp_path: Path):

@@ -278,8 +278,11 @@ class Corpus:
 
     Nothing given: the built-in corpus. ``path``: a UTF-8 file or a folder of text files.
     ``hf_dataset``: a Hugging Face dataset (with ``hf_config``, ``hf_split``, ``hf_data_files``,
-    ``hf_streaming`` and the ``text_column`` holding the text). ``max_documents`` caps the corpus;
-    a hashed ``val_fraction`` of the documents (drawn with ``seed``) is held out for validation.
+    ``hf_streaming`` and the ``text_column`` holding the text). ``docstrings`` adds to the built-in
+    corpus the standard library's docstrings that ``docs_topics`` trains its classifier on (one
+    document per module, :func:`~llm_lab.data.docs_topics.training_modules_text`): task-adaptive
+    pretraining. ``max_documents`` caps the corpus; a hashed ``val_fraction`` of the documents (drawn
+    with ``seed``) is held out for validation.
     """
 
     path: str | None = None
@@ -289,6 +292,7 @@ class Corpus:
     hf_data_files: str | list[str] | None = None
     hf_streaming: bool = False
     text_column: str = "text"
+    docstrings: bool = False
     max_documents: int | None = None
     val_fraction: float = 0.1
     seed: int = 0
@@ -296,6 +300,12 @@ class Corpus:
     def __post_init__(self) -> None:
         if self.path is not None and self.hf_dataset is not None:
             raise ArgumentError("path", "both path and hf_dataset are set", "keep one")
+        if self.docstrings and (self.path is not None or self.hf_dataset is not None):
+            raise ArgumentError(
+                "docstrings",
+                "adds to the built-in corpus, and path or hf_dataset replaces it",
+                "drop docstrings=true, or path and hf_dataset",
+            )
         if not 0.0 < self.val_fraction < 1.0:
             raise ArgumentError("val_fraction", f"{self.val_fraction} is not in (0, 1)", "use e.g. 0.1")
         if self.max_documents is not None and self.max_documents < 1:
@@ -329,6 +339,10 @@ class Corpus:
             )
         else:
             source = builtin_corpus()
+            if self.docstrings:
+                from llm_lab.data.docs_topics import training_modules_text
+
+                source += training_modules_text()
         count = 0
         for doc in source:
             if doc.strip():

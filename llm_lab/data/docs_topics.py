@@ -115,3 +115,14 @@ def docs_topics() -> list[Example]:
                             seen.add(text)
                             examples.append(Example(text, family, module.__name__))
     return examples
+
+
+def training_modules_text() -> list[str]:
+    """The training split's texts without their labels, one document per module (its paragraphs
+    joined by blank lines): what task-adaptive pretraining reads (Gururangan et al. 2020, "Don't Stop
+    Pretraining", §5; ULMFiT's second stage, Howard and Ruder 2018). A validation or test module's
+    text is never in it, so a classifier is still scored on modules it never read."""
+    by_module: dict[str, list[str]] = {}
+    for example in split_by_module(docs_topics())["train"]:
+        by_module.setdefault(example.module, []).append(example.text)
+    return ["\n\n".join(texts) for _, texts in sorted(by_module.items())]
