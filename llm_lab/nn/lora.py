@@ -36,22 +36,29 @@ from llm_lab.models.gpt import GPT
 from llm_lab.models.hf import GPT2_BLOCK, LLAMA_BLOCK, pairs_to_halves
 
 
-def _check_rank(rank: int) -> None:
-    if not isinstance(rank, int) or rank < 1:
-        raise ArgumentError("rank", f"must be a positive integer, got {rank!r}", "e.g. rank=8")
+class LoRAAdapter(nn.Module):
+    """What every adapter shares: its frozen ``base`` layer, a rank and the scale α / r of its
+    update (Hu et al. 2021, §4.1). Subclasses add ``lora_A`` and ``lora_B`` and say how they apply."""
+
+    def __init__(self, base: nn.Linear | nn.Embedding, rank: int, alpha: float) -> None:
+        super().__init__()
+        if not isinstance(rank, int) or rank < 1:
+            raise ArgumentError("rank", f"must be a positive integer, got {rank!r}", "e.g. rank=8")
+        self.base: nn.Linear | nn.Embedding = base.requires_grad_(False)
+        self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha}"
 
 
-class LoRALinear(nn.Module):
+class LoRALinear(LoRAAdapter):
     """A frozen ``base`` linear layer plus a trainable low-rank update ``lora_B @ lora_A``, scaled
     by ``alpha / rank``; dropout acts on the update's input only (peft's ``lora_dropout``)."""
 
     def __init__(self, base: nn.Linear, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0) -> None:
-        super().__init__()
-        _check_rank(rank)
+        super().__init__(base, rank, alpha)
         if not 0.0 <= dropout < 1.0:
             raise ArgumentError("dropout", f"{dropout} is outside [0, 1)", "e.g. 0.05, or 0 for none")
-        self.base = base.requires_grad_(False)
-        self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
         weight = base.weight
         self.lora_A = nn.Parameter(
             torch.empty(rank, base.in_features, dtype=weight.dtype, device=weight.device)
@@ -71,11 +78,8 @@ class LoRALinear(nn.Module):
         """The update this adapter adds to the base weight: (α / r)·B·A, shaped like it."""
         return (self.lora_B @ self.lora_A) * self.scaling
 
-    def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha}"
 
-
-class LoRAEmbedding(nn.Module):
+class LoRAEmbedding(LoRAAdapter):
     """A frozen ``base`` embedding plus a trainable low-rank update of its table, ΔW = (B·A)ᵀ·α/r
     with A (r × num_embeddings) and B (embedding_dim × r), laid out as peft's ``lora_embedding_A``
     and ``lora_embedding_B``. Token i gets row i of ΔW: column i of A (a lookup, no one-hot), times
@@ -85,10 +89,7 @@ class LoRAEmbedding(nn.Module):
     """
 
     def __init__(self, base: nn.Embedding, rank: int = 8, alpha: float = 16.0) -> None:
-        super().__init__()
-        _check_rank(rank)
-        self.base = base.requires_grad_(False)
-        self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
+        super().__init__(base, rank, alpha)
         weight = base.weight
         self.lora_A = nn.Parameter(
             torch.zeros(rank, base.num_embeddings, dtype=weight.dtype, device=weight.device)
@@ -104,9 +105,6 @@ class LoRAEmbedding(nn.Module):
     def delta(self) -> Tensor:
         """The update this adapter adds to the base table: (α / r)·(B·A)ᵀ, shaped like it."""
         return (self.lora_B @ self.lora_A).t() * self.scaling
-
-    def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha}"
 
 
 LoRALayer = LoRALinear | LoRAEmbedding
